@@ -1,0 +1,32 @@
+"""Entry point: ``python -m cli --help`` lists the commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# One module per command (or group of commands); each has register(subparsers).
+COMMAND_MODULES = (
+    "cli.db",
+    "cli.up",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kommune-iot", description="Open-source IoT backend for Danish municipalities."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

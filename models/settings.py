@@ -1,0 +1,114 @@
+"""All runtime configuration, read once from the environment (prefix ``IOT_``).
+
+Defaults run the whole system on one developer machine: PostgreSQL on 127.0.0.1:5432
+(trust auth, user ``postgres``) and Mosquitto on 127.0.0.1:1883.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_TOPICS = (
+    # ChirpStack v4 application integration (JSON marshaler)
+    "application/+/device/+/event/up",
+    # The Things Stack v3 MQTT integration
+    "v3/+/devices/+/up",
+    # Native JSON from non-LoRaWAN gateways, see docs/ingest.md
+    "municipality/+/sensors/+/readings",
+)
+
+
+class Settings(BaseSettings):
+    """Configuration of every process (ingest, API, jobs); see docs/configuration.md."""
+
+    model_config = SettingsConfigDict(env_prefix="IOT_", env_file=".env", extra="ignore")
+
+    # --- database -----------------------------------------------------------------------
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/kommune_iot",
+        description="libpq URL of the PostgreSQL/TimescaleDB database.",
+    )
+    timescaledb: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Use TimescaleDB when the extension is available (auto), require it (on), "
+        "or use native partitioning even when it is available (off). Read by the migrations.",
+    )
+    partition_days_ahead: int = Field(7, ge=1, le=366)
+    retention_days: int = Field(
+        0, ge=0, description="Drop raw readings older than this many days; 0 keeps them forever."
+    )
+    compress_after_days: int = Field(7, ge=1, description="TimescaleDB compression age.")
+    db_pool_max: int = Field(10, ge=1, le=200)
+
+    # --- MQTT ---------------------------------------------------------------------------
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(1883, ge=1, le=65535)
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_tls: bool = False
+    mqtt_client_id: str = Field(
+        "kommune-iot-ingest",
+        description="Persistent-session identity; every ingest replica needs its own.",
+    )
+    mqtt_share_group: str = Field(
+        "ingest", description="Shared-subscription group; empty to subscribe without sharing."
+    )
+    mqtt_topics: list[str] = Field(default_factory=lambda: list(DEFAULT_TOPICS))
+    mqtt_session_expiry_s: int = Field(3600, ge=0)
+    mqtt_receive_maximum: int = Field(
+        1000, ge=1, le=65535, description="Unacknowledged QoS 1 messages the broker may send."
+    )
+
+    # --- ingest -------------------------------------------------------------------------
+    batch_max_rows: int = Field(5000, ge=1)
+    batch_max_delay_s: float = Field(0.5, gt=0)
+    max_message_bytes: int = Field(64 * 1024, ge=256)
+    max_future_skew_s: float = Field(300.0, ge=0)
+    auto_register_unknown: bool = Field(
+        False, description="Register unknown devices as pending instead of dead-lettering only."
+    )
+    ingest_metrics_port: int = Field(9101, ge=0, le=65535, description="0 disables it.")
+
+    # --- API ----------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    public_base_url: str = "http://127.0.0.1:8000"
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    open_data_license: str = "https://creativecommons.org/licenses/by/4.0/"
+
+    log_level: str = "INFO"
+    log_format: Literal["logfmt", "json"] = "logfmt"
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, url: str) -> str:
+        if not url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+            raise ValueError(
+                "IOT_DATABASE_URL must be a PostgreSQL URL such as "
+                "postgresql://user:password@host:5432/dbname"
+            )
+        return url
+
+    @property
+    def psycopg_url(self) -> str:
+        """The URL in the plain libpq form psycopg expects."""
+        return self.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The URL with SQLAlchemy's psycopg 3 driver selected."""
+        url = self.psycopg_url
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings of this process; cached so the environment is read once."""
+    return Settings()

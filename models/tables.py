@@ -1,0 +1,343 @@
+"""The relational schema (SQLAlchemy 2.0). Migrations in migrations/versions create it.
+
+Readings use a narrow layout, one row per (sensor, metric, time), keyed so that a
+re-insert of the same sample is a no-op. On TimescaleDB the table is a hypertable; on
+plain PostgreSQL it is range-partitioned by day (see migrations and docs/storage.md).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    Text,
+    UniqueConstraint,
+    column,
+    func,
+    table,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import TableClause
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SENSOR_KINDS = ("climate", "bin", "parking", "other")
+SENSOR_STATUSES = ("active", "pending", "retired")
+ALERT_STATUSES = ("open", "acknowledged", "resolved")
+
+Timestamp = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Municipality(Base):
+    """A tenant: one municipality owns its sensors, data, keys and settings."""
+
+    __tablename__ = "municipalities"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    slug: Mapped[str] = mapped_column(Text, unique=True)
+    name: Mapped[str] = mapped_column(Text)
+    # The four-digit Danish municipality code (e.g. 0751 Aarhus), when known.
+    kommune_code: Mapped[str | None] = mapped_column(Text, unique=True)
+    # Per-municipality overrides of analytics thresholds, open-data licence, ...
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (CheckConstraint("slug ~ '^[a-z0-9][a-z0-9-]{0,62}$'", name="slug_format"),)
+
+
+class Site(Base):
+    """A place with an address: a school, a depot, a parking area, a street."""
+
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    municipality_id: Mapped[int] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text, server_default="other")
+    address: Mapped[str | None] = mapped_column(Text)
+    lat: Mapped[float | None] = mapped_column(Double)
+    lon: Mapped[float | None] = mapped_column(Double)
+
+    __table_args__ = (UniqueConstraint("municipality_id", "name"),)
+
+
+class Zone(Base):
+    """A part of a site: a classroom, a parking zone, a group of bins."""
+
+    __tablename__ = "zones"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    municipality_id: Mapped[int] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE"), index=True
+    )
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text, server_default="room")
+    floor: Mapped[str | None] = mapped_column(Text)
+    capacity: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+
+
+class DeviceModel(Base):
+    """A sensor product and the payload decoder that reads its uplinks."""
+
+    __tablename__ = "device_models"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    vendor: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(Text)
+    decoder: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+
+    __table_args__ = (UniqueConstraint("vendor", "model"),)
+
+
+class Sensor(Base):
+    """One physical device, owned by one municipality."""
+
+    __tablename__ = "sensors"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    municipality_id: Mapped[int] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE"), index=True
+    )
+    # LoRaWAN devices are found by DevEUI (16 lowercase hex digits); others by external id.
+    dev_eui: Mapped[str | None] = mapped_column(Text, unique=True)
+    external_id: Mapped[str] = mapped_column(Text)
+    name: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    device_model_id: Mapped[int | None] = mapped_column(
+        ForeignKey("device_models.id", ondelete="RESTRICT"), index=True
+    )
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id", ondelete="SET NULL"))
+    zone_id: Mapped[int | None] = mapped_column(
+        ForeignKey("zones.id", ondelete="SET NULL"), index=True
+    )
+    lat: Mapped[float | None] = mapped_column(Double)
+    lon: Mapped[float | None] = mapped_column(Double)
+    installed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    install_meta: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # Waste bins: inner depth and the sensor's distance above the full line, in millimetres.
+    bin_depth_mm: Mapped[float | None] = mapped_column(Double)
+    mount_offset_mm: Mapped[float | None] = mapped_column(Double)
+    expected_interval_s: Mapped[int | None] = mapped_column(Integer)
+    is_public: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    status: Mapped[str] = mapped_column(Text, server_default="active")
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("municipality_id", "external_id"),
+        CheckConstraint("dev_eui ~ '^[0-9a-f]{16}$'", name="dev_eui_format"),
+        CheckConstraint(
+            "kind IN (" + ", ".join(f"'{k}'" for k in SENSOR_KINDS) + ")", name="kind_known"
+        ),
+        CheckConstraint(
+            "status IN (" + ", ".join(f"'{s}'" for s in SENSOR_STATUSES) + ")",
+            name="status_known",
+        ),
+        CheckConstraint("lat BETWEEN -90 AND 90 AND lon BETWEEN -180 AND 180", name="lat_lon"),
+        CheckConstraint("bin_depth_mm > 0", name="bin_depth_positive"),
+    )
+
+
+class MetricRow(Base):
+    """The metric vocabulary, kept in step with ingest/metrics.py at start-up."""
+
+    __tablename__ = "metrics"
+
+    id: Mapped[int] = mapped_column(SmallInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    unit: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text)
+    min_value: Mapped[float] = mapped_column(Double)
+    max_value: Mapped[float] = mapped_column(Double)
+
+
+class Reading(Base):
+    """One sample: narrow, keyed by (sensor, metric, time) so re-inserts are no-ops."""
+
+    __tablename__ = "readings"
+
+    time: Mapped[datetime] = mapped_column(Timestamp)
+    sensor_id: Mapped[int] = mapped_column(BigInteger)
+    metric_id: Mapped[int] = mapped_column(SmallInteger)
+    value: Mapped[float] = mapped_column(Double)
+
+    # No foreign keys: they would cost on every COPY row and block partition maintenance;
+    # ingest only writes ids it has just looked up.
+    __table_args__ = (
+        PrimaryKeyConstraint("sensor_id", "metric_id", "time"),
+        {"postgresql_partition_by": "RANGE (time)"},
+    )
+
+
+class LatestReading(Base):
+    """The newest value of each (sensor, metric); upserted by the ingest writer."""
+
+    __tablename__ = "latest_readings"
+
+    sensor_id: Mapped[int] = mapped_column(
+        ForeignKey("sensors.id", ondelete="CASCADE"), primary_key=True
+    )
+    metric_id: Mapped[int] = mapped_column(
+        ForeignKey("metrics.id", ondelete="CASCADE"), primary_key=True
+    )
+    time: Mapped[datetime] = mapped_column(Timestamp)
+    value: Mapped[float] = mapped_column(Double)
+
+
+class DeadLetter(Base):
+    """A message that could not be stored, kept with its raw bytes and the reason."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    topic: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    reason: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str] = mapped_column(Text, server_default="")
+    municipality_id: Mapped[int | None] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="SET NULL"), index=True
+    )
+    device_id: Mapped[str | None] = mapped_column(Text)
+    replayed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        Index("ix_dead_letters_received_at", "received_at"),
+        Index("ix_dead_letters_reason", "reason"),
+    )
+
+
+class Alert(Base):
+    """An alert with a lifecycle: open, acknowledged, resolved.
+
+    At most one unresolved alert exists per (rule, subject), so re-running an evaluation
+    updates the open alert instead of adding another.
+    """
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    municipality_id: Mapped[int] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE"), index=True
+    )
+    sensor_id: Mapped[int | None] = mapped_column(ForeignKey("sensors.id", ondelete="CASCADE"))
+    zone_id: Mapped[int | None] = mapped_column(ForeignKey("zones.id", ondelete="CASCADE"))
+    rule: Mapped[str] = mapped_column(Text)
+    severity: Mapped[str] = mapped_column(Text, server_default="warning")
+    status: Mapped[str] = mapped_column(Text, server_default="open")
+    # A stable key for the subject (e.g. "sensor:42"), part of the dedup key.
+    subject: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(Timestamp)
+    ended_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_value: Mapped[float | None] = mapped_column(Double)
+    message: Mapped[str] = mapped_column(Text, server_default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    acknowledged_by: Mapped[str | None] = mapped_column(Text)
+    resolved_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN (" + ", ".join(f"'{s}'" for s in ALERT_STATUSES) + ")",
+            name="status_known",
+        ),
+        Index(
+            "uq_alerts_unresolved_rule_subject",
+            "rule",
+            "subject",
+            unique=True,
+            postgresql_where=text("status <> 'resolved'"),
+        ),
+        Index("ix_alerts_municipality_id_status", "municipality_id", "status"),
+    )
+
+
+class ApiKey(Base):
+    """A municipality's API key; only a hash of the secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    municipality_id: Mapped[int] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE"), index=True
+    )
+    # The public part of the key, used to find the row before the constant-time compare.
+    prefix: Mapped[str] = mapped_column(Text, unique=True)
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    name: Mapped[str] = mapped_column(Text, server_default="")
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_used_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class RollupDirtyHour(Base):
+    """Hours with new raw readings whose rollups need recomputing (plain PostgreSQL only)."""
+
+    __tablename__ = "rollup_dirty_hours"
+
+    bucket: Mapped[datetime] = mapped_column(Timestamp, primary_key=True)
+
+
+class SystemInfo(Base):
+    """Facts the migrations record about this database, e.g. the storage backend."""
+
+    __tablename__ = "system_info"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+def _rollup(name: str) -> TableClause:
+    return table(
+        name,
+        column("bucket", Timestamp),
+        column("sensor_id", BigInteger),
+        column("metric_id", SmallInteger),
+        column("count", BigInteger),
+        column("sum", Double),
+        column("avg", Double),
+        column("min", Double),
+        column("max", Double),
+    )
+
+
+# Rollups: tables kept by triggers and a job on plain PostgreSQL, continuous aggregates on
+# TimescaleDB. Same names and columns on both, so queries never need to know which.
+# Hourly and daily buckets are UTC.
+readings_hourly = _rollup("readings_hourly")
+readings_daily = _rollup("readings_daily")
