@@ -240,13 +240,17 @@ def _use_timescaledb() -> bool:
     mode = context.config.attributes.get("timescaledb") or get_settings().timescaledb
     if mode == "off":
         return False
+    # Installed is not enough: TimescaleDB must also be preloaded to be created.
     available = op.get_bind().scalar(
-        text("SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'")
+        text(
+            "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb' "
+            "AND current_setting('shared_preload_libraries') LIKE '%timescaledb%'"
+        )
     )
     if mode == "on" and not available:
         raise RuntimeError(
-            "IOT_TIMESCALEDB=on but the timescaledb extension is not available on this server; "
-            "install it (and add it to shared_preload_libraries) or set IOT_TIMESCALEDB=auto"
+            "IOT_TIMESCALEDB=on but the timescaledb extension is not available on this server: "
+            "install it, add it to shared_preload_libraries, or set IOT_TIMESCALEDB=auto"
         )
     return bool(available)
 
