@@ -8,6 +8,7 @@ import sys
 
 # One module per command (or group of commands); each has register(subparsers).
 COMMAND_MODULES = (
+    "cli.admin",
     "cli.db",
     "cli.up",
 )

@@ -1,0 +1,114 @@
+"""``admin``: create municipalities and API keys, list and revoke keys.
+
+python -m cli admin create-municipality --slug aarhus --name "Aarhus Kommune" --code 0751
+python -m cli admin create-key --municipality aarhus --scopes read-private,write-sensors
+python -m cli admin list-keys --municipality aarhus
+python -m cli admin revoke-key 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from api.auth import SCOPES, create_key, revoke_key
+from models.settings import get_settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    admin = subparsers.add_parser("admin", help="municipalities and API keys")
+    commands = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+
+    p = commands.add_parser("create-municipality", help="add a municipality (tenant)")
+    p.add_argument("--slug", required=True, help="short lowercase id used in URLs and topics")
+    p.add_argument("--name", required=True)
+    p.add_argument("--code", help="four-digit Danish municipality code, e.g. 0751")
+    p.set_defaults(handler=_create_municipality)
+
+    p = commands.add_parser("create-key", help="issue an API key; prints it once")
+    p.add_argument("--municipality", required=True, help="municipality slug")
+    p.add_argument(
+        "--scopes", required=True, help=f"comma-separated, from: {', '.join(sorted(SCOPES))}"
+    )
+    p.add_argument("--name", default="", help="what the key is for")
+    p.add_argument("--expires-days", type=int, help="expire after this many days")
+    p.set_defaults(handler=_create_key)
+
+    p = commands.add_parser("list-keys", help="list keys (never their secrets)")
+    p.add_argument("--municipality", help="municipality slug; all when omitted")
+    p.set_defaults(handler=_list_keys)
+
+    p = commands.add_parser("revoke-key", help="revoke a key by id")
+    p.add_argument("key_id", type=int)
+    p.set_defaults(handler=_revoke_key)
+
+
+def _connect() -> psycopg.Connection:
+    return psycopg.connect(get_settings().psycopg_url, autocommit=True)
+
+
+def _municipality_id(conn: psycopg.Connection, slug: str) -> int:
+    row = conn.execute("SELECT id FROM municipalities WHERE slug = %s", (slug,)).fetchone()
+    if row is None:
+        sys.exit(f"error: no municipality with slug {slug!r}; create it with create-municipality")
+    return row[0]
+
+
+def _create_municipality(args: argparse.Namespace) -> int:
+    with _connect() as conn:
+        try:
+            row = conn.execute(
+                "INSERT INTO municipalities (slug, name, kommune_code) VALUES (%s, %s, %s) "
+                "RETURNING id",
+                (args.slug, args.name, args.code),
+            ).fetchone()
+        except psycopg.errors.UniqueViolation:
+            sys.exit(f"error: a municipality with slug {args.slug!r} or that code exists")
+        except psycopg.errors.CheckViolation:
+            sys.exit("error: slug must be lowercase letters, digits and '-', at most 63 chars")
+    print(f"municipality {args.slug} created with id {row[0]}")
+    return 0
+
+
+def _create_key(args: argparse.Namespace) -> int:
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    expires = datetime.now(UTC) + timedelta(days=args.expires_days) if args.expires_days else None
+    with _connect() as conn:
+        municipality_id = _municipality_id(conn, args.municipality)
+        try:
+            key = create_key(conn, municipality_id, scopes, args.name, expires)
+        except ValueError as exc:
+            sys.exit(f"error: {exc}")
+    print(f"key id {key.key_id} for {args.municipality}; store it now, it is not shown again:")
+    print(key.token)
+    return 0
+
+
+def _list_keys(args: argparse.Namespace) -> int:
+    with _connect() as conn:
+        rows = conn.execute(
+            "SELECT k.id, m.slug, k.prefix, k.name, k.scopes, k.created_at, k.expires_at, "
+            "k.revoked_at, k.last_used_at FROM api_keys k "
+            "JOIN municipalities m ON m.id = k.municipality_id "
+            "WHERE %s::text IS NULL OR m.slug = %s ORDER BY k.id",
+            (args.municipality, args.municipality),
+        ).fetchall()
+    now = datetime.now(UTC)
+    for r in rows:
+        state = "revoked" if r[7] else ("expired" if r[6] and r[6] < now else "active")
+        print(
+            f"{r[0]}\t{r[1]}\tkiot_{r[2]}_…\t{state}\t{','.join(r[4])}\t{r[3]}\t"
+            f"last used {r[8] or 'never'}"
+        )
+    return 0
+
+
+def _revoke_key(args: argparse.Namespace) -> int:
+    with _connect() as conn:
+        if not revoke_key(conn, args.key_id):
+            sys.exit(f"error: no active key with id {args.key_id}")
+    print(f"key {args.key_id} revoked")
+    return 0
