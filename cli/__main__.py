@@ -10,6 +10,7 @@ import sys
 COMMAND_MODULES = (
     "cli.admin",
     "cli.db",
+    "cli.simulate",
     "cli.up",
 )
 

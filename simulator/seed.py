@@ -1,0 +1,127 @@
+"""Register the simulated fleet in the database: municipalities, sites, zones, sensors.
+
+Idempotent: seeding the same fleet twice changes nothing; seeding a larger fleet adds
+the new devices. Device models come from the decoder registry (ingest/registry.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+from simulator.fleet import Fleet
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    municipalities: int
+    sites: int
+    zones: int
+    sensors: int
+
+
+def _device_model_ids(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
+    from ingest.registry import sync_device_models
+
+    sync_device_models(conn)
+    rows = conn.execute("SELECT vendor, model, id FROM device_models").fetchall()
+    return {(vendor, model): model_id for vendor, model, model_id in rows}
+
+
+def seed_fleet(conn: psycopg.Connection, fleet: Fleet) -> SeedResult:
+    """Create or update every municipality, site, zone and sensor of `fleet` in one
+    transaction; returns how many of each the fleet has."""
+    with conn.transaction():
+        model_ids = _device_model_ids(conn)
+        missing = {(d.vendor, d.model) for d in fleet.devices} - set(model_ids)
+        if missing:
+            raise LookupError(
+                "no payload decoder is registered for device models "
+                + ", ".join(f"{v} {m}" for v, m in sorted(missing))
+            )
+        municipality_ids: dict[str, int] = {}
+        for m in fleet.municipalities:
+            municipality_ids[m.slug] = conn.execute(
+                """
+                INSERT INTO municipalities (slug, name, kommune_code) VALUES (%s, %s, %s)
+                ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name,
+                    kommune_code = EXCLUDED.kommune_code
+                RETURNING id
+                """,
+                (m.slug, m.name, m.kommune_code),
+            ).fetchone()[0]
+        site_ids: dict[tuple[str, str], int] = {}
+        for s in fleet.sites:
+            site_ids[(s.municipality, s.name)] = conn.execute(
+                """
+                INSERT INTO sites (municipality_id, name, kind, lat, lon)
+                VALUES (%s, %s, %s, %s, %s)
+                ON CONFLICT (municipality_id, name) DO UPDATE SET kind = EXCLUDED.kind,
+                    lat = EXCLUDED.lat, lon = EXCLUDED.lon
+                RETURNING id
+                """,
+                (municipality_ids[s.municipality], s.name, s.kind, s.lat, s.lon),
+            ).fetchone()[0]
+        zone_ids: dict[tuple[str, str, str], int] = {}
+        for z in fleet.zones:
+            zone_ids[(z.municipality, z.site, z.name)] = conn.execute(
+                """
+                INSERT INTO zones (municipality_id, site_id, name, kind, floor, capacity)
+                VALUES (%s, %s, %s, %s, %s, %s)
+                ON CONFLICT (site_id, name) DO UPDATE SET kind = EXCLUDED.kind,
+                    floor = EXCLUDED.floor, capacity = EXCLUDED.capacity
+                RETURNING id
+                """,
+                (
+                    municipality_ids[z.municipality],
+                    site_ids[(z.municipality, z.site)],
+                    z.name,
+                    z.kind,
+                    z.floor,
+                    z.capacity,
+                ),
+            ).fetchone()[0]
+        with conn.cursor() as cur:
+            cur.executemany(
+                """
+                INSERT INTO sensors (municipality_id, dev_eui, external_id, name, kind,
+                    device_model_id, site_id, zone_id, lat, lon, bin_depth_mm,
+                    mount_offset_mm, expected_interval_s, status)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'active')
+                ON CONFLICT (dev_eui) DO UPDATE SET name = EXCLUDED.name,
+                    device_model_id = EXCLUDED.device_model_id, site_id = EXCLUDED.site_id,
+                    zone_id = EXCLUDED.zone_id, lat = EXCLUDED.lat, lon = EXCLUDED.lon,
+                    bin_depth_mm = EXCLUDED.bin_depth_mm,
+                    mount_offset_mm = EXCLUDED.mount_offset_mm,
+                    expected_interval_s = EXCLUDED.expected_interval_s
+                """,
+                [
+                    (
+                        municipality_ids[d.municipality],
+                        d.dev_eui,
+                        d.external_id,
+                        d.name,
+                        d.kind,
+                        model_ids[(d.vendor, d.model)],
+                        site_ids[(d.municipality, d.site)],
+                        zone_ids.get((d.municipality, d.site, d.zone)) if d.zone else None,
+                        d.lat,
+                        d.lon,
+                        d.bin_depth_mm,
+                        d.mount_offset_mm,
+                        d.interval_s,
+                    )
+                    for d in fleet.devices
+                ],
+            )
+    return SeedResult(
+        len(fleet.municipalities), len(fleet.sites), len(fleet.zones), len(fleet.devices)
+    )
+
+
+def fleet_is_seeded(conn: psycopg.Connection, fleet: Fleet) -> bool:
+    """True when every device of `fleet` is already registered."""
+    euis = [d.dev_eui for d in fleet.devices]
+    row = conn.execute("SELECT count(*) FROM sensors WHERE dev_eui = ANY(%s)", (euis,)).fetchone()
+    return row[0] == len(euis)
