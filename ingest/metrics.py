@@ -38,6 +38,9 @@ METRICS: dict[str, Metric] = {
         Metric("tvoc_ppb", "ppb", "Total volatile organic compounds", 0.0, 100000.0),
         Metric("sound_avg_dba", "dB(A)", "Average sound level", 0.0, 200.0),
         Metric("sound_peak_dba", "dB(A)", "Peak sound level", 0.0, 200.0),
+        # particulate matter: outdoor and indoor air quality (EU limit values are in µg/m³)
+        Metric("pm2_5_ug_m3", "µg/m³", "Fine particulate matter (PM2.5) concentration", 0, 1000),
+        Metric("pm10_ug_m3", "µg/m³", "Particulate matter (PM10) concentration", 0.0, 1000.0),
         # waste bins
         Metric("distance_mm", "mm", "Distance from sensor to the nearest surface", 0.0, 20000.0),
         Metric("fill_pct", "%", "Bin fill level derived from distance and bin depth", 0, 100),

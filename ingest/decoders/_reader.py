@@ -1,0 +1,96 @@
+"""Shared helpers for the vendor decoders: a bounds-checked byte reader and fPort checks.
+
+Every read either returns a number or raises DecodeError naming the vendor, the field and
+the byte offset, so a decoder never leaks IndexError or struct.error.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Collection
+
+from ingest.decoders import DecodeError
+
+# LoRaWAN reserves FPort 0 for MAC commands and 224..255 for the protocol itself
+# (LoRaWAN 1.0.4 §4.3.2); application payloads only ever use 1..223.
+APPLICATION_FPORTS = range(1, 224)
+
+
+def check_fport(vendor: str, fport: int, allowed: Collection[int]) -> None:
+    """Raise DecodeError when `fport` is not one the vendor sends measurements on."""
+    if fport not in allowed:
+        if isinstance(allowed, range):
+            expected = f"{allowed.start}..{allowed.stop - 1}"
+        else:
+            expected = ", ".join(str(p) for p in sorted(allowed))
+        raise DecodeError(f"{vendor}: fPort {fport} carries no measurements (expected {expected})")
+
+
+class ByteReader:
+    """Reads big- or little-endian integers and floats from a payload, checking bounds."""
+
+    def __init__(self, payload: bytes, vendor: str) -> None:
+        self.payload = bytes(payload)
+        self.vendor = vendor
+        self.offset = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self.payload) - self.offset
+
+    def at_end(self) -> bool:
+        return self.offset >= len(self.payload)
+
+    def take(self, size: int, field: str) -> bytes:
+        """The next `size` bytes; DecodeError when the payload ends first."""
+        if self.remaining < size:
+            raise DecodeError(
+                f"{self.vendor}: payload truncated in {field} at byte {self.offset}: "
+                f"needs {size} byte(s), {self.remaining} left"
+            )
+        chunk = self.payload[self.offset : self.offset + size]
+        self.offset += size
+        return chunk
+
+    def _unpack(self, fmt: str, field: str) -> int | float:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt), field))[0]
+
+    def u8(self, field: str) -> int:
+        return int(self._unpack(">B", field))
+
+    def i8(self, field: str) -> int:
+        return int(self._unpack(">b", field))
+
+    def u16(self, field: str) -> int:
+        return int(self._unpack(">H", field))
+
+    def i16(self, field: str) -> int:
+        return int(self._unpack(">h", field))
+
+    def u32(self, field: str) -> int:
+        return int(self._unpack(">I", field))
+
+    def i32(self, field: str) -> int:
+        return int(self._unpack(">i", field))
+
+    def u16le(self, field: str) -> int:
+        return int(self._unpack("<H", field))
+
+    def i16le(self, field: str) -> int:
+        return int(self._unpack("<h", field))
+
+    def f32(self, field: str) -> float:
+        """An IEEE-754 single-precision float; NaN and infinity are refused."""
+        start = self.offset
+        value = float(self._unpack(">f", field))
+        if not math.isfinite(value):
+            raise DecodeError(f"{self.vendor}: {field} at byte {start} is not a finite number")
+        return value
+
+    def expect_end(self) -> None:
+        """Raise DecodeError when bytes are left over after the last field."""
+        if not self.at_end():
+            raise DecodeError(
+                f"{self.vendor}: {self.remaining} unexpected trailing byte(s) at byte {self.offset}"
+            )
