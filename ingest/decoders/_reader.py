@@ -30,10 +30,17 @@ def check_fport(vendor: str, fport: int, allowed: Collection[int]) -> None:
 class ByteReader:
     """Reads big- or little-endian integers and floats from a payload, checking bounds."""
 
-    def __init__(self, payload: bytes, vendor: str) -> None:
+    def __init__(self, payload: bytes, vendor: str, base: int = 0) -> None:
+        """Read `payload`; `base` is its offset inside the uplink, for error messages."""
         self.payload = bytes(payload)
         self.vendor = vendor
+        self.base = base
         self.offset = 0
+
+    @property
+    def position(self) -> int:
+        """The current offset inside the whole uplink."""
+        return self.base + self.offset
 
     @property
     def remaining(self) -> int:
@@ -46,7 +53,7 @@ class ByteReader:
         """The next `size` bytes; DecodeError when the payload ends first."""
         if self.remaining < size:
             raise DecodeError(
-                f"{self.vendor}: payload truncated in {field} at byte {self.offset}: "
+                f"{self.vendor}: payload truncated in {field} at byte {self.position}: "
                 f"needs {size} byte(s), {self.remaining} left"
             )
         chunk = self.payload[self.offset : self.offset + size]
@@ -82,7 +89,7 @@ class ByteReader:
 
     def f32(self, field: str) -> float:
         """An IEEE-754 single-precision float; NaN and infinity are refused."""
-        start = self.offset
+        start = self.position
         value = float(self._unpack(">f", field))
         if not math.isfinite(value):
             raise DecodeError(f"{self.vendor}: {field} at byte {start} is not a finite number")
@@ -92,5 +99,6 @@ class ByteReader:
         """Raise DecodeError when bytes are left over after the last field."""
         if not self.at_end():
             raise DecodeError(
-                f"{self.vendor}: {self.remaining} unexpected trailing byte(s) at byte {self.offset}"
+                f"{self.vendor}: {self.remaining} unexpected trailing byte(s) "
+                f"at byte {self.position}"
             )

@@ -73,7 +73,7 @@ def decode(payload: bytes, fport: int) -> Measurements:
         length = reader.u8("package length")
         if length < 2:
             raise DecodeError(f"{VENDOR}: package length {length} at byte {start} is below 2")
-        package = ByteReader(reader.take(length, f"package at byte {start}"), VENDOR)
+        package = ByteReader(reader.take(length, f"package at byte {start}"), VENDOR, start + 1)
         uuid = package.u16("UUID")
         if uuid == _SERIAL_NUMBER:
             continue
