@@ -43,7 +43,9 @@ METRICS: dict[str, Metric] = {
         Metric("pm10_ug_m3", "µg/m³", "Particulate matter (PM10) concentration", 0.0, 1000.0),
         # waste bins
         Metric("distance_mm", "mm", "Distance from sensor to the nearest surface", 0.0, 20000.0),
-        Metric("fill_pct", "%", "Bin fill level derived from distance and bin depth", 0, 100),
+        Metric(
+            "fill_pct", "%", "Bin fill level: from distance and bin depth, or the sensor", 0, 100
+        ),
         Metric("tilt_deg", "°", "Tilt of the sensor from its mounting position", -180, 180),
         # parking
         Metric("occupied", "1", "Parking bay occupied (1) or free (0)", 0.0, 1.0),
