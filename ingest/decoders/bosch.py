@@ -9,6 +9,9 @@ type is the FPort:
   device temperature in °C as a signed integer.
 * FPort 3, start-up (17 bytes): three 32-bit little-endian debug codes, firmware version
   (3 bytes), reset cause (1 byte), parking status (1 byte, bit 0 occupied).
+* FPorts 4 (device information), 5 (device usage) and 6 (debug) are maintenance
+  messages: valid frames without measurements, so they decode to an empty result
+  instead of filling the dead-letter table every day.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ SOURCE = "Bosch Parking Lot Sensor Communication Interface, Technical Descriptio
 PARKING_STATUS_FPORT = 1
 HEARTBEAT_FPORT = 2
 STARTUP_FPORT = 3
+MAINTENANCE_FPORTS = (4, 5, 6)
 _STARTUP_LENGTH = 17
 
 
@@ -33,8 +37,12 @@ def _check_length(payload: bytes, allowed: tuple[int, ...], message: str) -> Non
 
 
 def decode(payload: bytes, fport: int) -> Measurements:
-    """Occupancy (and heartbeat temperature) from one TPS110 uplink on FPort 1, 2 or 3."""
-    check_fport(VENDOR, fport, (PARKING_STATUS_FPORT, HEARTBEAT_FPORT, STARTUP_FPORT))
+    """Occupancy (and heartbeat temperature) from one TPS110 uplink on FPort 1 … 6."""
+    check_fport(
+        VENDOR, fport, (PARKING_STATUS_FPORT, HEARTBEAT_FPORT, STARTUP_FPORT, *MAINTENANCE_FPORTS)
+    )
+    if fport in MAINTENANCE_FPORTS:
+        return {}
     reader = ByteReader(payload, VENDOR)
     out: Measurements = {}
     if fport == PARKING_STATUS_FPORT:

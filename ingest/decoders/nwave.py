@@ -9,7 +9,9 @@ messages". The message type is the FPort:
 * FPort 3, start-up (5 bytes): firmware version (3 bytes), reset cause (1 byte),
   parking status (1 byte, bit 0 occupied).
 
-Other ports (SDI tag registration, debug, configuration feedback) carry no measurements.
+The start-up byte positions are checked against the vendor's published example frame
+(`010d000200`: firmware 1.13.0, reset cause, free). Other ports (SDI tag registration,
+debug, configuration feedback) carry no measurements and raise DecodeError.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from ingest.decoders import DecodeError, get_decoder
         # wrong fPort
         ("milesight_am100", "01755c", 1, "fPort 1 carries no measurements (expected 85)"),
         ("decentlab_dl_iam", "020bbd00010b92", 2, "fPort 2 carries no measurements (expected 1)"),
-        ("bosch_tps110", "01", 4, "fPort 4 carries no measurements (expected 1, 2, 3)"),
+        ("bosch_tps110", "01", 7, "fPort 7 carries no measurements (expected 1, 2, 3, 4, 5, 6)"),
         ("nwave_parking", "01", 9, "fPort 9 carries no measurements"),
         ("elsys", "0100e2", 0, "fPort 0 carries no measurements (expected 1..223)"),
         ("teneo_filling_degree", "0b001e", 224, "fPort 224 carries no measurements"),
@@ -122,3 +122,8 @@ def test_teneo_error_status_reports_battery_but_no_distance() -> None:
 
 def test_bosch_heartbeat_without_temperature_byte_reports_occupancy_only() -> None:
     assert get_decoder("bosch_tps110")(b"\x00", 2) == {"occupied": False}
+
+
+def test_bosch_maintenance_messages_decode_to_nothing_rather_than_an_error() -> None:
+    for fport in (4, 5, 6):
+        assert get_decoder("bosch_tps110")(bytes.fromhex("0102030405"), fport) == {}
