@@ -93,10 +93,14 @@ def register_sensor(conn: psycopg.Connection, municipality_id: int, sensor: Sens
     RegistryError (unknown model, DevEUI taken by another sensor, unknown municipality,
     missing bin depth) without changing anything.
     """
-    with conn.transaction():
-        _check_municipality(conn, municipality_id)
-        models = _model_index(conn, [sensor])
-        sensor_id, _created = _upsert(conn, municipality_id, sensor, models)
+    try:
+        with conn.transaction():
+            _check_municipality(conn, municipality_id)
+            models = _model_index(conn, [sensor])
+            sensor_id, _created = _upsert(conn, municipality_id, sensor, models)
+    except psycopg.errors.UniqueViolation:
+        # Another registration took the DevEUI between our check and the insert.
+        raise RegistryError(f"dev_eui {sensor.dev_eui} is already registered") from None
     return sensor_id
 
 
@@ -144,6 +148,12 @@ def import_sensors_csv(
     except RegistryError as error:
         return SensorImportResult(
             committed=False, errors=[SensorImportError(line=1, message=str(error))]
+        )
+    except psycopg.errors.UniqueViolation:
+        # A concurrent registration took one of the DevEUIs after our checks.
+        message = "a dev_eui in the file was registered meanwhile; upload the file again"
+        return SensorImportResult(
+            committed=False, errors=[SensorImportError(line=1, message=message)]
         )
     created = sum(1 for r in rows if r.action == "created")
     return SensorImportResult(
