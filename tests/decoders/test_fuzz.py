@@ -95,8 +95,14 @@ field_names = st.sampled_from(
 ) | st.text(max_size=12)
 
 
+unit_wrappers = st.fixed_dictionaries(
+    {"value": json_scalars},
+    optional={"unit": st.sampled_from(["°C", "%", "ppm", "hPa", "cm", "mV", "dB", "µg/m³", "?"])},
+)
+
+
 @FUZZ
-@given(obj=st.dictionaries(field_names, json_values, max_size=6))
+@given(obj=st.dictionaries(field_names, json_values | unit_wrappers, max_size=6))
 def test_random_decoded_objects_normalise_or_raise_decode_error(obj: dict[str, Any]) -> None:
     try:
         result = normalise_object(obj)
