@@ -1,0 +1,196 @@
+// Staff dashboard: reads the staff API with the key kept in sessionStorage.
+"use strict";
+
+const KEY_STORAGE = "kommune-iot-api-key";
+const CO2_LIMIT_PPM = 1000;     // BR18: teaching rooms
+const CO2_CRITICAL_PPM = 1400;
+
+let map, markerLayer, routeLayer, historyChart;
+
+function apiKey() { return sessionStorage.getItem(KEY_STORAGE); }
+
+async function api(path) {
+  const response = await fetch(path, { headers: { Authorization: `Bearer ${apiKey()}` } });
+  if (response.status === 401) { signOut("Your key was refused; sign in again."); throw new Error("401"); }
+  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+  return response.json();
+}
+
+function co2Class(ppm) {
+  if (ppm == null) return "";
+  return ppm > CO2_CRITICAL_PPM ? "bad" : ppm > CO2_LIMIT_PPM ? "warn" : "good";
+}
+
+function ago(iso) {
+  if (!iso) return "never";
+  const minutes = Math.round((Date.now() - new Date(iso).getTime()) / 60000);
+  return minutes < 1 ? "now" : minutes < 120 ? `${minutes} min ago` : `${Math.round(minutes / 60)} h ago`;
+}
+
+function fmt(value, digits = 0) { return value == null ? "–" : Number(value).toFixed(digits); }
+
+function cell(text, className) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (className) td.className = className;
+  return td;
+}
+
+function renderRooms(rooms) {
+  const body = document.querySelector("#rooms tbody");
+  body.replaceChildren();
+  for (const room of rooms) {
+    const tr = document.createElement("tr");
+    tr.className = "clickable";
+    tr.dataset.sensorId = room.id;
+    tr.append(cell(room.site ?? ""), cell(room.zone ?? room.name ?? room.external_id));
+    const co2 = document.createElement("td");
+    const badge = document.createElement("span");
+    badge.className = `co2 ${co2Class(room.co2_ppm)}`;
+    badge.textContent = fmt(room.co2_ppm);
+    co2.append(badge);
+    tr.append(co2, cell(fmt(room.temperature_c, 1)), cell(fmt(room.humidity_pct)), cell(ago(room.last_seen)));
+    tr.addEventListener("click", () => showHistory(room, "co2_ppm"));
+    body.append(tr);
+  }
+}
+
+function renderBins(bins) {
+  const body = document.querySelector("#bins tbody");
+  body.replaceChildren();
+  for (const bin of bins) {
+    const tr = document.createElement("tr");
+    tr.className = "clickable";
+    tr.dataset.sensorId = bin.id;
+    const fill = document.createElement("td");
+    const bar = document.createElement("span");
+    bar.className = "bar" + (bin.fill_pct >= 90 ? " full" : "");
+    const inner = document.createElement("span");
+    inner.style.width = `${Math.max(0, Math.min(100, bin.fill_pct ?? 0))}%`;
+    bar.append(inner);
+    fill.append(bar, document.createTextNode(` ${fmt(bin.fill_pct)} %`));
+    tr.append(cell(bin.name ?? bin.external_id), fill, cell(ago(bin.last_seen)));
+    tr.addEventListener("click", () => showHistory(bin, "fill_pct"));
+    body.append(tr);
+  }
+}
+
+function renderParking(zones) {
+  const body = document.querySelector("#parking tbody");
+  body.replaceChildren();
+  for (const z of zones) {
+    const tr = document.createElement("tr");
+    tr.append(cell(z.zone), cell(z.occupied), cell(z.bays), cell(fmt(z.occupancy_pct)));
+    body.append(tr);
+  }
+}
+
+function renderAlerts(alerts) {
+  const list = document.getElementById("alerts");
+  list.replaceChildren();
+  if (alerts.length === 0) { list.append(Object.assign(document.createElement("li"), { textContent: "No open alerts." })); return; }
+  for (const a of alerts) {
+    const li = document.createElement("li");
+    const sev = Object.assign(document.createElement("span"), { className: `sev-${a.severity}`, textContent: a.severity });
+    li.append(sev, document.createTextNode(` ${a.rule} · ${a.sensor_name ?? a.subject} · ${a.message || ""} (${a.status}, since ${ago(a.started_at)})`));
+    list.append(li);
+  }
+}
+
+function renderMap(sensors) {
+  markerLayer.clearLayers();
+  const bounds = [];
+  for (const s of sensors) {
+    if (s.lat == null || s.lon == null) continue;
+    let color = "#777", radius = 6;
+    if (s.kind === "climate") color = { good: "#2e7d32", warn: "#f9a825", bad: "#c62828" }[co2Class(s.co2_ppm)] ?? "#777";
+    if (s.kind === "bin") { color = "#5d4037"; radius = 4 + (s.fill_pct ?? 0) / 10; }
+    if (s.kind === "parking") color = s.occupied >= 0.5 ? "#1565c0" : "#90caf9";
+    const marker = L.circleMarker([s.lat, s.lon], { radius, color, fillColor: color, fillOpacity: 0.8, weight: 1 });
+    marker.bindPopup(`${s.name ?? s.external_id} (${s.kind})`);
+    marker.on("click", () => showHistory(s, { climate: "co2_ppm", bin: "fill_pct", parking: "occupied" }[s.kind] ?? "battery_v"));
+    marker.addTo(markerLayer);
+    bounds.push([s.lat, s.lon]);
+  }
+  document.getElementById("map").dataset.markers = String(bounds.length);
+  if (bounds.length) map.fitBounds(bounds, { padding: [20, 20], maxZoom: 15 });
+}
+
+async function renderRoute() {
+  const summary = document.getElementById("route-summary");
+  const today = new Date().toISOString().slice(0, 10);
+  try {
+    const plan = await api(`/api/v1/staff/collection/route?date=${today}&format=geojson`);
+    routeLayer.clearLayers();
+    L.geoJSON(plan, { style: { color: "#6a1b9a", weight: 3 } }).addTo(routeLayer);
+    const routes = (plan.features ?? []).filter((f) => f.geometry?.type === "LineString");
+    const km = routes.reduce((sum, f) => sum + (f.properties?.distance_m ?? 0), 0) / 1000;
+    const stops = (plan.features ?? []).filter((f) => f.geometry?.type === "Point" && f.properties?.bin_id != null).length;
+    summary.textContent = routes.length ? `${routes.length} vehicle route(s), ${stops} stops, ${km.toFixed(1)} km` : "No bins need collecting today.";
+  } catch (err) {
+    summary.textContent = "Route planning is not available.";
+  }
+}
+
+async function showHistory(sensor, metric) {
+  const points = await api(`/api/v1/staff/sensors/${sensor.id}/history?metric=${metric}&hours=48`);
+  document.getElementById("history-title").textContent = `${sensor.name ?? sensor.external_id} · ${metric} · last 48 h`;
+  const data = points.map((p) => ({ x: new Date(p.time).getTime(), y: p.value }));
+  historyChart.data.datasets[0].data = data;
+  historyChart.data.datasets[0].label = metric;
+  historyChart.update();
+  document.getElementById("history").dataset.points = String(data.length);
+}
+
+async function refresh() {
+  const summary = await api("/api/v1/staff/dashboard");
+  renderRooms(summary.rooms);
+  renderBins(summary.bins);
+  renderParking(summary.parking);
+  renderAlerts(summary.alerts);
+  renderMap(summary.sensors);
+  document.body.dataset.loaded = "true";
+}
+
+async function start() {
+  const me = await api("/api/v1/staff/me");
+  document.getElementById("who").textContent = `${me.municipality_name} · scopes: ${me.scopes.join(", ")}`;
+  document.getElementById("login").hidden = true;
+  document.getElementById("dashboard").hidden = false;
+  document.getElementById("logout").hidden = false;
+  if (!map) {
+    map = L.map("map").setView([56.16, 10.2], 9);
+    L.tileLayer(document.body.dataset.tiles || "https://tile.openstreetmap.org/{z}/{x}/{y}.png", {
+      maxZoom: 19, attribution: "© OpenStreetMap contributors",
+    }).addTo(map);
+    markerLayer = L.layerGroup().addTo(map);
+    routeLayer = L.layerGroup().addTo(map);
+    historyChart = new Chart(document.getElementById("history"), {
+      type: "line",
+      data: { datasets: [{ label: "", data: [], pointRadius: 0, borderColor: "#1f3a5f", tension: 0.2 }] },
+      options: {
+        animation: false, parsing: false,
+        scales: { x: { type: "linear", ticks: { callback: (v) => new Date(v).toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit" }) } } },
+      },
+    });
+  }
+  await refresh();
+  await renderRoute();
+  setInterval(refresh, 30000);
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(KEY_STORAGE);
+  document.getElementById("dashboard").hidden = true;
+  document.getElementById("login").hidden = false;
+  document.getElementById("logout").hidden = true;
+  document.getElementById("login-error").textContent = message ?? "";
+}
+
+document.getElementById("login-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(KEY_STORAGE, document.getElementById("api-key").value.trim());
+  start().catch(() => {});
+});
+document.getElementById("logout").addEventListener("click", () => signOut());
+if (apiKey()) start().catch(() => {});
