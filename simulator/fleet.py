@@ -7,7 +7,7 @@ from a seed. Nothing here talks to a database or a broker.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -165,11 +165,13 @@ def build_fleet(
     parking_bays: int = 76,
     seed: int = 1,
     municipalities: int = 19,
+    network: str | None = None,
 ) -> Fleet:
     """Lay out a fleet, spread round-robin over the first `municipalities` municipalities.
 
     Classrooms are grouped into schools of up to eight, bins into street areas and parking
     bays into parking areas of up to twenty. The same arguments give the same fleet.
+    `network` ("chirpstack" or "tts") puts every municipality on that network server.
     """
     if not 1 <= municipalities <= len(MUNICIPALITIES):
         raise ValueError(f"municipalities must be between 1 and {len(MUNICIPALITIES)}")
@@ -178,7 +180,12 @@ def build_fleet(
     if classrooms + bins + parking_bays > 0xFFFF:
         raise ValueError("at most 65535 devices per fleet")
     rng = np.random.default_rng(seed)
-    chosen = MUNICIPALITIES[:municipalities]
+    if network not in (None, "chirpstack", "tts"):
+        raise ValueError("network must be 'chirpstack' or 'tts'")
+    chosen = tuple(
+        m if network is None else replace(m, network=network)
+        for m in MUNICIPALITIES[:municipalities]
+    )
     sites: dict[tuple[str, str], SiteSpec] = {}
     zones: list[ZoneSpec] = []
     devices: list[DeviceSpec] = []

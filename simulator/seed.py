@@ -1,7 +1,8 @@
 """Register the simulated fleet in the database: municipalities, sites, zones, sensors.
 
 Idempotent: seeding the same fleet twice changes nothing; seeding a larger fleet adds
-the new devices. Device models come from the decoder registry (ingest/registry.py).
+the new devices. Sites and zones are created with their kind, position and capacity;
+sensors are registered through the device registry (ingest/registry.py) like any other.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from ingest.registry import register_sensor, sync_device_models
+from models.schemas import SensorCreate
 from simulator.fleet import Fleet
 
 
@@ -21,19 +24,11 @@ class SeedResult:
     sensors: int
 
 
-def _device_model_ids(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
-    from ingest.registry import sync_device_models
-
-    sync_device_models(conn)
-    rows = conn.execute("SELECT vendor, model, id FROM device_models").fetchall()
-    return {(vendor, model): model_id for vendor, model, model_id in rows}
-
-
 def seed_fleet(conn: psycopg.Connection, fleet: Fleet) -> SeedResult:
     """Create or update every municipality, site, zone and sensor of `fleet` in one
     transaction; returns how many of each the fleet has."""
     with conn.transaction():
-        model_ids = _device_model_ids(conn)
+        model_ids = sync_device_models(conn)
         missing = {(d.vendor, d.model) for d in fleet.devices} - set(model_ids)
         if missing:
             raise LookupError(
@@ -82,38 +77,25 @@ def seed_fleet(conn: psycopg.Connection, fleet: Fleet) -> SeedResult:
                     z.capacity,
                 ),
             ).fetchone()[0]
-        with conn.cursor() as cur:
-            cur.executemany(
-                """
-                INSERT INTO sensors (municipality_id, dev_eui, external_id, name, kind,
-                    device_model_id, site_id, zone_id, lat, lon, bin_depth_mm,
-                    mount_offset_mm, expected_interval_s, status)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'active')
-                ON CONFLICT (dev_eui) DO UPDATE SET name = EXCLUDED.name,
-                    device_model_id = EXCLUDED.device_model_id, site_id = EXCLUDED.site_id,
-                    zone_id = EXCLUDED.zone_id, lat = EXCLUDED.lat, lon = EXCLUDED.lon,
-                    bin_depth_mm = EXCLUDED.bin_depth_mm,
-                    mount_offset_mm = EXCLUDED.mount_offset_mm,
-                    expected_interval_s = EXCLUDED.expected_interval_s
-                """,
-                [
-                    (
-                        municipality_ids[d.municipality],
-                        d.dev_eui,
-                        d.external_id,
-                        d.name,
-                        d.kind,
-                        model_ids[(d.vendor, d.model)],
-                        site_ids[(d.municipality, d.site)],
-                        zone_ids.get((d.municipality, d.site, d.zone)) if d.zone else None,
-                        d.lat,
-                        d.lon,
-                        d.bin_depth_mm,
-                        d.mount_offset_mm,
-                        d.interval_s,
-                    )
-                    for d in fleet.devices
-                ],
+        for d in fleet.devices:
+            register_sensor(
+                conn,
+                municipality_ids[d.municipality],
+                SensorCreate(
+                    external_id=d.external_id,
+                    dev_eui=d.dev_eui,
+                    name=d.name,
+                    kind=d.kind,
+                    vendor=d.vendor,
+                    model=d.model,
+                    lat=d.lat,
+                    lon=d.lon,
+                    bin_depth_mm=d.bin_depth_mm,
+                    mount_offset_mm=d.mount_offset_mm,
+                    expected_interval_s=d.interval_s,
+                    site=d.site,
+                    zone=d.zone,
+                ),
             )
     return SeedResult(
         len(fleet.municipalities), len(fleet.sites), len(fleet.zones), len(fleet.devices)
