@@ -42,6 +42,7 @@ MOSQUITTO = shutil.which("mosquitto") or (
 )
 needs_mosquitto = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto binary not installed")
 
+PRODUCTION_CONF = Path(__file__).parents[2] / "deploy/mosquitto/mosquitto.conf"
 INGEST_PASSWORD = "ingest-secret-from-env"
 ENV = {"TEST_MQTT_INGEST_PASSWORD": INGEST_PASSWORD}
 CONFIG = GatewaysConfig.model_validate(
@@ -228,9 +229,26 @@ def _wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"mosquitto did not listen on {port}: {log.read_text()}")
 
 
+def _production_config(auth_dir: Path, data_dir: Path, port: int) -> str:
+    """deploy/mosquitto/mosquitto.conf with the container paths and port moved here."""
+    text = PRODUCTION_CONF.read_text()
+    replacements = {
+        "/mosquitto/auth/": f"{auth_dir}/",
+        "/mosquitto/data/": f"{data_dir}/",
+        "\nlistener 1883\n": f"\nlistener {port} 127.0.0.1\n",
+    }
+    for container_value, local_value in replacements.items():
+        assert container_value in text, f"{container_value!r} no longer in {PRODUCTION_CONF}"
+        text = text.replace(container_value, local_value)
+    data_dir.mkdir()
+    # Started as root, mosquitto would drop to user "mosquitto" and could not read the 0600
+    # files; naming the current user keeps it as the files' owner (as in docker-compose).
+    return f"user {pwd.getpwuid(os.getuid()).pw_name}\n" + text
+
+
 @pytest.fixture
 def broker(db: psycopg.Connection, tmp_path: Path) -> Iterator[Broker]:
-    """A private Mosquitto using files generated for municipalities alpha and beta."""
+    """A private Mosquitto with the production config and files generated for alpha, beta."""
     assert MOSQUITTO is not None
     db.execute(
         "INSERT INTO municipalities (slug, name) VALUES ('alpha', 'Alpha'), ('beta', 'Beta')"
@@ -240,17 +258,7 @@ def broker(db: psycopg.Connection, tmp_path: Path) -> Iterator[Broker]:
     write_broker_files(out_dir, broker_users(slugs, CONFIG, list(DEFAULT_TOPICS)), ENV)
     port = _free_port()
     conf = tmp_path / "mosquitto.conf"
-    # Started as root, mosquitto would drop to user "mosquitto" and could not read the 0600
-    # files; naming the current user keeps it as the files' owner (as in docker-compose).
-    conf.write_text(
-        f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
-        "per_listener_settings false\n"
-        "allow_anonymous false\n"
-        f"password_file {out_dir / 'passwd'}\n"
-        f"acl_file {out_dir / 'acl'}\n"
-        "persistence false\n"
-        f"listener {port} 127.0.0.1\n"
-    )
+    conf.write_text(_production_config(out_dir, tmp_path / "data", port))
     log = tmp_path / "mosquitto.log"
     with log.open("w") as log_handle:
         process = subprocess.Popen(
