@@ -1,0 +1,588 @@
+"""End-to-end ingest throughput against the naive baseline and the machine's limits.
+
+One invocation measures, on the same machine and data:
+
+* **ingest**: K ``python -m cli ingest`` processes on a shared subscription (K = 1, 2, 4),
+  fed pre-generated ChirpStack v4 uplinks from the simulator with QoS 1 by fast paho
+  publishers; time from the first publish until the last reading is committed
+  (polling ``count(*)``), messages/s and readings/s, median of ``--runs``; peak RSS of
+  the ingest processes (VmHWM);
+* **naive**: bench/naive_ingest.py (one INSERT + commit per message), same data, shorter;
+* **broker limit**: the same payloads through Mosquitto with C clients only
+  (bench/mqtt_flood.c publishing, ``mosquitto_sub -C N -q 1`` receiving), messages/s;
+* **COPY limit**: the same readings rows by psycopg binary COPY into ``readings``
+  (same table, same primary key), readings/s.
+
+Everything runs against a private Mosquitto (bench/mosquitto-bench.conf written to a temp
+dir; its queue limits are raised so a flood is queued, not dropped) and a fresh database
+on the local PostgreSQL. See BENCHMARKS.md for results and the exact command.
+
+    .venv/bin/python bench/bench_ingest.py --messages 200000 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import multiprocessing
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+
+import orjson
+import paho.mqtt.client as mqtt
+import psycopg
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ingest.decoders import get_decoder  # noqa: E402
+from models.db import create_database, drop_database, migrate, sync_metrics  # noqa: E402
+from simulator.fleet import build_fleet  # noqa: E402
+from simulator.seed import seed_fleet  # noqa: E402
+from simulator.stream import FleetStream  # noqa: E402
+
+PYTHON = sys.executable
+BROKER_CONF = """\
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+# A flood must be queued for a busy subscriber, not dropped (the default is 1000).
+max_queued_messages 0
+max_inflight_messages 1000
+"""
+TOPIC_PREFIX = "bench/"
+
+
+# --- environment ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def machine() -> dict:
+    """Model name, cores, RAM and versions of everything measured."""
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = re.search(r"Model name:\s*(.+)", lscpu)
+    mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    pg = subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", "SHOW server_version"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    mosq = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout
+    return {
+        "cpu": model.group(1).strip() if model else platform.processor(),
+        "cores": os.cpu_count(),
+        "ram_gib": round(mem_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "postgresql": pg,
+        "mosquitto": mosq.splitlines()[0] if mosq else "?",
+        "paho_mqtt": _version("paho-mqtt"),
+        "psycopg": _version("psycopg"),
+    }
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    return version(dist)
+
+
+class Broker:
+    """A private Mosquitto for the benchmark, stopped on exit."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = _free_port()
+        conf = workdir / "mosquitto-bench.conf"
+        conf.write_text(BROKER_CONF.format(port=self.port))
+        self.proc = subprocess.Popen(
+            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        for _ in range(50):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("private mosquitto did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    messages: list[tuple[str, bytes]]
+    rows: list[tuple[datetime, int, int, float]]  # the readings the messages hold
+    rows_per_message: list[int]
+    tsv_path: Path
+
+    @property
+    def readings_per_message(self) -> float:
+        return len(self.rows) / len(self.messages)
+
+
+def build_workload(conn: psycopg.Connection, n: int, workdir: Path, seed: int) -> Workload:
+    """Seed a fleet, generate `n` ChirpStack uplinks and the readings rows they hold."""
+    fleet = build_fleet(
+        classrooms=3000, bins=1500, parking_bays=1500, seed=seed, network="chirpstack"
+    )
+    seed_fleet(conn, fleet)
+    sensor_ids = dict(conn.execute("SELECT dev_eui, id FROM sensors").fetchall())
+    decoders = dict(
+        conn.execute(
+            "SELECT s.dev_eui, dm.decoder FROM sensors s "
+            "JOIN device_models dm ON dm.id = s.device_model_id"
+        ).fetchall()
+    )
+    metric_ids = dict(conn.execute("SELECT name, id FROM metrics").fetchall())
+    # Start far enough back that n messages end before now (about 7.5 uplinks/s).
+    start = datetime.now(UTC) - timedelta(seconds=n / 7.0 + 3600)
+    stream = FleetStream(
+        fleet, start, seed=seed, duplicate_share=0.0, malformed_share=0.0, topic_prefix=TOPIC_PREFIX
+    )
+    messages, rows, counts = [], [], []
+    for uplink in islice(stream.uplinks(), n):
+        messages.append((uplink.topic, uplink.payload))
+        values = get_decoder(decoders[uplink.dev_eui])(uplink.frame.payload, uplink.frame.fport)
+        sensor_id = sensor_ids[uplink.dev_eui]
+        rows.extend((uplink.time, sensor_id, metric_ids[k], float(v)) for k, v in values.items())
+        counts.append(len(values))
+    tsv = workdir / "uplinks.tsv"
+    with tsv.open("wb") as fh:
+        for topic, payload in messages:
+            fh.write(topic.encode() + b"\t" + payload + b"\n")
+    return Workload(messages, rows, counts, tsv)
+
+
+def reset(conn: psycopg.Connection) -> None:
+    conn.execute("TRUNCATE readings, latest_readings, dead_letters, rollup_dirty_hours")
+
+
+def readings_count(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+
+
+# --- publishing -------------------------------------------------------------------------
+
+
+def _publish_slice(port: int, tsv: str, part: int, parts: int, done: multiprocessing.Queue) -> None:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{part}")
+    client.max_inflight_messages_set(1000)
+    acked = [0]
+    lock = threading.Condition()
+
+    def on_publish(*args: object) -> None:
+        with lock:
+            acked[0] += 1
+            lock.notify()
+
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    lines = Path(tsv).read_bytes().split(b"\n")[part::parts]
+    sent = 0
+    for line in lines:
+        if not line:
+            continue
+        topic, payload = line.split(b"\t", 1)
+        with lock:
+            while sent - acked[0] >= 2000:
+                lock.wait()
+        client.publish(topic.decode(), payload, qos=1)
+        sent += 1
+    with lock:
+        while acked[0] < sent:
+            lock.wait()
+    done.put((part, sent, time.time()))
+    client.disconnect()
+    client.loop_stop()
+
+
+def publish(port: int, tsv: Path, parts: int) -> tuple[float, float, int]:
+    """Publish the TSV with `parts` paho processes; (start, end of last PUBACK, count)."""
+    done: multiprocessing.Queue = multiprocessing.Queue()
+    ctx = multiprocessing.get_context("fork")
+    procs = [
+        ctx.Process(target=_publish_slice, args=(port, str(tsv), i, parts, done))
+        for i in range(parts)
+    ]
+    t0 = time.time()
+    for p in procs:
+        p.start()
+    results = [done.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return t0, max(r[2] for r in results), sum(r[1] for r in results)
+
+
+# --- measurements -----------------------------------------------------------------------
+
+
+@dataclass
+class IngestRun:
+    processes: int
+    seconds: float
+    messages_per_s: float
+    readings_per_s: float
+    publish_seconds: float
+    peak_rss_mib: list[float] = field(default_factory=list)
+
+
+def _peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+
+
+def _wait_for_rows(conn: psycopg.Connection, expected: int, timeout_s: float) -> float:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if readings_count(conn) >= expected:
+            return time.time()
+        time.sleep(0.25)
+    raise TimeoutError(f"only {readings_count(conn)} of {expected} readings after {timeout_s} s")
+
+
+def _ingest_env(database_url: str, port: int, k: int, run_id: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        IOT_DATABASE_URL=database_url,
+        IOT_MQTT_PORT=str(port),
+        IOT_MQTT_CLIENT_ID=f"bench-ingest-{run_id}-{k}",
+        IOT_MQTT_SHARE_GROUP=f"bench{run_id}",
+        IOT_MQTT_TOPICS=json.dumps([f"{TOPIC_PREFIX}application/+/device/+/event/up"]),
+        IOT_INGEST_METRICS_PORT="0",
+        IOT_LOG_LEVEL="INFO",
+    )
+    return env
+
+
+def _start_ingest(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [PYTHON, "-m", "cli", "ingest"],
+        cwd=REPO,
+        env=env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _wait_subscribed(port: int, database_url: str, conn: psycopg.Connection, procs: list) -> None:
+    """Wait until every ingest process takes messages: probe with an unknown device's
+    uplink until each has dead-lettered one (shared subscriptions deal round-robin)."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-probe-{uuid.uuid4().hex[:6]}"
+    )
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    deadline = time.time() + 60
+    probe = {
+        "deduplicationId": str(uuid.uuid4()),
+        "time": datetime.now(UTC).isoformat(),
+        "deviceInfo": {"devEui": "ffffffffffffff00", "tenantId": "probe", "applicationId": "probe"},
+        "fCnt": 1,
+        "fPort": 1,
+        "data": base64.b64encode(b"\x01").decode(),
+    }
+    try:
+        while time.time() < deadline:
+            for p in procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"ingest process exited with {p.returncode}")
+            client.publish(
+                f"{TOPIC_PREFIX}application/probe/device/ffffffffffffff00/event/up",
+                orjson.dumps(probe),
+                qos=1,
+            ).wait_for_publish(5)
+            time.sleep(0.3)
+            seen = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+            if seen >= 3 * len(procs):
+                time.sleep(1.0)  # let the last subscriber settle
+                return
+        raise TimeoutError("ingest did not start taking messages within 60 s")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def run_ingest(
+    database_url: str, broker: Broker, work: Workload, k: int, publishers: int, workdir: Path
+) -> IngestRun:
+    run_id = uuid.uuid4().hex[:6]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        reset(conn)
+        procs = [
+            _start_ingest(
+                _ingest_env(database_url, broker.port, i, run_id),
+                workdir / f"ingest-{run_id}-{i}.log",
+            )
+            for i in range(k)
+        ]
+        try:
+            _wait_subscribed(broker.port, database_url, conn, procs)
+            conn.execute("TRUNCATE readings, latest_readings, dead_letters")
+            t0, t_published, sent = publish(broker.port, work.tsv_path, publishers)
+            t_end = _wait_for_rows(conn, len(work.rows), timeout_s=900)
+            rss = [_peak_rss_mib(p.pid) for p in procs]
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+    seconds = t_end - t0
+    return IngestRun(
+        processes=k,
+        seconds=round(seconds, 2),
+        messages_per_s=round(sent / seconds),
+        readings_per_s=round(len(work.rows) / seconds),
+        publish_seconds=round(t_published - t0, 2),
+        peak_rss_mib=[round(r, 1) for r in rss],
+    )
+
+
+def run_naive(database_url: str, broker: Broker, work: Workload, n: int, workdir: Path) -> dict:
+    subset = work.messages[:n]
+    tsv = workdir / "naive.tsv"
+    with tsv.open("wb") as fh:
+        for topic, payload in subset:
+            fh.write(topic.encode() + b"\t" + payload + b"\n")
+    expected = sum(work.rows_per_message[:n])
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        reset(conn)
+        proc = subprocess.Popen(
+            [
+                PYTHON,
+                str(REPO / "bench" / "naive_ingest.py"),
+                database_url,
+                "127.0.0.1",
+                str(broker.port),
+                f"{TOPIC_PREFIX}application/+/device/+/event/up",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=(workdir / "naive.log").open("wb"),
+        )
+        try:
+            assert proc.stdout.readline().strip() == b"ready"
+            t0, _, sent = publish(broker.port, tsv, 1)
+            t_end = _wait_for_rows(conn, expected, timeout_s=1800)
+            rss = _peak_rss_mib(proc.pid)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    seconds = t_end - t0
+    return {
+        "messages": sent,
+        "seconds": round(seconds, 2),
+        "messages_per_s": round(sent / seconds),
+        "readings_per_s": round(expected / seconds),
+        "peak_rss_mib": round(rss, 1),
+    }
+
+
+def broker_limit(broker: Broker, work: Workload, workdir: Path, flood_bin: Path) -> dict:
+    """Messages/s through the broker with C clients only: 2 publishers, 1 subscriber."""
+    n = len(work.messages)
+    halves = []
+    lines = work.tsv_path.read_bytes().split(b"\n")[:n]
+    for i in range(2):
+        part = workdir / f"flood{i}.tsv"
+        part.write_bytes(b"\n".join(lines[i::2]) + b"\n")
+        halves.append(part)
+    sub = subprocess.Popen(
+        [
+            "mosquitto_sub",
+            "-p",
+            str(broker.port),
+            "-q",
+            "1",
+            "-C",
+            str(n),
+            "-i",
+            "limit-sub",
+            "-t",
+            f"{TOPIC_PREFIX}#",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)
+    t0 = time.time()
+    pubs = [
+        subprocess.Popen(
+            [str(flood_bin), "127.0.0.1", str(broker.port), f"limit-pub-{i}", str(part), "1000"],
+            stdout=subprocess.PIPE,
+        )
+        for i, part in enumerate(halves)
+    ]
+    for p in pubs:
+        p.wait()
+    sub.wait(timeout=600)
+    seconds = time.time() - t0
+    return {"messages": n, "seconds": round(seconds, 2), "messages_per_s": round(n / seconds)}
+
+
+def copy_limit(database_url: str, work: Workload) -> dict:
+    """Readings/s by binary COPY of the same rows into readings, committed."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute("TRUNCATE readings")
+        conn.commit()
+        t0 = time.time()
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY readings (time, sensor_id, metric_id, value) FROM STDIN (FORMAT BINARY)"
+            ) as copy,
+        ):
+            copy.set_types(["timestamptz", "int8", "int2", "float8"])
+            for row in work.rows:
+                copy.write_row(row)
+        conn.commit()
+        seconds = time.time() - t0
+        conn.execute("TRUNCATE readings")
+        conn.commit()
+    return {
+        "rows": len(work.rows),
+        "seconds": round(seconds, 2),
+        "readings_per_s": round(len(work.rows) / seconds),
+    }
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--processes", type=int, nargs="*", default=[1, 2, 4])
+    parser.add_argument("--publishers", type=int, default=2)
+    parser.add_argument("--naive-messages", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("bench-ingest-results.json"))
+    parser.add_argument("--keep-db", action="store_true")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    flood_bin = workdir / "mqtt_flood"
+    subprocess.run(
+        [
+            "cc",
+            "-O2",
+            "-o",
+            str(flood_bin),
+            str(REPO / "bench" / "mqtt_flood.c"),
+            "-l:libmosquitto.so.1",
+            "-lpthread",
+        ],
+        check=True,
+    )
+    database_url = f"postgresql://postgres@127.0.0.1:5432/bench_ingest_{uuid.uuid4().hex[:8]}"
+    create_database(database_url)
+    broker = Broker(workdir)
+    results: dict = {
+        "machine": machine(),
+        "command": " ".join(sys.argv),
+        "broker_conf": BROKER_CONF,
+    }
+    try:
+        migrate(database_url, timescaledb="off")
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            sync_metrics(conn)
+            t = time.time()
+            work = build_workload(conn, args.messages, workdir, args.seed)
+            print(
+                f"workload: {len(work.messages)} messages, {len(work.rows)} readings "
+                f"({work.readings_per_message:.2f}/message), {time.time() - t:.0f} s",
+                flush=True,
+            )
+        results["workload"] = {
+            "messages": len(work.messages),
+            "readings": len(work.rows),
+            "readings_per_message": round(work.readings_per_message, 3),
+            "mean_message_bytes": round(statistics.mean(len(p) for _, p in work.messages)),
+        }
+        runs: dict[str, list] = {"broker": [], "copy": [], "naive": []}
+        for k in args.processes:
+            runs[f"ingest_{k}"] = []
+        for r in range(args.runs):
+            runs["broker"].append(broker_limit(broker, work, workdir, flood_bin))
+            runs["copy"].append(copy_limit(database_url, work))
+            for k in args.processes:
+                runs[f"ingest_{k}"].append(
+                    asdict(run_ingest(database_url, broker, work, k, args.publishers, workdir))
+                )
+            if r == 0:
+                runs["naive"].append(
+                    run_naive(database_url, broker, work, args.naive_messages, workdir)
+                )
+            print(json.dumps({k: v[-1] for k, v in runs.items() if v}), flush=True)
+        results["runs"] = runs
+        results["summary"] = summarise(runs, work.readings_per_message)
+        args.out.write_text(json.dumps(results, indent=2, default=str))
+        print(json.dumps(results["summary"], indent=2))
+    finally:
+        broker.stop()
+        if not args.keep_db:
+            drop_database(database_url)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def summarise(runs: dict, readings_per_message: float) -> dict:
+    med = lambda rows, key: statistics.median(r[key] for r in rows)  # noqa: E731
+    broker_msgs = med(runs["broker"], "messages_per_s")
+    copy_readings = med(runs["copy"], "readings_per_s")
+    copy_msgs = copy_readings / readings_per_message
+    limit_msgs = min(broker_msgs, copy_msgs)
+    naive_msgs = med(runs["naive"], "messages_per_s")
+    summary = {
+        "broker_limit_messages_per_s": round(broker_msgs),
+        "copy_limit_readings_per_s": round(copy_readings),
+        "copy_limit_as_messages_per_s": round(copy_msgs),
+        "lower_limit_messages_per_s": round(limit_msgs),
+        "naive_messages_per_s": round(naive_msgs),
+        "ingest": {},
+    }
+    for key, rows in runs.items():
+        if key.startswith("ingest_"):
+            msgs = med(rows, "messages_per_s")
+            summary["ingest"][key] = {
+                "messages_per_s": round(msgs),
+                "readings_per_s": round(med(rows, "readings_per_s")),
+                "ratio_to_lower_limit": round(msgs / limit_msgs, 2),
+                "ratio_to_naive": round(msgs / naive_msgs, 1),
+                "publish_seconds_median": med(rows, "publish_seconds"),
+                "seconds_median": med(rows, "seconds"),
+                "peak_rss_mib_max": max(max(r["peak_rss_mib"]) for r in rows),
+            }
+    return summary
+
+
+if __name__ == "__main__":
+    sys.exit(main())

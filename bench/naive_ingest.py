@@ -1,0 +1,58 @@
+"""The baseline ingest most tutorials show: one message, one INSERT, one commit.
+
+paho on_message → json.loads → look the device up → decode → INSERT its readings →
+commit. Used by bench_ingest.py as the "naive" comparison; not part of the product.
+
+    python bench/naive_ingest.py DATABASE_URL HOST PORT TOPIC
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import sys
+
+import paho.mqtt.client as mqtt
+import psycopg
+
+from ingest.decoders import get_decoder
+
+
+def main(database_url: str, host: str, port: int, topic: str) -> None:
+    conn = psycopg.connect(database_url)
+    metric_ids = dict(conn.execute("SELECT name, id FROM metrics").fetchall())
+    conn.commit()
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            event = json.loads(msg.payload)
+            row = conn.execute(
+                "SELECT s.id, dm.decoder FROM sensors s "
+                "JOIN device_models dm ON dm.id = s.device_model_id WHERE s.dev_eui = %s",
+                (event["deviceInfo"]["devEui"],),
+            ).fetchone()
+            values = get_decoder(row[1])(base64.b64decode(event["data"]), event["fPort"])
+            rows = [(event["time"], row[0], metric_ids[k], float(v)) for k, v in values.items()]
+            placeholders = ", ".join(["(%s, %s, %s, %s)"] * len(rows))
+            conn.execute(
+                f"INSERT INTO readings (time, sensor_id, metric_id, value) VALUES {placeholders} "
+                "ON CONFLICT DO NOTHING",
+                [x for r in rows for x in r],
+            )
+            conn.commit()
+        except Exception as error:  # a tutorial prints and carries on
+            conn.rollback()
+            print(f"skipped message: {error}", file=sys.stderr)
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="naive-ingest")
+    client.on_message = on_message
+    client.on_connect = lambda c, *args: c.subscribe(topic, qos=1)
+    client.on_subscribe = lambda *args: print("ready", flush=True)
+    client.connect(host, port)
+    signal.signal(signal.SIGTERM, lambda *args: client.disconnect())
+    client.loop_forever()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4])
