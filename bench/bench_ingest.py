@@ -33,6 +33,7 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -447,8 +448,23 @@ def broker_limit(broker: Broker, work: Workload, workdir: Path, flood_bin: Path)
     return {"messages": n, "seconds": round(seconds, 2), "messages_per_s": round(n / seconds)}
 
 
+def _binary_copy_data(rows: list[tuple[datetime, int, int, float]]) -> bytes:
+    """The rows in PostgreSQL's binary COPY format (timestamptz, int8, int2, float8)."""
+    epoch_2000 = datetime(2000, 1, 1, tzinfo=UTC)
+    row = struct.Struct(">hiqiqihid")
+    out = bytearray(b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0))
+    for time_, sensor_id, metric_id, value in rows:
+        micros = (time_ - epoch_2000) // timedelta(microseconds=1)
+        out += row.pack(4, 8, micros, 8, sensor_id, 2, metric_id, 8, value)
+    out += struct.pack(">h", -1)
+    return bytes(out)
+
+
 def copy_limit(database_url: str, work: Workload) -> dict:
-    """Readings/s by binary COPY of the same rows into readings, committed."""
+    """Readings/s PostgreSQL takes by binary COPY of the same rows into readings (same
+    partitions, same primary key), committed. The data is encoded beforehand so only the
+    server's work and the transfer are timed."""
+    data = _binary_copy_data(work.rows)
     with psycopg.connect(database_url) as conn:
         conn.execute("TRUNCATE readings")
         conn.commit()
@@ -459,13 +475,15 @@ def copy_limit(database_url: str, work: Workload) -> dict:
                 "COPY readings (time, sensor_id, metric_id, value) FROM STDIN (FORMAT BINARY)"
             ) as copy,
         ):
-            copy.set_types(["timestamptz", "int8", "int2", "float8"])
-            for row in work.rows:
-                copy.write_row(row)
+            for i in range(0, len(data), 1 << 20):
+                copy.write(data[i : i + (1 << 20)])
         conn.commit()
         seconds = time.time() - t0
+        stored = readings_count(conn)
         conn.execute("TRUNCATE readings")
         conn.commit()
+    if stored != len(work.rows):
+        raise RuntimeError(f"COPY stored {stored} of {len(work.rows)} rows")
     return {
         "rows": len(work.rows),
         "seconds": round(seconds, 2),
