@@ -9,6 +9,7 @@ import sys
 # One module per command (or group of commands); each has register(subparsers).
 COMMAND_MODULES = (
     "cli.admin",
+    "cli.api",
     "cli.broker",
     "cli.db",
     "cli.simulate",

@@ -109,3 +109,107 @@ class SensorImportResult(BaseModel):
     updated: int = 0
     rows: list[SensorImportRow] = Field(default_factory=list)
     errors: list[SensorImportError] = Field(default_factory=list)
+
+
+# --- open data API ---
+# Response shapes of the public /api/v1 endpoints. Routes serialise with orjson directly;
+# these models are the documented contract (OpenAPI) and the tests check against them.
+
+from datetime import datetime  # noqa: E402
+
+Bucket = Literal["raw", "5min", "hour", "day"]
+
+
+class Health(BaseModel):
+    """Whether the API is ready: database reachable, which storage, newest reading."""
+
+    status: Literal["ok", "unavailable"]
+    database: str
+    storage_backend: str | None = None
+    last_reading_at: datetime | None = None
+
+
+class MunicipalityOut(BaseModel):
+    """A municipality and how many public, active sensors it has, by kind."""
+
+    slug: str
+    name: str
+    kommune_code: str | None
+    public_sensors: int
+    sensors_by_kind: dict[str, int]
+
+
+class MetricOut(BaseModel):
+    """One metric of the canonical vocabulary, with its unit and plausible range."""
+
+    name: str
+    unit: str
+    description: str
+    min_value: float
+    max_value: float
+
+
+class SensorOut(BaseModel):
+    """A public sensor: where it is (WGS84 degrees), what it is, and when it last spoke."""
+
+    id: int
+    name: str | None
+    kind: str
+    vendor: str | None
+    model: str | None
+    municipality: str
+    lat: float | None
+    lon: float | None
+    last_seen: datetime | None
+    metrics: list[str]
+
+
+class SensorPage(BaseModel):
+    """A page of sensors; pass `next_cursor` as `cursor` for the next page (null: done)."""
+
+    items: list[SensorOut]
+    next_cursor: str | None
+
+
+class LatestValue(BaseModel):
+    value: float
+    time: datetime
+
+
+class SensorLatest(BaseModel):
+    """The newest value of each metric of one public sensor."""
+
+    sensor_id: int
+    municipality: str
+    kind: str
+    values: dict[str, LatestValue]
+
+
+class LatestPage(BaseModel):
+    items: list[SensorLatest]
+    next_cursor: str | None
+
+
+class ReadingOut(BaseModel):
+    """A raw sample (`value`) or a bucket (`avg`/`min`/`max`/`count`, those asked for).
+
+    Bucket times are the bucket's start, UTC.
+    """
+
+    sensor_id: int
+    time: datetime
+    value: float | None = None
+    avg: float | None = None
+    min: float | None = None
+    max: float | None = None
+    count: int | None = None
+
+
+class ReadingPage(BaseModel):
+    """Readings of one metric, ordered by sensor then time."""
+
+    metric: str
+    unit: str
+    bucket: Bucket
+    items: list[ReadingOut]
+    next_cursor: str | None

@@ -1,0 +1,135 @@
+"""The FastAPI application factory: ``create_app(settings)``.
+
+Routers are registered from ``ROUTERS`` below; add yours there. Everything a request
+needs (settings, the connection pool) hangs off ``app.state`` and reaches routes through
+the dependencies in api/deps.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import psycopg
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.responses import JSONResponse
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.observability import ObservabilityMiddleware
+from api.routes import health, public
+from models.logging import log
+from models.settings import Settings, get_settings
+
+API_PREFIX = "/api/v1"
+
+# Every router of the application, in registration order. Each router carries its own
+# prefix (public ones use API_PREFIX); staff and collection routers are appended here.
+ROUTERS: list[APIRouter] = [
+    health.router,
+    public.router,
+]
+
+DESCRIPTION = """
+Open data from municipal IoT sensors (indoor climate, waste bins, parking).
+
+Only sensors a municipality has marked public and active appear here. Times are ISO 8601
+with a timezone; values use the units of `/api/v1/metrics`. Lists are paginated with an
+opaque `cursor`: pass the `next_cursor` of one page to get the next. Errors are JSON
+`{"detail": "..."}` saying what was wrong and how to fix it.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API around `settings` (default: read from the environment)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = AsyncConnectionPool(
+            settings.psycopg_url,
+            min_size=1,
+            max_size=settings.db_pool_max,
+            # UTC so that JSON built by PostgreSQL has the same offsets as ours.
+            kwargs={"autocommit": True, "options": "-c TimeZone=UTC"},
+            timeout=5.0,
+            open=False,
+            name="api",
+        )
+        # Don't wait for the database: the API starts (and /health says 503) without it.
+        await pool.open(wait=False)
+        app.state.pool = pool
+        log.info("api_started", pool_max=settings.db_pool_max)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="kommune-iot open data API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    for router in ROUTERS:
+        app.include_router(router)
+    _add_exception_handlers(app)
+
+    # Outermost last: metrics/security headers see the final response, gzip wraps CORS.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "HEAD", "OPTIONS"],
+        allow_headers=["*"],
+        expose_headers=["ETag", "Content-Disposition"],
+        max_age=3600,
+    )
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(ObservabilityMiddleware)
+    return app
+
+
+def _add_exception_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": describe_validation_errors(exc.errors())}, status_code=422)
+
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("db_unavailable", path=request.url.path, error=type(exc).__name__)
+        return JSONResponse(
+            {"detail": "the database is unavailable; retry in a few seconds"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("api_unhandled_error", exc_info=True, path=request.url.path)
+        return JSONResponse(
+            {"detail": "internal error; it has been logged, please report it"}, status_code=500
+        )
+
+
+def describe_validation_errors(errors: object) -> str:
+    """One sentence per invalid parameter: ``query parameter 'limit': ...``."""
+    parts = []
+    for error in errors if isinstance(errors, list | tuple) else []:
+        loc = [str(p) for p in error.get("loc", ())]
+        where = f"{loc[0]} parameter '{'.'.join(loc[1:])}'" if len(loc) > 1 else "request"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"

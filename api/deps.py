@@ -1,0 +1,46 @@
+"""FastAPI dependencies, wired once: settings and a pooled database connection.
+
+Routes ask for what they need (``conn: Conn``, ``settings: AppSettings``) instead of
+reaching for module globals, so tests can build an app around any Settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from models.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    """The Settings the app was created with (``create_app(settings)``)."""
+    return request.app.state.settings
+
+
+def get_pool(request: Request) -> AsyncConnectionPool:
+    """The app's connection pool, opened by the lifespan in api/app.py."""
+    return request.app.state.pool
+
+
+async def get_conn(
+    pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
+) -> AsyncIterator[AsyncConnection]:
+    """A pooled autocommit connection for the duration of one request.
+
+    Connections are autocommit, so a plain read never leaves a transaction open; code that
+    needs one (server-side cursors in exports) opens it with ``conn.transaction()``.
+    """
+    async with pool.connection() as conn:
+        yield conn
+
+
+AppSettings = Annotated[Settings, Depends(get_settings)]
+Conn = Annotated[AsyncConnection, Depends(get_conn)]
+
+
+# --- staff authentication ---
+# The lead adds require_scope(scope) here (see api/auth.py for keys and scopes).

@@ -1,0 +1,70 @@
+"""Request metrics for Prometheus and security headers, as one pure ASGI middleware.
+
+Pure ASGI (not BaseHTTPMiddleware) so streamed exports pass through without buffering.
+Metrics are module-level because prometheus_client's default registry is process-wide;
+several apps in one process (tests) share them.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUESTS = Counter(
+    "iot_api_requests_total",
+    "HTTP requests answered by the API.",
+    ["method", "route", "status"],
+)
+LATENCY = Histogram(
+    "iot_api_request_duration_seconds",
+    "Time to the response headers, per route (seconds).",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+)
+
+
+class ObservabilityMiddleware:
+    """Counts requests by route template and status, and adds security headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_holder = {"status": 500}
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [h for h in SECURITY_HEADERS if h[0] not in present]
+                message["headers"] = [*message.get("headers", []), *extra]
+                LATENCY.labels(scope["method"], _route_label(scope)).observe(
+                    time.perf_counter() - started
+                )
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            REQUESTS.labels(
+                scope["method"], _route_label(scope), str(status_holder["status"])
+            ).inc()
+
+
+def _route_label(scope: Scope) -> str:
+    # The route template (/api/v1/sensors/{sensor_id}), never the raw path: bounded labels.
+    route = scope.get("route")
+    return getattr(route, "path", None) or "unmatched"

@@ -1,0 +1,50 @@
+"""Liveness/readiness (/health) and Prometheus metrics (/metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg_pool import PoolTimeout
+
+from api.http_cache import json_body
+from api.queries.health import database_status
+from models.schemas import Health
+
+router = APIRouter(tags=["operations"])
+
+HEALTH_TIMEOUT_S = 3.0
+
+
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "The database is unreachable."}},
+)
+async def health(request: Request) -> Response:
+    """Whether the API can reach its database, the storage backend and the newest reading."""
+    pool = request.app.state.pool
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_S):
+            async with pool.connection(timeout=HEALTH_TIMEOUT_S) as conn:
+                status = await database_status(conn)
+    except (psycopg.Error, PoolTimeout, TimeoutError) as exc:
+        body = {"status": "unavailable", "database": f"unreachable: {type(exc).__name__}"}
+        return Response(
+            json_body(body),
+            status_code=503,
+            media_type="application/json",
+            headers={"Cache-Control": "no-store"},
+        )
+    body = {"status": "ok", "database": "ok", **status}
+    return Response(
+        json_body(body), media_type="application/json", headers={"Cache-Control": "no-store"}
+    )
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    """Prometheus exposition of this process's metrics."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,34 @@
+"""``python -m cli api``: serve the HTTP API with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+
+from models.logging import configure_logging
+from models.settings import get_settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("api", help="serve the HTTP API (IOT_API_HOST/IOT_API_PORT)")
+    parser.add_argument("--host", help="override IOT_API_HOST")
+    parser.add_argument("--port", type=int, help="override IOT_API_PORT")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = get_settings()
+    configure_logging(settings)
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        workers=args.workers,
+        proxy_headers=True,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+    return 0
