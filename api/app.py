@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.observability import ObservabilityMiddleware
-from api.routes import health, public
+from api.routes import export, health, public
 from models.logging import log
 from models.settings import Settings, get_settings
 
@@ -31,6 +31,7 @@ API_PREFIX = "/api/v1"
 ROUTERS: list[APIRouter] = [
     health.router,
     public.router,
+    export.router,
 ]
 
 DESCRIPTION = """
@@ -91,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["ETag", "Content-Disposition"],
         max_age=3600,
     )
-    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
     app.add_middleware(ObservabilityMiddleware)
     return app
 

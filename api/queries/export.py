@@ -1,0 +1,110 @@
+"""The COPY statements behind the streamed exports: one row per reading, built in SQL.
+
+Everything is formatted by PostgreSQL and sent with ``COPY (SELECT ...) TO STDOUT``, the
+fastest way out of the server. JSON rows go through COPY's CSV mode with a delimiter and
+quote byte that JSON text never contains (PostgreSQL escapes control characters in JSON
+strings), so each JSON document arrives unchanged, one per line.
+
+Rows are ordered by sensor id, then metric, then time: the outer loop walks the
+municipality's public sensors, the inner one the readings primary key (sensor, metric,
+time), so no sort of the whole export is needed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from psycopg import AsyncConnection, sql
+
+from api.queries.public import PUBLIC_SENSOR
+
+ExportFormat = Literal["csv", "jsonl", "geojson"]
+
+CSV_HEADER = ("time", "sensor_id", "sensor_name", "kind", "metric", "unit", "value", "lat", "lon")
+
+# time as ISO 8601 (the session runs in UTC): "2026-03-01T00:00:00+00:00"
+_ISO_TIME = "(to_json(r.time) #>> '{}')"
+_METRIC_NAME = "(%(metric_names)s::text[])[r.metric_id]"
+_METRIC_UNIT = "(%(metric_units)s::text[])[r.metric_id]"
+
+_SELECT_LIST: dict[str, str] = {
+    "csv": f"{_ISO_TIME}, s.id, s.name, s.kind, {_METRIC_NAME}, {_METRIC_UNIT}, r.value, "
+    "s.lat, s.lon",
+    "jsonl": "json_build_object('time', r.time, 'sensor_id', s.id, 'kind', s.kind, "
+    f"'metric', {_METRIC_NAME}, 'unit', {_METRIC_UNIT}, 'value', r.value)::text",
+    "geojson": "json_build_object('type', 'Feature', 'geometry', "
+    "CASE WHEN s.lat IS NULL OR s.lon IS NULL THEN NULL ELSE json_build_object("
+    "'type', 'Point', 'coordinates', json_build_array(s.lon, s.lat)) END, "
+    "'properties', json_build_object('time', r.time, 'sensor_id', s.id, 'kind', s.kind, "
+    f"'metric', {_METRIC_NAME}, 'unit', {_METRIC_UNIT}, 'value', r.value))::text",
+}
+
+_COPY_OPTIONS: dict[str, str] = {
+    "csv": "FORMAT csv, HEADER false",
+    # \x02 and \x01 never occur in JSON text: one JSON document per line, unquoted.
+    "jsonl": "FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01'",
+    "geojson": "FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01'",
+}
+
+_COPY = """
+COPY (
+    SELECT {select_list}
+    FROM (
+        SELECT s.id, s.name, s.kind, s.lat, s.lon FROM sensors s
+        WHERE s.municipality_id = %(municipality_id)s AND {public}
+          AND (%(kind)s::text IS NULL OR s.kind = %(kind)s)
+        ORDER BY s.id
+    ) s
+    CROSS JOIN LATERAL (
+        SELECT r.time, r.metric_id, r.value FROM readings r
+        WHERE r.sensor_id = s.id AND r.time >= %(start)s AND r.time < %(end)s
+          AND (%(metric_id)s::smallint IS NULL OR r.metric_id = %(metric_id)s)
+        ORDER BY r.metric_id, r.time
+    ) r
+) TO STDOUT WITH ({options})
+"""
+
+
+def copy_statement(fmt: ExportFormat) -> sql.Composed:
+    """The COPY statement for `fmt`; parameters as in `copy_params`."""
+    return sql.SQL(_COPY).format(
+        select_list=sql.SQL(_SELECT_LIST[fmt]),
+        public=sql.SQL(PUBLIC_SENSOR),
+        options=sql.SQL(_COPY_OPTIONS[fmt]),
+    )
+
+
+async def metric_vocabulary(conn: AsyncConnection) -> tuple[list[str | None], list[str | None]]:
+    """Metric names and units as arrays indexed by metric id (1-based, like SQL arrays)."""
+    cur = await conn.execute("SELECT id, name, unit FROM metrics ORDER BY id")
+    rows = await cur.fetchall()
+    size = max((row[0] for row in rows), default=0)
+    names: list[str | None] = [None] * size
+    units: list[str | None] = [None] * size
+    for metric_id, name, unit in rows:
+        names[metric_id - 1] = name
+        units[metric_id - 1] = unit
+    return names, units
+
+
+def copy_params(
+    *,
+    municipality_id: int,
+    kind: str | None,
+    metric_id: int | None,
+    start: datetime,
+    end: datetime,
+    metric_names: list[str | None],
+    metric_units: list[str | None],
+) -> dict[str, object]:
+    """Parameters of `copy_statement` (bound client-side: COPY takes no server parameters)."""
+    return {
+        "municipality_id": municipality_id,
+        "kind": kind,
+        "metric_id": metric_id,
+        "start": start,
+        "end": end,
+        "metric_names": metric_names,
+        "metric_units": metric_units,
+    }
