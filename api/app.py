@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.observability import ObservabilityMiddleware
-from api.routes import export, health, public
+from api.routes import catalog, export, health, public
 from models.logging import log
 from models.settings import Settings, get_settings
 
@@ -32,6 +32,7 @@ ROUTERS: list[APIRouter] = [
     health.router,
     public.router,
     export.router,
+    catalog.router,
 ]
 
 DESCRIPTION = """
