@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import psycopg
 from fastapi import APIRouter, FastAPI, Request
@@ -22,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.observability import ObservabilityMiddleware
 from api.routes import catalog, export, health, public
 from models.logging import log
+from models.schemas import ErrorOut
 from models.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    _document_errors_as_detail_strings(app)
     for router in ROUTERS:
         app.include_router(router)
     _add_exception_handlers(app)
@@ -125,6 +128,23 @@ def _add_exception_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {"detail": "internal error; it has been logged, please report it"}, status_code=500
         )
+
+
+def _document_errors_as_detail_strings(app: FastAPI) -> None:
+    """Make the schema say what the handlers send: 422 bodies are ``{"detail": "..."}`` too."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        schemas = schema.get("components", {}).get("schemas", {})
+        if "HTTPValidationError" in schemas:
+            schemas["HTTPValidationError"] = ErrorOut.model_json_schema()
+            schemas.pop("ValidationError", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def describe_validation_errors(errors: object) -> str:

@@ -120,6 +120,12 @@ from datetime import datetime  # noqa: E402
 Bucket = Literal["raw", "5min", "hour", "day"]
 
 
+class ErrorOut(BaseModel):
+    """Every error of the API: what was wrong and how to fix it."""
+
+    detail: str
+
+
 class Health(BaseModel):
     """Whether the API is ready: database reachable, which storage, newest reading."""
 

@@ -14,6 +14,7 @@ from api.queries.export import ExportFormat, copy_params, metric_vocabulary
 from api.queries.municipalities import find_municipality
 from api.queries.public import find_metric
 from api.timeparams import time_range
+from models.schemas import ErrorOut
 
 router = APIRouter(prefix="/api/v1/export", tags=["exports"])
 
@@ -34,8 +35,8 @@ To = Annotated[datetime | None, Query(description="exclusive, ISO 8601 with time
 def _responses(media_type: str) -> dict[int | str, dict[str, Any]]:
     return {
         200: {"content": {media_type: {}}, "description": "The export, streamed"},
-        400: {"description": "Range too long, naive time, or unknown metric"},
-        404: {"description": "No such municipality"},
+        400: {"model": ErrorOut, "description": "Range too long, naive time, or unknown metric"},
+        404: {"model": ErrorOut, "description": "No such municipality"},
     }
 
 

@@ -18,6 +18,7 @@ from api.queries.readings import BUCKET_WIDTH, fetch_readings
 from api.timeparams import ceil_to, floor_to, time_range
 from models.schemas import (
     Bucket,
+    ErrorOut,
     LatestPage,
     MetricOut,
     MunicipalityOut,
@@ -51,8 +52,11 @@ Cursor = Annotated[
 ]
 GEOJSON = "application/geo+json"
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "A parameter is out of range or the cursor is invalid."},
-    404: {"description": "Not found (or not public)."},
+    400: {
+        "model": ErrorOut,
+        "description": "A parameter is out of range or the cursor is invalid.",
+    },
+    404: {"model": ErrorOut, "description": "Not found (or not public)."},
 }
 
 
