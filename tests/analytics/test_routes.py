@@ -202,3 +202,37 @@ def test_no_jobs_gives_an_empty_plan():
     plan, problem = plan_routes([_vehicle()], [])
     assert plan.routes == [] and plan.distance_m == 0
     assert problem["jobs"] == []
+
+
+def _town(n: int, seed: int) -> list[CollectionJob]:
+    rng = np.random.default_rng(seed)
+    lat = DEPOT.lat + rng.uniform(-0.04, 0.04, n)
+    lon = DEPOT.lon + rng.uniform(-0.07, 0.07, n)
+    return [
+        CollectionJob(i + 1, float(a), float(b), 300)
+        for i, (a, b) in enumerate(zip(lat, lon, strict=True))
+    ]
+
+
+def test_sweep_split_serves_every_bin_once_and_stays_near_the_whole_problem_optimum():
+    jobs = _town(40, seed=5)
+    vehicles = [_vehicle(k, 6000) for k in (1, 2, 3)]
+    direct, _ = plan_routes(vehicles, jobs, direct_solve_max_jobs=1000)
+    split, problem = plan_routes(vehicles, jobs, direct_solve_max_jobs=0)
+    visited = sorted(s.job_id for r in split.routes for s in r.stops)
+    assert visited == list(range(1, 41)) and split.unassigned_job_ids == []
+    assert len(problem["jobs"]) == 40  # the export is still the whole problem
+    for r in split.routes:
+        assert [s.load_l for s in r.stops] == [300 * k for k in range(1, len(r.stops) + 1)]
+        assert r.stops[-1].load_l <= 6000
+    # The sweep gives up some distance for speed; on a small town not much.
+    assert direct.distance_m <= split.distance_m <= 1.35 * direct.distance_m
+
+
+def test_sweep_split_respects_capacity_when_a_sector_overflows_its_truck():
+    # 30 bins of 300 l for two 3,000 l trucks: at most 20 bins fit, the rest are unassigned.
+    jobs = _town(30, seed=6)
+    plan, _ = plan_routes([_vehicle(1, 3000), _vehicle(2, 3000)], jobs, direct_solve_max_jobs=0)
+    assert all(r.stops[-1].load_l <= 3000 for r in plan.routes)
+    assert plan.stop_count + len(plan.unassigned_job_ids) == 30
+    assert plan.stop_count <= 20
