@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from api.app import create_app
+from models.settings import Settings
 from tests.api.conftest import HIDDEN_IDS, PUBLIC_IDS, Fleet
 
 
@@ -170,3 +172,15 @@ def test_responses_are_gzipped_and_carry_cors_and_security_headers(
     assert response.headers["x-content-type-options"] == "nosniff"
     big = client.get("/api/v1/openapi.json", headers={"Accept-Encoding": "gzip"})
     assert big.headers["content-encoding"] == "gzip"
+
+
+def test_health_is_503_with_json_when_the_database_is_unreachable(settings: Settings) -> None:
+    # A database name that does not exist on the real server: every connection fails.
+    unreachable = settings.model_copy(
+        update={"database_url": settings.database_url.rsplit("/", 1)[0] + "/no_such_db_x"}
+    )
+    with TestClient(create_app(unreachable)) as client:
+        response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["status"] == "unavailable"
+    assert response.headers["cache-control"] == "no-store"
