@@ -564,6 +564,7 @@ def main() -> int:
         results["summary"] = summarise(runs, work.readings_per_message)
         args.out.write_text(json.dumps(results, indent=2, default=str))
         print(json.dumps(results["summary"], indent=2))
+        print(render_markdown(results))
     finally:
         broker.stop()
         if not args.keep_db:
@@ -600,6 +601,29 @@ def summarise(runs: dict, readings_per_message: float) -> dict:
                 "peak_rss_mib_max": max(max(r["peak_rss_mib"]) for r in rows),
             }
     return summary
+
+
+def render_markdown(results: dict) -> str:
+    """The results table for BENCHMARKS.md."""
+    s, w = results["summary"], results["workload"]
+    lines = [
+        "| path | messages/s | readings/s | × lower limit | × naive | peak RSS per process |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| broker limit (C clients) | {s['broker_limit_messages_per_s']:,} | – | – | – | – |",
+        f"| COPY limit (binary COPY) | {s['copy_limit_as_messages_per_s']:,} | "
+        f"{s['copy_limit_readings_per_s']:,} | – | – | – |",
+        f"| naive (INSERT + commit per message) | {s['naive_messages_per_s']:,} | "
+        f"{round(s['naive_messages_per_s'] * w['readings_per_message']):,} | – | 1 | "
+        f"{results['runs']['naive'][0]['peak_rss_mib']} MiB |",
+    ]
+    for key, row in s["ingest"].items():
+        k = key.split("_")[1]
+        lines.append(
+            f"| ingest, {k} process{'es' if k != '1' else ''} | {row['messages_per_s']:,} | "
+            f"{row['readings_per_s']:,} | {row['ratio_to_lower_limit']} | "
+            f"{row['ratio_to_naive']} | {row['peak_rss_mib_max']} MiB |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
