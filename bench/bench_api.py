@@ -1,0 +1,440 @@
+"""Open-data API latency and export throughput with 50 million readings, over real HTTP.
+
+Loads a throwaway database (10,000 public sensors x 5,000 readings over one year, binary
+COPY generated with NumPy, plus private sensors that must stay invisible), refreshes the
+rollups, starts ``python -m cli api`` (uvicorn) in a subprocess and measures with httpx:
+
+1. latest values of 10,000 sensors, one request (p50/p95 over --repeat requests);
+2. hourly averages of one sensor over a year (p50/p95, a different sensor each time);
+3. a month's export of one municipality (rows per second, CSV, JSON Lines, GeoJSON).
+
+Targets (issue 8): p95 < 50 ms for 1 and 2; export > 200,000 rows/s. Results go into
+BENCHMARKS.md (this script's section only) with the machine and the exact command.
+
+    .venv/bin/python bench/bench_api.py            # load, measure, drop the database
+    .venv/bin/python bench/bench_api.py --keep     # keep it; reuse with --database-url
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psycopg
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from models.db import create_database, drop_database, migrate, sync_metrics  # noqa: E402
+
+ADMIN_URL = os.environ.get("IOT_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+KIND_METRIC = {"climate": "co2_ppm", "bin": "fill_pct", "parking": "occupied"}
+SECTION_START = "<!-- bench_api:start -->"
+SECTION_END = "<!-- bench_api:end -->"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _database_url(name: str) -> str:
+    return ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def _copy_header() -> bytes:
+    return b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+
+
+ROW_DTYPE = np.dtype(
+    [
+        ("fields", ">i2"),
+        ("time_len", ">i4"), ("time_us", ">i8"),
+        ("sensor_len", ">i4"), ("sensor_id", ">i8"),
+        ("metric_len", ">i4"), ("metric_id", ">i2"),
+        ("value_len", ">i4"), ("value", ">f8"),
+    ]
+)  # fmt: skip
+
+
+def binary_rows(time_us: np.ndarray, sensor_id: np.ndarray, metric_id: np.ndarray,
+                value: np.ndarray) -> bytes:  # fmt: skip
+    """Rows in PostgreSQL's binary COPY layout (no header/trailer), built without loops."""
+    rows = np.empty(len(time_us), dtype=ROW_DTYPE)
+    rows["fields"] = 4
+    rows["time_len"], rows["time_us"] = 8, time_us
+    rows["sensor_len"], rows["sensor_id"] = 8, sensor_id
+    rows["metric_len"], rows["metric_id"] = 2, metric_id
+    rows["value_len"], rows["value"] = 8, value
+    return rows.tobytes()
+
+
+def load(url: str, sensors: int, per_sensor: int, municipalities: int, end: datetime) -> dict:
+    """Create the fleet and its readings; returns what the measurements need."""
+    rng = np.random.default_rng(8)
+    start = end - timedelta(days=365)
+    step_us = int(365 * 86400 * 1e6 // per_sensor)
+    timings: dict[str, float] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        metric_id = sync_metrics(conn)
+        conn.execute(
+            "INSERT INTO municipalities (slug, name) SELECT 'kommune-' || i, 'Kommune ' || i "
+            "FROM generate_series(1, %s) i",
+            (municipalities,),
+        )
+        kinds = np.array(["climate", "bin", "parking"])[np.arange(sensors) % 3]
+        lat = rng.uniform(54.8, 57.6, sensors)
+        lon = rng.uniform(8.2, 12.6, sensors)
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY sensors (municipality_id, external_id, kind, lat, lon, is_public, status, "
+                "bin_depth_mm) FROM STDIN"
+            ) as copy,
+        ):
+            for i in range(sensors):
+                kind = str(kinds[i])
+                copy.write_row((i % municipalities + 1, f"s{i}", kind, float(lat[i]),
+                                float(lon[i]), True, "active",
+                                1200.0 if kind == "bin" else None))  # fmt: skip
+            # Private sensors with latest values: they must never show up in the answers.
+            for i in range(100):
+                copy.write_row((1, f"private{i}", "climate", 56.0, 10.0, False, "active", None))
+        sensor_ids = np.arange(1, sensors + 1, dtype=np.int64)
+        metric_ids = np.array([metric_id[KIND_METRIC[str(k)]] for k in kinds], dtype=np.int16)
+        conn.execute("SELECT iot_ensure_partitions(%s, %s)", (start.date(), end.date()))
+
+        t0 = time.perf_counter()
+        offsets_us = np.arange(per_sensor, dtype=np.int64) * step_us
+        start_us = int((start - PG_EPOCH).total_seconds() * 1e6)
+        batch = max(1, 2_000_000 // per_sensor)  # sensors per COPY statement (~2M rows)
+        for first in range(0, sensors, batch):
+            ids = sensor_ids[first : first + batch]
+            n = len(ids)
+            # sensor-major order: each partition's primary key grows at its right edge
+            times = (start_us + offsets_us)[None, :].repeat(n, 0).ravel()
+            values = rng.normal(700, 150, (n, per_sensor)).clip(0, 5000).ravel()
+            metrics = np.repeat(metric_ids[first : first + n], per_sensor)
+            data = binary_rows(times, np.repeat(ids, per_sensor), metrics, values)
+            with (
+                conn.cursor() as cur,
+                cur.copy(
+                    "COPY readings (time, sensor_id, metric_id, value) FROM STDIN (FORMAT BINARY)"
+                ) as copy,
+            ):
+                copy.write(_copy_header())
+                copy.write(data)
+                copy.write((-1).to_bytes(2, "big", signed=True))
+            done = first + n
+            if done % (batch * 10) == 0 or done == sensors:
+                rate = done * per_sensor / (time.perf_counter() - t0)
+                print(f"  loaded {done * per_sensor:,} readings ({rate:,.0f}/s)", flush=True)
+        timings["load_s"] = time.perf_counter() - t0
+
+        conn.execute(
+            "INSERT INTO latest_readings (sensor_id, metric_id, time, value) "
+            "SELECT DISTINCT ON (sensor_id, metric_id) sensor_id, metric_id, time, value "
+            "FROM readings WHERE time >= %s ORDER BY sensor_id, metric_id, time DESC",
+            (end - timedelta(days=2),),
+        )
+        conn.execute(
+            "INSERT INTO latest_readings (sensor_id, metric_id, time, value) "
+            "SELECT id, %s, %s, 500 FROM sensors WHERE NOT is_public",
+            (metric_id["co2_ppm"], end),
+        )
+        t0 = time.perf_counter()
+        fill_rollups(conn)
+        timings["rollups_s"] = time.perf_counter() - t0
+        conn.execute("VACUUM ANALYZE")
+        size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
+        timings["db_size"] = size.fetchone()[0]
+    return timings
+
+
+def fill_rollups(conn: psycopg.Connection) -> None:
+    """Fill the rollups set-based, as one backfill.
+
+    iot_refresh_rollups() (the maintenance job) recomputes hour by hour, scanning each
+    hour's day partition: right for a trickle of new hours, far too slow for a year of
+    dirty hours at once. The rows it would write are the same as these.
+    """
+    conn.execute("TRUNCATE rollup_dirty_hours")
+    conn.execute(
+        "INSERT INTO readings_hourly (bucket, sensor_id, metric_id, count, sum, avg, min, max) "
+        "SELECT date_trunc('hour', time, 'UTC'), sensor_id, metric_id, count(*), sum(value), "
+        "avg(value), min(value), max(value) FROM readings GROUP BY 1, 2, 3"
+    )
+    conn.execute(
+        "INSERT INTO readings_daily (bucket, sensor_id, metric_id, count, sum, avg, min, max) "
+        "SELECT date_trunc('day', bucket, 'UTC'), sensor_id, metric_id, sum(count), sum(sum), "
+        "sum(sum) / sum(count), min(min), max(max) FROM readings_hourly GROUP BY 1, 2, 3"
+    )
+
+
+def fleet_facts(url: str) -> dict:
+    with psycopg.connect(url, autocommit=True) as conn:
+        readings = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+        end = conn.execute("SELECT max(time) FROM latest_readings").fetchone()[0]
+        climate = [r[0] for r in conn.execute(
+            "SELECT id FROM sensors WHERE kind = 'climate' AND is_public ORDER BY id"
+        ).fetchall()]  # fmt: skip
+        public = conn.execute(
+            "SELECT count(*) FROM sensors WHERE is_public AND status = 'active'"
+        ).fetchone()[0]
+    return {"readings": readings, "end": end, "climate_ids": climate, "public": public}
+
+
+def start_api(url: str, port: int, log_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "IOT_DATABASE_URL": url, "IOT_LOG_LEVEL": "WARNING",
+           "IOT_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}  # fmt: skip
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "api", "--port", str(port)],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError(f"API did not become healthy; see {log_path}")
+
+
+def percentiles(samples_s: list[float]) -> dict:
+    ms = np.array(samples_s) * 1000
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "p95_ms": round(float(np.percentile(ms, 95)), 1),
+        "max_ms": round(float(ms.max()), 1),
+        "n": len(ms),
+    }
+
+
+def measure(base: str, facts: dict, repeat: int, export_repeat: int) -> dict:
+    results: dict = {}
+    end: datetime = facts["end"]
+    # Identity encoding: measure the API, not the compressor (gzip is measured separately).
+    identity = {"Accept-Encoding": "identity"}
+    with httpx.Client(base_url=base, timeout=120, headers=identity) as client:
+        # 1. latest values of 10,000 sensors in one request
+        samples = []
+        for i in range(repeat + 3):
+            t0 = time.perf_counter()
+            response = client.get("/api/v1/latest", params={"limit": 10000})
+            elapsed = time.perf_counter() - t0
+            response.raise_for_status()
+            if i >= 3:
+                samples.append(elapsed)
+        items = response.json()["items"]
+        assert len(items) == min(10000, facts["public"]), len(items)
+        assert all(item["values"] for item in items)
+        results["latest_10k"] = {**percentiles(samples), "bytes": len(response.content)}
+
+        # 2. hourly averages of one sensor over a year (a different sensor each request)
+        samples = []
+        climate = facts["climate_ids"]
+        year = {"from": (end - timedelta(days=365)).isoformat(), "to": end.isoformat()}
+        for i in range(repeat + 3):
+            sensor_id = climate[(i * 7919) % len(climate)]
+            t0 = time.perf_counter()
+            response = client.get("/api/v1/readings", params={
+                "sensor_id": sensor_id, "metric": "co2_ppm", "bucket": "hour", "agg": "avg",
+                "limit": 10000, **year})  # fmt: skip
+            elapsed = time.perf_counter() - t0
+            response.raise_for_status()
+            if i >= 3:
+                samples.append(elapsed)
+        rows = len(response.json()["items"])
+        results["hourly_year_one_sensor"] = {**percentiles(samples), "rows": rows}
+
+        # 3. a month's export of one municipality
+        month = {"from": (end - timedelta(days=30)).isoformat(), "to": end.isoformat()}
+        for fmt in ("csv", "jsonl", "geojson"):
+            runs = []
+            for _ in range(export_repeat if fmt == "csv" else 1):
+                runs.append(_export(client, fmt, month))
+            best = max(runs, key=lambda r: r["rows_per_s"])
+            results[f"export_month_{fmt}"] = {
+                **best, "median_rows_per_s": int(np.median([r["rows_per_s"] for r in runs])),
+                "runs": len(runs)}  # fmt: skip
+    with httpx.Client(base_url=base, timeout=120, headers={"Accept-Encoding": "gzip"}) as client:
+        results["export_month_csv_gzip"] = _export(client, "csv", month, decode=False)
+    return results
+
+
+def _export(client: httpx.Client, fmt: str, month: dict, decode: bool = True) -> dict:
+    lines = 0
+    size = 0
+    t0 = time.perf_counter()
+    with client.stream("GET", f"/api/v1/export/kommune-1/readings.{fmt}", params=month) as r:
+        r.raise_for_status()
+        chunks = r.iter_bytes() if decode else r.iter_raw()
+        for chunk in chunks:
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+        if not decode:
+            lines = -1
+    elapsed = time.perf_counter() - t0
+    if not decode:  # compressed: count rows from an uncompressed run of the same size
+        plain = client.get(f"/api/v1/export/kommune-1/readings.{fmt}", params=month,
+                           headers={"Accept-Encoding": "identity"})  # fmt: skip
+        lines = plain.content.count(b"\n")
+    rows = lines - 1 if fmt == "csv" else lines
+    return {"rows": rows, "seconds": round(elapsed, 2), "rows_per_s": int(rows / elapsed),
+            "mib": round(size / 2**20, 1)}  # fmt: skip
+
+
+def machine() -> dict:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = re.search(r"Model name:\s*(.+)", lscpu)
+    mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    with psycopg.connect(ADMIN_URL) as conn:
+        pg = conn.execute("SHOW server_version").fetchone()[0]
+        shared = conn.execute("SHOW shared_buffers").fetchone()[0]
+    from importlib.metadata import version
+
+    return {
+        "cpu": model.group(1).strip() if model else platform.processor(),
+        "cores": os.cpu_count(),
+        "ram_gib": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "postgresql": f"{pg} (shared_buffers {shared}, plain PostgreSQL, daily partitions)",
+        "versions": ", ".join(
+            f"{d} {version(d)}" for d in ("fastapi", "uvicorn", "psycopg", "orjson", "httpx")
+        ),
+    }
+
+
+def write_section(results: dict, timings: dict, facts: dict, command: str) -> str:
+    m = machine()
+    latest, hourly = results["latest_10k"], results["hourly_year_one_sensor"]
+    ok = lambda good: "met" if good else "**missed**"  # noqa: E731
+    lines = [
+        SECTION_START,
+        "## Open data API (bench/bench_api.py)",
+        "",
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {m['cpu']}, {m['cores']} cores, "
+        f"{m['ram_gib']} GiB RAM, shared with other work; PostgreSQL {m['postgresql']}; "
+        f"Python {m['python']}; {m['versions']}.",
+        "",
+        f"Data: {facts['readings']:,} readings of {facts['public']:,} public sensors "
+        "(one metric each, a year at 105-minute steps) plus 100 private sensors; "
+        f"database {timings.get('db_size', '?')}. "
+        + (
+            f"Load {timings['load_s']:.0f} s, rollup refresh {timings['rollups_s']:.0f} s. "
+            if "load_s" in timings
+            else ""
+        )
+        + "Requests over HTTP to uvicorn (one worker) with httpx, keep-alive, "
+        "`Accept-Encoding: identity` unless noted.",
+        "",
+        "| Measurement | Result | Target |",
+        "|---|---|---|",
+        f"| Latest values of 10,000 sensors (`/api/v1/latest?limit=10000`, "
+        f"{latest['bytes'] / 2**20:.1f} MiB) | p50 {latest['p50_ms']} ms, "
+        f"p95 {latest['p95_ms']} ms (n={latest['n']}) | p95 < 50 ms: {ok(latest['p95_ms'] < 50)} |",
+        f"| Hourly averages, one sensor, one year ({hourly['rows']} buckets from "
+        f"`readings_hourly`) | p50 {hourly['p50_ms']} ms, p95 {hourly['p95_ms']} ms "
+        f"(n={hourly['n']}) | p95 < 50 ms: {ok(hourly['p95_ms'] < 50)} |",
+    ]
+    for fmt in ("csv", "jsonl", "geojson"):
+        e = results[f"export_month_{fmt}"]
+        target = f"> 200,000 rows/s: {ok(e['rows_per_s'] > 200_000)}" if fmt == "csv" else ""
+        lines.append(
+            f"| Month export, one municipality, {fmt.upper()} ({e['rows']:,} rows, "
+            f"{e['mib']} MiB) | {e['rows_per_s']:,} rows/s (best of {e['runs']}; median "
+            f"{e['median_rows_per_s']:,}) | {target} |"
+        )
+    gz = results["export_month_csv_gzip"]
+    lines += [
+        f"| Same CSV export with `Accept-Encoding: gzip` ({gz['mib']} MiB on the wire) | "
+        f"{gz['rows_per_s']:,} rows/s | |",
+        "",
+        "Command:",
+        "",
+        "```",
+        command,
+        "```",
+        SECTION_END,
+    ]
+    section = "\n".join(lines)
+    path = REPO / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if SECTION_START in text:
+        before, rest = text.split(SECTION_START, 1)
+        after = rest.split(SECTION_END, 1)[1] if SECTION_END in rest else ""
+        text = before + section + after
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+    return section
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sensors", type=int, default=10_000)
+    parser.add_argument("--readings-per-sensor", type=int, default=5_000)
+    parser.add_argument("--municipalities", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=100, help="requests per latency test")
+    parser.add_argument("--export-repeat", type=int, default=5)
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument("--database-url", help="reuse a database loaded by an earlier --keep")
+    parser.add_argument("--no-write", action="store_true", help="don't touch BENCHMARKS.md")
+    args = parser.parse_args()
+    command = "cd /work/main && .venv/bin/python " + shlex.join(
+        ["bench/bench_api.py", *sys.argv[1:]]
+    )
+
+    url = args.database_url
+    timings: dict = {}
+    created = url is None
+    if created:
+        url = _database_url(f"iot_bench_api_{uuid.uuid4().hex[:8]}")
+        print(f"database {url}", flush=True)
+        create_database(url)
+    proc = None
+    try:
+        if created:
+            migrate(url, timescaledb="off")
+            end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+            timings = load(url, args.sensors, args.readings_per_sensor, args.municipalities, end)
+            print(f"loaded: {timings}", flush=True)
+        facts = fleet_facts(url)
+        port = _free_port()
+        proc = start_api(url, port, Path("/tmp") / f"bench_api_{port}.log")
+        results = measure(f"http://127.0.0.1:{port}", facts, args.repeat, args.export_repeat)
+        for name, value in results.items():
+            print(f"{name}: {value}", flush=True)
+        if not args.no_write:
+            print(write_section(results, timings, facts, command))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+        if created and not args.keep:
+            drop_database(url)
+        elif created:
+            print(f"kept {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
