@@ -51,8 +51,8 @@ ORDER BY s.id
 LIMIT %(limit)s
 """  # noqa: S608 (composed from module constants, never from input)
 
-# Built by PostgreSQL as JSON text, one object per sensor: for 10,000 sensors this is
-# several times faster than fetching rows and building the objects in Python.
+# Plain rows, one per (sensor, metric), grouped in Python: PostgreSQL's JSON functions
+# cost ~4 µs per sensor, several times more than a binary fetch and orjson.
 _LATEST = f"""
 WITH page AS (
     SELECT s.id, s.kind, m.slug
@@ -65,14 +65,11 @@ WITH page AS (
     ORDER BY s.id
     LIMIT %(limit)s
 )
-SELECT p.id, json_build_object(
-    'sensor_id', p.id, 'municipality', p.slug, 'kind', p.kind,
-    'values', coalesce((
-        SELECT json_object_agg(mt.name, json_build_object('value', l.value, 'time', l.time))
-        FROM latest_readings l JOIN metrics mt ON mt.id = l.metric_id
-        WHERE l.sensor_id = p.id AND (%(metric)s::text IS NULL OR mt.name = %(metric)s)
-    ), '{{}}'::json))::text
+SELECT p.id, p.slug, p.kind, mt.name, l.value, l.time
 FROM page p
+LEFT JOIN (latest_readings l JOIN metrics mt ON mt.id = l.metric_id
+           AND (%(metric)s::text IS NULL OR mt.name = %(metric)s))
+    ON l.sensor_id = p.id
 ORDER BY p.id
 """  # noqa: S608 (composed from module constants, never from input)
 
@@ -128,7 +125,7 @@ async def list_sensors(
         return await cur.fetchall()
 
 
-async def latest_values_json(
+async def latest_values(
     conn: AsyncConnection,
     *,
     municipality: str | None = None,
@@ -137,8 +134,8 @@ async def latest_values_json(
     sensor_ids: list[int] | None = None,
     after_id: int = 0,
     limit: int = 1000,
-) -> list[tuple[int, str]]:
-    """(sensor id, JSON object text) of public sensors after `after_id`, by id."""
+) -> list[dict[str, Any]]:
+    """Public sensors after `after_id` by id, each with ``values``: metric → value, time."""
     params = {
         "municipality": municipality,
         "kind": kind,
@@ -147,8 +144,26 @@ async def latest_values_json(
         "after_id": after_id,
         "limit": limit,
     }
-    cur = await conn.execute(_LATEST, params)
-    return await cur.fetchall()
+    async with conn.cursor(binary=True) as cur:
+        await cur.execute(_LATEST, params)
+        rows = await cur.fetchall()
+    items: list[dict[str, Any]] = []
+    current = None
+    values: dict[str, Any] = {}
+    for sensor_id, slug, sensor_kind, metric_name, value, time in rows:
+        if sensor_id != current:
+            current, values = sensor_id, {}
+            items.append(
+                {
+                    "sensor_id": sensor_id,
+                    "municipality": slug,
+                    "kind": sensor_kind,
+                    "values": values,
+                }
+            )
+        if metric_name is not None:
+            values[metric_name] = {"value": value, "time": time}
+    return items
 
 
 async def public_sensor_ids(conn: AsyncConnection, ids: list[int]) -> set[int]:

@@ -161,7 +161,7 @@ async def latest(
         sensor_id=sorted(set(sensor_id)) if sensor_id else None,
     )
     after_id = decode_cursor(cursor, fingerprint, (int,))[0] if cursor else 0
-    rows = await queries.latest_values_json(
+    items = await queries.latest_values(
         conn,
         municipality=municipality,
         kind=kind,
@@ -170,16 +170,10 @@ async def latest(
         after_id=after_id,
         limit=limit,
     )
-    next_cursor = encode_cursor([rows[-1][0]], fingerprint) if len(rows) == limit else None
-    body = b"".join(
-        (
-            b'{"items":[',
-            ",".join(row[1] for row in rows).encode(),
-            b'],"next_cursor":',
-            http_cache.json_body(next_cursor),
-            b"}",
-        )
+    next_cursor = (
+        encode_cursor([items[-1]["sensor_id"]], fingerprint) if len(items) == limit else None
     )
+    body = http_cache.json_body({"items": items, "next_cursor": next_cursor})
     return http_cache.cached_response(request, body, http_cache.MAX_AGE_LATEST_S)
 
 
