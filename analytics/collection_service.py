@@ -15,6 +15,7 @@ Settings per municipality live in `municipalities.settings["collection"]` (keys 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, fields
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -297,8 +298,8 @@ async def collection_route(
     """Plan `day`'s routes for the listed bins.
 
     Returns (the collection list, the plan, the VROOM input document). Arrival times in the
-    plan are seconds after local midnight of `day`. Planning is CPU-bound (about a second
-    for hundreds of bins): an async caller should run this in a worker thread or accept it.
+    plan are seconds after local midnight of `day`. The solve is CPU-bound (up to about a
+    second for a thousand bins), so it runs in a worker thread, off the event loop.
     """
     settings = await load_settings(conn, municipality_id)
     depots = await load_depots(conn, municipality_id)
@@ -328,7 +329,7 @@ async def collection_route(
         for b in listing["bins"]
     ]
     source = HaversineMatrixSource(settings.detour_factor, settings.speed_kmh)
-    plan, problem = plan_routes(vehicles, jobs, source)
+    plan, problem = await asyncio.to_thread(plan_routes, vehicles, jobs, source)
     log.info(
         "collection_route",
         municipality_id=municipality_id,
