@@ -103,11 +103,12 @@ ORDER BY s.id
 
 # Both fill sources; distance_mm only counts where no fill_pct exists at the same instant.
 _RECENT_FILL = """
-SELECT r.sensor_id, extract(epoch FROM r.time)::float AS t_s, m.name AS metric, r.value
+SELECT DISTINCT ON (r.sensor_id, r.time)
+       r.sensor_id, extract(epoch FROM r.time)::float AS t_s, m.name AS metric, r.value
 FROM readings r JOIN metrics m ON m.id = r.metric_id
 WHERE r.sensor_id = ANY(%s) AND m.name IN ('fill_pct', 'distance_mm')
   AND r.time > %s AND r.time <= %s
-ORDER BY r.sensor_id, r.time
+ORDER BY r.sensor_id, r.time, m.name = 'fill_pct' DESC
 """
 
 _DEPOTS = """
@@ -146,21 +147,9 @@ async def load_bin_states(
     fill = np.full(n, np.nan)
     rate = np.full(n, np.nan)
     last_at: list[datetime | None] = [None] * n
-    if rows:
-        position = {int(s): k for k, s in enumerate(ids)}
-        sensor_idx = np.array([position[r[0]] for r in rows])
-        t_s = np.array([r[1] for r in rows])
-        value = np.array([r[3] for r in rows], dtype=float)
-        is_distance = np.array([r[2] == "distance_mm" for r in rows])
-        depth = np.array([s[4] if s[4] is not None else np.nan for s in sensors], dtype=float)
-        offset = np.array([s[5] for s in sensors], dtype=float)
-        value[is_distance] = fill_level_pct(
-            value[is_distance], depth[sensor_idx[is_distance]], offset[sensor_idx[is_distance]]
-        )
-        keep = ~np.isnan(value)
-        fill, rate, last_t = fill_since_last_emptied(
-            sensor_idx[keep], t_s[keep], value[keep], n, settings.drop_pct
-        )
+    sensor_idx, t_s, value = _fill_rows(rows, ids, sensors)
+    if len(value):
+        fill, rate, last_t = fill_since_last_emptied(sensor_idx, t_s, value, n, settings.drop_pct)
         last_at = [
             None if np.isnan(t) else datetime.fromtimestamp(t, tz=as_of.tzinfo) for t in last_t
         ]
@@ -174,6 +163,27 @@ async def load_bin_states(
         fill_rate_pct_per_h=rate,
         last_reading_at=last_at,
     )
+
+
+def _fill_rows(
+    rows: list[tuple[Any, ...]], ids: np.ndarray, sensors: list[tuple[Any, ...]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Readings as arrays (sensor position, epoch s, fill %), distance_mm converted to fill
+    with the sensor's depth and mount offset; readings that give no fill are dropped."""
+    if not rows:
+        return np.zeros(0, dtype=int), np.zeros(0), np.zeros(0)
+    position = {int(s): k for k, s in enumerate(ids)}
+    sensor_idx = np.array([position[r[0]] for r in rows])
+    t_s = np.array([r[1] for r in rows], dtype=float)
+    value = np.array([r[3] for r in rows], dtype=float)
+    is_distance = np.array([r[2] == "distance_mm" for r in rows])
+    depth = np.array([s[4] if s[4] is not None else np.nan for s in sensors], dtype=float)
+    offset = np.array([s[5] for s in sensors], dtype=float)
+    value[is_distance] = fill_level_pct(
+        value[is_distance], depth[sensor_idx[is_distance]], offset[sensor_idx[is_distance]]
+    )
+    keep = ~np.isnan(value)
+    return sensor_idx[keep], t_s[keep], value[keep]
 
 
 def fill_since_last_emptied(

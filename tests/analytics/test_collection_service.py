@@ -191,3 +191,25 @@ def test_municipality_settings_change_the_threshold_and_unknown_keys_are_refused
     )
     with pytest.raises(CollectionSetupError, match="treshold"):
         _run(database_url, collection_list, mid, THURSDAY)
+
+
+def test_fill_pct_wins_over_distance_at_the_same_instant(db, database_url):
+    mid = _municipality(db)
+    sid = _bin(db, mid, "both", 56.17, 9.54)
+    times = _hours_before(ROUND_UTC, [3, 2, 1])
+    _readings(db, sid, "fill_pct", times, [50, 60, 70])
+    _readings(db, sid, "distance_mm", times, [900, 900, 900])  # would say 10 %
+    listing = _run(database_url, collection_list, mid, THURSDAY)
+    assert [(b["fill_pct"], b["fill_rate_pct_per_h"]) for b in listing["bins"]] == [(70, 10)]
+
+
+def test_bins_whose_readings_give_no_fill_are_listed_as_no_data(db, database_url):
+    mid = _municipality(db)
+    sid = db.execute(
+        "INSERT INTO sensors (municipality_id, external_id, kind, lat, lon)"
+        " VALUES (%s, 'no-depth', 'bin', 56.17, 9.54) RETURNING id",
+        (mid,),
+    ).fetchone()[0]
+    _readings(db, sid, "distance_mm", _hours_before(ROUND_UTC, [2, 1]), [500, 400])
+    listing = _run(database_url, collection_list, mid, THURSDAY)
+    assert listing["bins"] == [] and [b["bin_id"] for b in listing["no_data"]] == [sid]
