@@ -68,8 +68,18 @@ class Settings(BaseSettings):
     batch_max_delay_s: float = Field(0.5, gt=0)
     max_message_bytes: int = Field(64 * 1024, ge=256)
     max_future_skew_s: float = Field(300.0, ge=0)
+    max_past_age_days: int = Field(
+        400, ge=1, description="Samples older than this are dead-lettered as too_old."
+    )
     auto_register_unknown: bool = Field(
-        False, description="Register unknown devices as pending instead of dead-lettering only."
+        False,
+        description="Register unknown LoRaWAN devices as pending sensors (still dead-lettered) "
+        "when their application is listed in IOT_APPLICATION_MUNICIPALITIES.",
+    )
+    application_municipalities: dict[str, str] = Field(
+        default_factory=dict,
+        description="Network-server application id → municipality slug, as JSON: "
+        '{"b1c2...": "aarhus"}. Used for auto-registration.',
     )
     ingest_metrics_port: int = Field(9101, ge=0, le=65535, description="0 disables it.")
 

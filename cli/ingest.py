@@ -1,0 +1,32 @@
+"""``ingest``: run the MQTT ingest service until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+from ingest import telemetry
+from ingest.subscriber import IngestService
+from models.logging import configure_logging
+from models.settings import get_settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("ingest", help="subscribe to MQTT and store readings")
+    p.set_defaults(handler=run_ingest)
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    configure_logging(settings)
+    telemetry.serve(settings.ingest_metrics_port)
+    service = IngestService(settings)
+
+    def _stop(signum: int, frame: object) -> None:
+        # Only flags the stop; run() then commits, acknowledges and disconnects.
+        service.request_stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    service.run()
+    return 0

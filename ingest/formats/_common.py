@@ -1,0 +1,99 @@
+"""Helpers shared by the wire-format parsers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ingest.uplink import Rejected
+
+_DEV_EUI = re.compile(r"^[0-9a-f]{16}$")
+
+
+def load_json_object(payload: bytes) -> dict[str, Any]:
+    """The message as a JSON object; Rejected('malformed_json') otherwise."""
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise Rejected("malformed_json", f"message is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise Rejected("invalid_message", "message must be a JSON object")
+    return document
+
+
+def parse_time(value: Any, field: str) -> datetime:
+    """An RFC 3339 timestamp as an aware UTC datetime; naive times are taken as UTC."""
+    if not isinstance(value, str):
+        raise Rejected("invalid_message", f"{field} must be an RFC 3339 timestamp string")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    # Network servers send nanoseconds; Python keeps microseconds.
+    match = re.match(r"^(.*?\.\d{6})\d+(.*)$", text)
+    if match:
+        text = match.group(1) + match.group(2)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise Rejected("invalid_message", f"{field} {value!r} is not an RFC 3339 time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def decode_base64(value: Any, field: str) -> bytes:
+    if value is None or value == "":
+        return b""
+    if not isinstance(value, str):
+        raise Rejected("invalid_message", f"{field} must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise Rejected("invalid_message", f"{field} is not valid base64") from None
+
+
+def normalise_dev_eui(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not _DEV_EUI.match(value.strip().lower()):
+        raise Rejected("invalid_message", f"{field} must be 16 hexadecimal digits")
+    return value.strip().lower()
+
+
+def as_object(value: Any, field: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise Rejected("invalid_message", f"{field} must be a JSON object")
+    return value
+
+
+def optional_object(value: Any) -> Mapping[str, Any] | None:
+    """A decoded-payload object when the network server sent a non-empty one."""
+    return value if isinstance(value, dict) and value else None
+
+
+def fport_of(value: Any, field: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
+        raise Rejected("invalid_message", f"{field} must be an integer 0..255")
+    return value
+
+
+def best_radio(rx: Any) -> tuple[float | None, float | None]:
+    """(rssi_dbm, snr_db) of the gateway that heard the uplink best."""
+    best: tuple[float | None, float | None] = (None, None)
+    if not isinstance(rx, list):
+        return best
+    for gateway in rx:
+        if not isinstance(gateway, dict):
+            continue
+        rssi = gateway.get("rssi", gateway.get("channel_rssi"))
+        snr = gateway.get("snr", gateway.get("loRaSNR"))
+        is_number = isinstance(rssi, int | float) and not isinstance(rssi, bool)
+        if is_number and (best[0] is None or rssi > best[0]):
+            best = (float(rssi), float(snr) if isinstance(snr, int | float) else None)
+    return best

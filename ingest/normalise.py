@@ -1,0 +1,135 @@
+"""From a parsed uplink and its sensor to validated rows, or the reason there are none.
+
+Steps: decode (network server's object first, the device model's decoder otherwise),
+derive fill level for bins, check every value against its metric's physical range and
+the sample time against the clock. Values that pass become rows; values that fail are
+reported so that the message is dead-lettered with them (the good values are kept).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from analytics.bins import fill_level_pct
+from ingest.decoders import DecodeError, get_decoder
+from ingest.decoders.generic import normalise_object
+from ingest.devices import SensorInfo
+from ingest.metrics import METRICS
+from ingest.uplink import Rejected, Sample, Uplink
+
+Row = tuple[datetime, int, int, float]  # time, sensor_id, metric_id, value
+
+
+@dataclass(slots=True)
+class Normalised:
+    rows: list[Row]
+    refused: list[str]  # "metric=value (why)" for values kept out of readings
+    refused_reason: str | None  # out_of_range | unknown_metric | ... when refused
+
+
+def decode_uplink(uplink: Uplink, sensor: SensorInfo) -> list[Sample]:
+    """The uplink's measurements as samples; Rejected('decode_error') when unreadable."""
+    if uplink.samples:
+        return uplink.samples
+    errors: list[str] = []
+    if uplink.decoded is not None:
+        try:
+            return [Sample(None, normalise_object(uplink.decoded))]
+        except DecodeError as exc:
+            errors.append(f"network server's decoded object: {exc}")
+    if sensor.decoder and sensor.decoder != "generic" and uplink.payload is not None:
+        if uplink.fport is None:
+            errors.append("uplink has no fPort (a MAC-only frame?)")
+        else:
+            try:
+                return [Sample(None, get_decoder(sensor.decoder)(uplink.payload, uplink.fport))]
+            except DecodeError as exc:
+                errors.append(str(exc))
+    elif not sensor.decoder:
+        errors.append("the sensor has no device model, so no payload decoder")
+    elif uplink.decoded is None:
+        errors.append("the device decodes in the network server but sent no decoded object")
+    raise Rejected(
+        "decode_error",
+        "; ".join(errors),
+        device_id=uplink.device_id,
+        municipality_id=sensor.municipality_id,
+    )
+
+
+def to_rows(
+    uplink: Uplink,
+    sensor: SensorInfo,
+    samples: list[Sample],
+    metric_ids: dict[str, int],
+    now: datetime,
+    max_future_skew: timedelta,
+    max_age: timedelta,
+) -> Normalised:
+    """Validated rows for `samples`; raises Rejected when nothing at all can be stored."""
+    rows: list[Row] = []
+    refused: list[str] = []
+    reasons: set[str] = set()
+    for sample in samples:
+        at = sample.time or uplink.received_at
+        if at > now + max_future_skew:
+            raise _reject(
+                uplink,
+                sensor,
+                "future_timestamp",
+                f"sample time {at.isoformat()} is "
+                f"more than {max_future_skew.total_seconds():.0f} s ahead of the clock",
+            )
+        if at < now - max_age:
+            raise _reject(
+                uplink,
+                sensor,
+                "too_old",
+                f"sample time {at.isoformat()} is older than the accepted {max_age.days} days",
+            )
+        values = dict(sample.values)
+        if sensor.kind == "bin" and sensor.bin_depth_mm and "distance_mm" in values:
+            values["fill_pct"] = float(
+                fill_level_pct(
+                    float(values["distance_mm"]), sensor.bin_depth_mm, sensor.mount_offset_mm or 0
+                )
+            )
+        for name, raw in values.items():
+            metric = METRICS.get(name)
+            metric_id = metric_ids.get(name)
+            if metric is None or metric_id is None:
+                refused.append(f"{name}={raw} (not a known metric)")
+                reasons.add("unknown_metric")
+                continue
+            value = float(raw)
+            if not math.isfinite(value) or not metric.accepts(value):
+                refused.append(
+                    f"{name}={raw} (outside {metric.min_value:g}..{metric.max_value:g} "
+                    f"{metric.unit})"
+                )
+                reasons.add("out_of_range")
+                continue
+            rows.append((at, sensor.sensor_id, metric_id, value))
+    measured = bool(rows)
+    if uplink.rssi_dbm is not None:
+        # Radio quality is stored even for frames that carry no measurement (status frames).
+        for name, value in (("rssi_dbm", uplink.rssi_dbm), ("snr_db", uplink.snr_db)):
+            if value is not None and name in metric_ids and METRICS[name].accepts(value):
+                rows.append((uplink.received_at, sensor.sensor_id, metric_ids[name], value))
+    if not rows and not refused:
+        raise _reject(uplink, sensor, "no_measurements", "the message carried no measurements")
+    if not measured and refused:
+        reason = "out_of_range" if "out_of_range" in reasons else "unknown_metric"
+        raise _reject(uplink, sensor, reason, "; ".join(refused))
+    reason = None
+    if refused and rows:
+        reason = "out_of_range" if "out_of_range" in reasons else "unknown_metric"
+    return Normalised(rows=rows, refused=refused, refused_reason=reason)
+
+
+def _reject(uplink: Uplink, sensor: SensorInfo, reason: str, detail: str) -> Rejected:
+    return Rejected(
+        reason, detail, device_id=uplink.device_id, municipality_id=sensor.municipality_id
+    )

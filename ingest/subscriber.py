@@ -1,0 +1,486 @@
+"""The ingest service: MQTT in, committed rows out, acknowledgement only after commit.
+
+Threads: paho's network thread receives messages and puts them on a queue; one worker
+thread parses, decodes and validates them into a batch, commits the batch (readings and
+dead letters in one transaction) and only then acknowledges the batch's messages to the
+broker (paho's manual ack). If the database is unreachable the worker retries with
+backoff and acknowledges nothing meanwhile; the broker stops sending once
+IOT_MQTT_RECEIVE_MAXIMUM messages are unacknowledged, so memory stays bounded, and
+everything unacknowledged is redelivered after a crash (persistent session, QoS 1).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from ingest import telemetry
+from ingest.devices import DeviceDirectory, SensorInfo
+from ingest.formats import format_of
+from ingest.normalise import Row, decode_uplink, to_rows
+from ingest.uplink import Rejected, Uplink
+from ingest.writer import BatchWriter, DeadLetterRow, WriteResult
+from models.db import sync_metrics
+from models.logging import log
+from models.settings import Settings
+
+# After this long without a new message, a partial batch is committed: under load batches
+# grow to IOT_BATCH_MAX_ROWS, when the stream pauses rows don't wait for the timer.
+T = TypeVar("T")
+
+IDLE_FLUSH_S = 0.02
+MAX_BACKOFF_S = 30.0
+# On stop, how long to keep retrying an unreachable database before leaving the rest
+# unacknowledged (the broker redelivers it to the next ingest process).
+SHUTDOWN_GRACE_S = 10.0
+
+
+class _GivingUp(Exception):  # noqa: N818
+    """Stopping while the database is unreachable."""
+
+
+@dataclass(slots=True)
+class Inbound:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    generation: int
+    arrival: datetime
+    arrival_monotonic: float
+
+
+@dataclass(slots=True)
+class Batch:
+    messages: list[Inbound] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    dead_letters: list[DeadLetterRow] = field(default_factory=list)
+    started: float = 0.0
+
+
+@dataclass(slots=True)
+class Totals:
+    """Running totals, for logs and tests."""
+
+    messages: int = 0
+    committed_messages: int = 0
+    readings: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+
+
+class IngestService:
+    """Subscribes, batches, commits, acknowledges. `run()` blocks until `stop()`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.totals = Totals()
+        self._queue: queue.Queue[Inbound] = queue.Queue()
+        self._stop = threading.Event()
+        self._accepting = True
+        self._generation = 0
+        self._generation_lock = threading.Lock()
+        self._connected = threading.Event()
+        self._directory = DeviceDirectory()
+        self._writer = BatchWriter()
+        self._conn: psycopg.Connection | None = None
+        self._metric_ids: dict[str, int] = {}
+        self._client = self._make_client()
+        self._thread: threading.Thread | None = None
+        self._give_up_at: float | None = None
+
+    # --- MQTT side (paho's network thread) -----------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        s = self.settings
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=s.mqtt_client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            manual_ack=True,
+        )
+        if s.mqtt_username:
+            client.username_pw_set(s.mqtt_username, s.mqtt_password)
+        if s.mqtt_tls:
+            client.tls_set()
+        client.reconnect_delay_set(min_delay=1, max_delay=int(MAX_BACKOFF_S))
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _subscriptions(self) -> list[tuple[str, SubscribeOptions]]:
+        group = self.settings.mqtt_share_group
+        return [
+            (f"$share/{group}/{topic}" if group else topic, SubscribeOptions(qos=1))
+            for topic in self.settings.mqtt_topics
+        ]
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("mqtt_connect_refused", reason=str(reason_code))
+            return
+        with self._generation_lock:
+            # Message ids of the previous connection mean nothing now; its unacknowledged
+            # messages come again (persistent session), so their acks must not be sent.
+            self._generation += 1
+        client.subscribe(self._subscriptions())
+        telemetry.MQTT_CONNECTED.set(1)
+        self._connected.set()
+        log.info(
+            "mqtt_connected",
+            host=self.settings.mqtt_host,
+            port=self.settings.mqtt_port,
+            session_present=flags.session_present,
+            topics=len(self.settings.mqtt_topics),
+        )
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connected.clear()
+        telemetry.MQTT_CONNECTED.set(0)
+        log.warning("mqtt_disconnected", reason=str(reason_code))
+
+    def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        if not self._accepting:
+            return  # shutting down: not acknowledged, so the broker delivers it again
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = message._topic.decode("utf-8", "replace")
+        self._queue.put(
+            Inbound(
+                topic=topic,
+                payload=message.payload,
+                mid=message.mid,
+                qos=message.qos,
+                generation=self._generation,
+                arrival=datetime.now(UTC),
+                arrival_monotonic=time.monotonic(),
+            )
+        )
+        telemetry.UNACKED.inc()
+
+    # --- database access with retry -------------------------------------------------------
+
+    def _with_db(self, operation: Callable[[psycopg.Connection], T], what: str) -> T:
+        """Run `operation(conn)`, reconnecting and retrying with backoff while the database
+        is unreachable. Raises _GivingUp when stopping and the grace period has passed."""
+        delay = 0.5
+        while True:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = psycopg.connect(
+                        self.settings.psycopg_url, autocommit=True, connect_timeout=5
+                    )
+                    self._writer.forget_connection()
+                return operation(self._conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
+                telemetry.DB_RETRIES.inc()
+                log.warning(
+                    "db_unavailable", during=what, retry_in_s=delay, error=str(exc).strip()[:200]
+                )
+                if self._give_up_at is not None:
+                    if time.monotonic() > self._give_up_at:
+                        raise _GivingUp from exc
+                    time.sleep(min(delay, 1.0))
+                else:
+                    self._stop.wait(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+
+    # --- processing (worker thread) -------------------------------------------------------
+
+    def _sensor_for(self, conn: psycopg.Connection, uplink: Uplink) -> SensorInfo | None:
+        self._directory.reload_if_due(conn)
+        if uplink.dev_eui:
+            return self._directory.by_dev_eui(conn, uplink.dev_eui)
+        assert uplink.municipality_slug is not None and uplink.external_id is not None
+        return self._directory.by_external_id(conn, uplink.municipality_slug, uplink.external_id)
+
+    def _process(self, message: Inbound, batch: Batch) -> None:
+        batch.messages.append(message)
+        self.totals.messages += 1
+        try:
+            fmt, parser = format_of(message.topic)
+        except Rejected as rejected:
+            telemetry.MESSAGES.labels("unknown").inc()
+            self._dead_letter(batch, message, rejected)
+            return
+        telemetry.MESSAGES.labels(fmt).inc()
+        try:
+            if len(message.payload) > self.settings.max_message_bytes:
+                raise Rejected(
+                    "oversized",
+                    f"message has {len(message.payload)} bytes; the limit is "
+                    f"{self.settings.max_message_bytes} (IOT_MAX_MESSAGE_BYTES)",
+                )
+            uplink = parser(message.topic, message.payload, message.arrival)
+            sensor = self._with_db(lambda conn: self._sensor_for(conn, uplink), "device_lookup")
+            sensor = self._check_sensor(uplink, sensor)
+            samples = decode_uplink(uplink, sensor)
+            now = datetime.now(UTC)
+            result = to_rows(
+                uplink,
+                sensor,
+                samples,
+                self._metric_ids,
+                now,
+                timedelta(seconds=self.settings.max_future_skew_s),
+                timedelta(days=self.settings.max_past_age_days),
+            )
+            batch.rows.extend(result.rows)
+            if result.refused_reason:
+                self._dead_letter(
+                    batch,
+                    message,
+                    Rejected(
+                        result.refused_reason,
+                        "stored the other values; refused " + "; ".join(result.refused),
+                        device_id=uplink.device_id,
+                        municipality_id=sensor.municipality_id,
+                    ),
+                )
+        except Rejected as rejected:
+            self._dead_letter(batch, message, rejected)
+        except _GivingUp:
+            batch.messages.pop()  # not committed, so not acknowledged: delivered again
+            raise
+        except Exception as exc:  # a bug must neither stop ingest nor lose the message
+            log.error("message_failed", exc_info=True, topic=message.topic)
+            self._dead_letter(
+                batch, message, Rejected("internal_error", f"{type(exc).__name__}: {exc}")
+            )
+
+    def _check_sensor(self, uplink: Uplink, sensor: SensorInfo | None) -> SensorInfo:
+        if sensor is None:
+            registered = self._maybe_register(uplink)
+            raise Rejected(
+                "unknown_device",
+                registered
+                or f"no sensor is registered for {uplink.device_id}; register it, then replay",
+                device_id=uplink.device_id,
+            )
+        if sensor.status == "retired":
+            raise Rejected(
+                "retired_device",
+                f"sensor {sensor.sensor_id} is retired",
+                device_id=uplink.device_id,
+                municipality_id=sensor.municipality_id,
+            )
+        if sensor.status == "pending":
+            raise Rejected(
+                "pending_device",
+                f"sensor {sensor.sensor_id} awaits registration (device model, location); "
+                "complete it, then replay",
+                device_id=uplink.device_id,
+                municipality_id=sensor.municipality_id,
+            )
+        return sensor
+
+    def _maybe_register(self, uplink: Uplink) -> str | None:
+        """Register an unknown LoRaWAN device as pending, when configured and its
+        application belongs to a known municipality. Returns a note for the dead letter."""
+        s = self.settings
+        slug = s.application_municipalities.get(uplink.application_id or "")
+        if not (s.auto_register_unknown and uplink.dev_eui and slug):
+            return None
+
+        def register(conn: psycopg.Connection) -> int | None:
+            row = conn.execute(
+                "INSERT INTO sensors (municipality_id, dev_eui, external_id, kind, status) "
+                "SELECT id, %s, %s, 'other', 'pending' FROM municipalities WHERE slug = %s "
+                "ON CONFLICT DO NOTHING RETURNING id",
+                (uplink.dev_eui, uplink.dev_eui, slug),
+            ).fetchone()
+            return row[0] if row else None
+
+        sensor_id = self._with_db(register, "auto_register")
+        if sensor_id is None:
+            return None
+        self._directory.invalidate()
+        log.info("device_auto_registered", dev_eui=uplink.dev_eui, municipality=slug)
+        return (
+            f"registered {uplink.device_id} as pending sensor {sensor_id} of {slug}; "
+            "complete its registration, then replay"
+        )
+
+    def _dead_letter(self, batch: Batch, message: Inbound, rejected: Rejected) -> None:
+        batch.dead_letters.append(
+            DeadLetterRow(
+                topic=message.topic,
+                payload=message.payload,
+                reason=rejected.reason,
+                detail=rejected.detail,
+                municipality_id=rejected.municipality_id,
+                device_id=rejected.device_id,
+                received_at=message.arrival,
+            )
+        )
+
+    def _flush(self, batch: Batch) -> None:
+        """Commit the batch, then acknowledge its messages."""
+        started = time.perf_counter()
+
+        def write(conn: psycopg.Connection) -> WriteResult:
+            try:
+                return self._writer.write(conn, batch.rows, batch.dead_letters)
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                raise
+            except psycopg.Error as exc:
+                # Not the connection: something in the rows. Keep every message as a dead
+                # letter rather than retrying a batch that can never commit.
+                log.error("batch_refused", error=str(exc).strip()[:300])
+                self._writer.forget_connection()
+                letters = [
+                    DeadLetterRow(
+                        m.topic,
+                        m.payload,
+                        "write_error",
+                        str(exc).strip()[:500],
+                        None,
+                        None,
+                        m.arrival,
+                    )
+                    for m in batch.messages
+                ]
+                return self._writer.write(conn, [], letters)
+
+        result = self._with_db(write, "batch_commit")
+        elapsed = time.perf_counter() - started
+        self._acknowledge(batch.messages)
+        now = time.monotonic()
+        for message in batch.messages:
+            telemetry.LAG_SECONDS.observe(now - message.arrival_monotonic)
+        telemetry.BATCH_SECONDS.observe(elapsed)
+        telemetry.BATCH_ROWS.observe(len(batch.rows))
+        telemetry.READINGS_WRITTEN.inc(result.inserted)
+        telemetry.READINGS_DUPLICATE.inc(result.duplicates)
+        for letter in batch.dead_letters:
+            telemetry.DEAD_LETTERS.labels(letter.reason).inc()
+        t = self.totals
+        t.committed_messages += len(batch.messages)
+        t.readings += result.inserted
+        t.duplicates += result.duplicates
+        t.dead_letters += result.dead_letters
+        t.batches += 1
+        log.debug(
+            "batch_committed",
+            messages=len(batch.messages),
+            inserted=result.inserted,
+            duplicates=result.duplicates,
+            dead_letters=result.dead_letters,
+            duration_ms=round(elapsed * 1000, 2),
+        )
+
+    def _acknowledge(self, messages: list[Inbound]) -> None:
+        with self._generation_lock:
+            generation = self._generation
+        for message in messages:
+            if message.qos > 0 and message.generation == generation:
+                self._client.ack(message.mid, message.qos)
+        telemetry.UNACKED.dec(len(messages))
+
+    def _work(self) -> None:
+        try:
+            self._consume()
+        except _GivingUp:
+            log.error("shutdown_without_database", unacknowledged=self._queue.qsize())
+
+    def _consume(self) -> None:
+        s = self.settings
+        batch = Batch()
+        while True:
+            if batch.messages:
+                remaining = s.batch_max_delay_s - (time.monotonic() - batch.started)
+                timeout = max(0.0, min(IDLE_FLUSH_S, remaining))
+            else:
+                timeout = 0.2
+            try:
+                message = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                message = None
+            if message is not None:
+                if not batch.messages:
+                    batch.started = time.monotonic()
+                self._process(message, batch)
+            if batch.messages and (
+                message is None
+                or len(batch.rows) >= s.batch_max_rows
+                or time.monotonic() - batch.started >= s.batch_max_delay_s
+            ):
+                self._flush(batch)
+                batch = Batch()
+            if self._stop.is_set() and not batch.messages and self._queue.empty():
+                return
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Connect, consume until stop() (or SIGTERM in the CLI), then shut down cleanly."""
+        s = self.settings
+        try:
+            self._metric_ids = self._with_db(sync_metrics, "start_up")
+        except _GivingUp:
+            return
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = s.mqtt_session_expiry_s
+        properties.ReceiveMaximum = s.mqtt_receive_maximum
+        self._client.connect_async(
+            s.mqtt_host, s.mqtt_port, keepalive=30, clean_start=False, properties=properties
+        )
+        self._client.loop_start()
+        log.info("ingest_started", client_id=s.mqtt_client_id, group=s.mqtt_share_group)
+        try:
+            self._work()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        if self._conn is not None:
+            self._conn.close()
+        t = self.totals
+        log.info(
+            "ingest_stopped",
+            messages=t.messages,
+            committed=t.committed_messages,
+            readings=t.readings,
+            duplicates=t.duplicates,
+            dead_letters=t.dead_letters,
+        )
+
+    def start(self) -> None:
+        """Run in a background thread (tests, embedding)."""
+        self._thread = threading.Thread(target=self.run, name="ingest", daemon=True)
+        self._thread.start()
+
+    def wait_connected(self, timeout: float = 10.0) -> bool:
+        return self._connected.wait(timeout)
+
+    def request_stop(self) -> None:
+        """Stop taking messages; run() then commits and acknowledges what it took."""
+        self._accepting = False
+        self._give_up_at = time.monotonic() + SHUTDOWN_GRACE_S
+        self._stop.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """request_stop() and wait for the service thread to finish."""
+        self.request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
