@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import paho.mqtt.client as mqtt
@@ -27,10 +27,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest import telemetry
-from ingest.devices import DeviceDirectory, SensorInfo
-from ingest.formats import format_of
-from ingest.normalise import Row, decode_uplink, to_rows
-from ingest.uplink import Rejected, Uplink
+from ingest.normalise import Row
+from ingest.pipeline import Pipeline
+from ingest.uplink import Rejected
 from ingest.writer import BatchWriter, DeadLetterRow, WriteResult
 from models.db import sync_metrics
 from models.logging import log
@@ -47,8 +46,11 @@ MAX_BACKOFF_S = 30.0
 SHUTDOWN_GRACE_S = 10.0
 
 
-class _GivingUp(Exception):  # noqa: N818
-    """Stopping while the database is unreachable."""
+class _GivingUp(BaseException):
+    """Stopping while the database is unreachable.
+
+    A BaseException so that the per-message "a bug must not stop ingest" handler in the
+    pipeline never swallows it."""
 
 
 @dataclass(slots=True)
@@ -94,10 +96,9 @@ class IngestService:
         self._generation = 0
         self._generation_lock = threading.Lock()
         self._connected = threading.Event()
-        self._directory = DeviceDirectory()
         self._writer = BatchWriter()
         self._conn: psycopg.Connection | None = None
-        self._metric_ids: dict[str, int] = {}
+        self._pipeline: Pipeline  # created in run(), once the metric ids are known
         self._client = self._make_client()
         self._thread: threading.Thread | None = None
         self._give_up_at: float | None = None
@@ -205,119 +206,23 @@ class IngestService:
 
     # --- processing (worker thread) -------------------------------------------------------
 
-    def _sensor_for(self, conn: psycopg.Connection, uplink: Uplink) -> SensorInfo | None:
-        self._directory.reload_if_due(conn)
-        if uplink.dev_eui:
-            return self._directory.by_dev_eui(conn, uplink.dev_eui)
-        assert uplink.municipality_slug is not None and uplink.external_id is not None
-        return self._directory.by_external_id(conn, uplink.municipality_slug, uplink.external_id)
-
     def _process(self, message: Inbound, batch: Batch) -> None:
         batch.messages.append(message)
         self.totals.messages += 1
         try:
-            fmt, parser = format_of(message.topic)
-        except Rejected as rejected:
-            telemetry.MESSAGES.labels("unknown").inc()
-            self._dead_letter(batch, message, rejected)
-            return
-        telemetry.MESSAGES.labels(fmt).inc()
-        try:
-            if len(message.payload) > self.settings.max_message_bytes:
-                raise Rejected(
-                    "oversized",
-                    f"message has {len(message.payload)} bytes; the limit is "
-                    f"{self.settings.max_message_bytes} (IOT_MAX_MESSAGE_BYTES)",
-                )
-            uplink = parser(message.topic, message.payload, message.arrival)
-            sensor = self._with_db(lambda conn: self._sensor_for(conn, uplink), "device_lookup")
-            sensor = self._check_sensor(uplink, sensor)
-            samples = decode_uplink(uplink, sensor)
-            now = datetime.now(UTC)
-            result = to_rows(
-                uplink,
-                sensor,
-                samples,
-                self._metric_ids,
-                now,
-                timedelta(seconds=self.settings.max_future_skew_s),
-                timedelta(days=self.settings.max_past_age_days),
+            outcome = self._pipeline.handle(
+                lambda operation: self._with_db(operation, "device_lookup"),
+                message.topic,
+                message.payload,
+                message.arrival,
             )
-            batch.rows.extend(result.rows)
-            if result.refused_reason:
-                self._dead_letter(
-                    batch,
-                    message,
-                    Rejected(
-                        result.refused_reason,
-                        "stored the other values; refused " + "; ".join(result.refused),
-                        device_id=uplink.device_id,
-                        municipality_id=sensor.municipality_id,
-                    ),
-                )
-        except Rejected as rejected:
-            self._dead_letter(batch, message, rejected)
         except _GivingUp:
             batch.messages.pop()  # not committed, so not acknowledged: delivered again
             raise
-        except Exception as exc:  # a bug must neither stop ingest nor lose the message
-            log.error("message_failed", exc_info=True, topic=message.topic)
-            self._dead_letter(
-                batch, message, Rejected("internal_error", f"{type(exc).__name__}: {exc}")
-            )
-
-    def _check_sensor(self, uplink: Uplink, sensor: SensorInfo | None) -> SensorInfo:
-        if sensor is None:
-            registered = self._maybe_register(uplink)
-            raise Rejected(
-                "unknown_device",
-                registered
-                or f"no sensor is registered for {uplink.device_id}; register it, then replay",
-                device_id=uplink.device_id,
-            )
-        if sensor.status == "retired":
-            raise Rejected(
-                "retired_device",
-                f"sensor {sensor.sensor_id} is retired",
-                device_id=uplink.device_id,
-                municipality_id=sensor.municipality_id,
-            )
-        if sensor.status == "pending":
-            raise Rejected(
-                "pending_device",
-                f"sensor {sensor.sensor_id} awaits registration (device model, location); "
-                "complete it, then replay",
-                device_id=uplink.device_id,
-                municipality_id=sensor.municipality_id,
-            )
-        return sensor
-
-    def _maybe_register(self, uplink: Uplink) -> str | None:
-        """Register an unknown LoRaWAN device as pending, when configured and its
-        application belongs to a known municipality. Returns a note for the dead letter."""
-        s = self.settings
-        slug = s.application_municipalities.get(uplink.application_id or "")
-        if not (s.auto_register_unknown and uplink.dev_eui and slug):
-            return None
-
-        def register(conn: psycopg.Connection) -> int | None:
-            row = conn.execute(
-                "INSERT INTO sensors (municipality_id, dev_eui, external_id, kind, status) "
-                "SELECT id, %s, %s, 'other', 'pending' FROM municipalities WHERE slug = %s "
-                "ON CONFLICT DO NOTHING RETURNING id",
-                (uplink.dev_eui, uplink.dev_eui, slug),
-            ).fetchone()
-            return row[0] if row else None
-
-        sensor_id = self._with_db(register, "auto_register")
-        if sensor_id is None:
-            return None
-        self._directory.invalidate()
-        log.info("device_auto_registered", dev_eui=uplink.dev_eui, municipality=slug)
-        return (
-            f"registered {uplink.device_id} as pending sensor {sensor_id} of {slug}; "
-            "complete its registration, then replay"
-        )
+        telemetry.MESSAGES.labels(outcome.format).inc()
+        batch.rows.extend(outcome.rows)
+        if outcome.rejection is not None:
+            self._dead_letter(batch, message, outcome.rejection)
 
     def _dead_letter(self, batch: Batch, message: Inbound, rejected: Rejected) -> None:
         batch.dead_letters.append(
@@ -434,9 +339,10 @@ class IngestService:
         """Connect, consume until stop() (or SIGTERM in the CLI), then shut down cleanly."""
         s = self.settings
         try:
-            self._metric_ids = self._with_db(sync_metrics, "start_up")
+            metric_ids = self._with_db(sync_metrics, "start_up")
         except _GivingUp:
             return
+        self._pipeline = Pipeline(s, metric_ids)
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = s.mqtt_session_expiry_s
         properties.ReceiveMaximum = s.mqtt_receive_maximum
