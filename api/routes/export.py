@@ -24,7 +24,9 @@ Slug = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="e.
 Kind = Annotated[
     Literal["climate", "bin", "parking", "other"] | None, Query(description="sensor kind")
 ]
-Metric = Annotated[str | None, Query(max_length=100, description="only this metric")]
+Metric = Annotated[
+    str | None, Query(pattern=r"^[a-z][a-z0-9_]{0,63}$", description="only this metric")
+]
 From = Annotated[
     datetime | None,
     Query(alias="from", description="inclusive, ISO 8601 with timezone; default to − 1 day"),

@@ -46,6 +46,10 @@ MunicipalityFilter = Annotated[
     str | None,
     Query(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="municipality slug, e.g. aarhus"),
 ]
+METRIC_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+MetricFilter = Annotated[
+    str | None, Query(pattern=METRIC_PATTERN, description="e.g. co2_ppm; see /api/v1/metrics")
+]
 KindFilter = Annotated[Kind | None, Query(description="sensor kind")]
 Cursor = Annotated[
     str | None, Query(max_length=512, description="next_cursor of the previous page")
@@ -145,7 +149,7 @@ async def latest(
     conn: Conn,
     municipality: MunicipalityFilter = None,
     kind: KindFilter = None,
-    metric: Annotated[str | None, Query(max_length=100, description="e.g. co2_ppm")] = None,
+    metric: MetricFilter = None,
     sensor_id: Annotated[list[int] | None, Query(description="repeat for several sensors")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="sensors per page")] = 1000,
     cursor: Cursor = None,
@@ -153,6 +157,8 @@ async def latest(
     """The newest value of each metric of public sensors, one item per sensor, by id."""
     if sensor_id is not None and len(sensor_id) > MAX_PAGE_SIZE:
         raise HTTPException(400, f"at most {MAX_PAGE_SIZE} sensor_id parameters per request")
+    if sensor_id is not None and any(not 1 <= s < 2**63 for s in sensor_id):
+        raise HTTPException(400, "query parameter 'sensor_id' must be a positive integer")
     fingerprint = filter_fingerprint(
         route="latest",
         municipality=municipality,
@@ -185,7 +191,9 @@ async def readings(
         list[int],
         Query(min_length=1, description=f"repeat for up to {MAX_SENSORS_PER_REQUEST} sensors"),
     ],
-    metric: Annotated[str, Query(max_length=100, description="e.g. co2_ppm; /api/v1/metrics")],
+    metric: Annotated[
+        str, Query(pattern=METRIC_PATTERN, description="e.g. co2_ppm; see /api/v1/metrics")
+    ],
     from_: Annotated[
         datetime | None,
         Query(alias="from", description="inclusive, ISO 8601 with timezone; default to − 1 day"),

@@ -148,3 +148,15 @@ def test_closed_historic_ranges_may_be_cached_for_a_day(client: TestClient, flee
     assert response.headers["cache-control"] == "public, max-age=86400"
     recent = client.get(URL, params={"sensor_id": 1, "metric": "co2_ppm"})
     assert recent.headers["cache-control"] == "public, max-age=60"
+
+
+def test_out_of_range_ids_and_odd_metric_names_are_4xx_not_5xx(
+    client: TestClient, fleet: Fleet
+) -> None:
+    huge = str(2**70)
+    assert client.get(URL, params={"sensor_id": huge, "metric": "co2_ppm"}).status_code == 400
+    assert client.get("/api/v1/latest", params={"sensor_id": huge}).status_code == 400
+    nul = client.get(URL, params={"sensor_id": 1, "metric": "co2\x00ppm"})
+    assert nul.status_code == 422 and "'metric'" in nul.json()["detail"]
+    export = client.get("/api/v1/export/aarhus/readings.csv", params={"metric": "x\x00"})
+    assert export.status_code == 422
