@@ -171,3 +171,32 @@ def test_accelerated_run_catches_up_and_never_publishes_uplinks_from_the_future(
     assert max(stamps) <= 0  # no uplink is stamped later than the wall clock when sent
     # One simulated hour at 60x takes a minute; the remaining four minutes run in real time.
     assert stream.now_s == pytest.approx(wall[0], abs=stream.step_s)
+
+
+@pytest.mark.parametrize(
+    ("network", "format_name"), [("chirpstack", "chirpstack"), ("tts", "thethings")]
+)
+def test_ingest_format_parsers_read_what_the_simulator_publishes(network, format_name):
+    from ingest.formats import parse
+    from ingest.uplink import Rejected
+
+    fleet = build_fleet(seed=9, network=network)
+    stream = FleetStream(fleet, START, duplicate_share=0.1, malformed_share=0.05)
+    messages = _take(stream, 1500)
+    parsed_pairs = {}
+    for u in messages:
+        if u.kind == BAD_JSON:
+            with pytest.raises(Rejected):
+                parse(u.topic, u.payload, START)
+            continue
+        uplink = parse(u.topic, u.payload, START)
+        assert uplink.format == format_name
+        assert uplink.dev_eui == u.dev_eui
+        assert (uplink.fport, uplink.payload) == (u.frame.fport, u.frame.payload)
+        assert uplink.received_at == u.time
+        assert uplink.rssi_dbm is not None and uplink.snr_db is not None
+        if u.kind == DUPLICATE:
+            original = parsed_pairs[u.topic]
+            assert (original.received_at, original.payload) == (uplink.received_at, uplink.payload)
+        parsed_pairs[u.topic] = uplink
+    assert any(u.kind == DUPLICATE for u in messages)
