@@ -12,6 +12,7 @@ the collection day), distances whole metres.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -231,10 +232,11 @@ def solve_vroom_problem(
     return solution.to_dict()
 
 
-# Above this many jobs the whole-problem solve gets slow (VROOM's local search on routes of
-# hundreds of stops under capacity and shift constraints: ~1 s at 100 jobs, ~100 s at 400 on
-# the bench machine), so plan_routes splits the work: sweep, then one route per vehicle.
-DIRECT_SOLVE_MAX_JOBS = 120
+# Above this many jobs the whole-problem solve gets slow: VROOM's local search on routes of
+# many stops under capacity and shift constraints took, on the bench machine at exploration
+# level 5, 1.3 s for 60 bins, 15 s for 120 and ~100 s for 400. So plan_routes splits the
+# work above it: sweep, then one route per truck.
+DIRECT_SOLVE_MAX_JOBS = 60
 
 
 def plan_routes(
@@ -249,9 +251,10 @@ def plan_routes(
 
     Returns the plan and the VROOM input document for the whole problem (for export to an
     external solver). Up to `direct_solve_max_jobs` jobs, that document is what is solved.
-    Above it, the jobs are split by a sweep (`sweep_partition`) into one group per vehicle
-    and each group is routed by VROOM as a one-vehicle problem: near-linear in the number of
-    vehicles, at the price of not moving bins between vehicles after the sweep.
+    Above it, the jobs are split by a sweep (`sweep_partition`) into one group per truck,
+    using as few trucks as fit (capacity bound first, one more while a sector's tour breaks
+    its shift), and each group is routed by VROOM as a one-vehicle problem: near-linear in
+    the number of trucks, at the price of not moving bins between trucks after the sweep.
     """
     if not vehicles:
         raise ValueError("at least one vehicle is needed to plan routes")
@@ -261,26 +264,53 @@ def plan_routes(
     if len(jobs) <= direct_solve_max_jobs:
         solution = solve_vroom_problem(problem, exploration_level, threads)
         return plan_from_solution(solution, vehicles, jobs, matrices), problem
+    # Use as few trucks as the sweep can make work: start from the capacity bound and add a
+    # truck while some sector's route breaks its shift or capacity (fast TSP solves each).
+    min_trucks = math.ceil(sum(j.amount_l for j in jobs) / max(v.capacity_l for v in vehicles))
+    for n_trucks in range(max(1, min(min_trucks, len(vehicles))), len(vehicles) + 1):
+        last_try = n_trucks == len(vehicles)
+        plan = _solve_sectors(
+            vehicles[:n_trucks], jobs, matrices, exploration_level, threads, len(vehicles), last_try
+        )
+        if plan is not None:
+            return plan, problem
+    raise AssertionError("the last try always returns a plan")
+
+
+def _solve_sectors(
+    vehicles: list[VehicleSpec],
+    jobs: list[CollectionJob],
+    matrices: TravelMatrices,
+    exploration_level: int,
+    threads: int,
+    job_offset: int,
+    constrained_fallback: bool,
+) -> RoutePlan | None:
+    """Sweep `jobs` into one sector per vehicle and route each; None when a sector's
+    unconstrained tour breaks its truck's capacity or shift and `constrained_fallback` is off
+    (then the caller tries with one more truck)."""
     groups = sweep_partition(vehicles, jobs)
     routes: list[VehicleRoute] = []
     unassigned: list[int] = []
     for v, (vehicle, group) in enumerate(zip(vehicles, groups, strict=True)):
         if not group:
             continue
-        index = np.array([v] + [len(vehicles) + k for k in group])
+        # Matrix rows: this vehicle's depot (index v in the whole problem), then its jobs.
+        sub_index = np.array([v] + [job_offset + k for k in group])
         sub = TravelMatrices(
-            matrices.distance_m[np.ix_(index, index)], matrices.duration_s[np.ix_(index, index)]
+            matrices.distance_m[np.ix_(sub_index, sub_index)],
+            matrices.duration_s[np.ix_(sub_index, sub_index)],
         )
         sub_jobs = [jobs[k] for k in group]
-        part = plan_from_solution(
-            _solve_single_vehicle(vehicle, sub_jobs, sub, exploration_level, threads),
-            [vehicle],
-            sub_jobs,
-            sub,
+        solution = _solve_single_vehicle(
+            vehicle, sub_jobs, sub, exploration_level, threads, constrained_fallback
         )
+        if solution is None:
+            return None
+        part = plan_from_solution(solution, [vehicle], sub_jobs, sub)
         routes.extend(part.routes)
         unassigned.extend(part.unassigned_job_ids)
-    return RoutePlan(routes=routes, unassigned_job_ids=unassigned), problem
+    return RoutePlan(routes=routes, unassigned_job_ids=unassigned)
 
 
 def sweep_partition(vehicles: list[VehicleSpec], jobs: list[CollectionJob]) -> list[list[int]]:
@@ -313,12 +343,14 @@ def _solve_single_vehicle(
     matrices: TravelMatrices,
     exploration_level: int,
     threads: int,
-) -> dict[str, Any]:
+    constrained_fallback: bool = True,
+) -> dict[str, Any] | None:
     """Route one vehicle; as a plain travelling-salesman tour when constraints cannot bind.
 
     VROOM solves an unconstrained single-vehicle problem with its fast TSP solver (0.1 s for
     200 stops) instead of the constrained local search. The tour is kept when it fits the
-    capacity and the shift; otherwise the constrained problem is solved.
+    capacity and the shift; otherwise the constrained problem is solved, or None is returned
+    when `constrained_fallback` is off.
     """
     problem = vroom_problem([vehicle], jobs, matrices)
     load_l = sum(j.amount_l for j in jobs)
@@ -331,6 +363,8 @@ def _solve_single_vehicle(
         steps = solution["routes"][0]["steps"] if solution["routes"] else []
         if steps and steps[-1]["arrival"] <= vehicle.shift_end_s - vehicle.shift_start_s:
             return _with_loads_and_shift(solution, jobs, vehicle.shift_start_s)
+    if not constrained_fallback:
+        return None
     return solve_vroom_problem(problem, exploration_level, threads)
 
 
