@@ -52,8 +52,9 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ingest.decoders import get_decoder  # noqa: E402
+from ingest.pipeline import Pipeline  # noqa: E402
 from models.db import create_database, drop_database, migrate, sync_metrics  # noqa: E402
+from models.settings import Settings  # noqa: E402
 from simulator.fleet import build_fleet  # noqa: E402
 from simulator.seed import seed_fleet  # noqa: E402
 from simulator.stream import FleetStream  # noqa: E402
@@ -146,32 +147,31 @@ class Workload:
         return len(self.rows) / len(self.messages)
 
 
-def build_workload(conn: psycopg.Connection, n: int, workdir: Path, seed: int) -> Workload:
+def build_workload(
+    conn: psycopg.Connection, database_url: str, n: int, workdir: Path, seed: int
+) -> Workload:
     """Seed a fleet, generate `n` ChirpStack uplinks and the readings rows they hold."""
     fleet = build_fleet(
         classrooms=3000, bins=1500, parking_bays=1500, seed=seed, network="chirpstack"
     )
     seed_fleet(conn, fleet)
-    sensor_ids = dict(conn.execute("SELECT dev_eui, id FROM sensors").fetchall())
-    decoders = dict(
-        conn.execute(
-            "SELECT s.dev_eui, dm.decoder FROM sensors s "
-            "JOIN device_models dm ON dm.id = s.device_model_id"
-        ).fetchall()
-    )
-    metric_ids = dict(conn.execute("SELECT name, id FROM metrics").fetchall())
+    # The rows are what the ingest's own pipeline makes of each message (decoded values,
+    # derived fill level, radio quality), so the COPY limit writes exactly the same rows.
+    pipeline = Pipeline(Settings(database_url=database_url), sync_metrics(conn))
     # Start far enough back that n messages end before now (about 7.5 uplinks/s).
     start = datetime.now(UTC) - timedelta(seconds=n / 7.0 + 3600)
     stream = FleetStream(
         fleet, start, seed=seed, duplicate_share=0.0, malformed_share=0.0, topic_prefix=TOPIC_PREFIX
     )
     messages, rows, counts = [], [], []
+    arrival = datetime.now(UTC)
     for uplink in islice(stream.uplinks(), n):
         messages.append((uplink.topic, uplink.payload))
-        values = get_decoder(decoders[uplink.dev_eui])(uplink.frame.payload, uplink.frame.fport)
-        sensor_id = sensor_ids[uplink.dev_eui]
-        rows.extend((uplink.time, sensor_id, metric_ids[k], float(v)) for k, v in values.items())
-        counts.append(len(values))
+        outcome = pipeline.handle(lambda op: op(conn), uplink.topic, uplink.payload, arrival)
+        if outcome.rejection is not None:
+            raise RuntimeError(f"the workload has a message ingest refuses: {outcome.rejection}")
+        rows.extend(outcome.rows)
+        counts.append(len(outcome.rows))
     tsv = workdir / "uplinks.tsv"
     with tsv.open("wb") as fh:
         for topic, payload in messages:
@@ -533,7 +533,7 @@ def main() -> int:
         with psycopg.connect(database_url, autocommit=True) as conn:
             sync_metrics(conn)
             t = time.time()
-            work = build_workload(conn, args.messages, workdir, args.seed)
+            work = build_workload(conn, database_url, args.messages, workdir, args.seed)
             print(
                 f"workload: {len(work.messages)} messages, {len(work.rows)} readings "
                 f"({work.readings_per_message:.2f}/message), {time.time() - t:.0f} s",

@@ -1,7 +1,9 @@
 """The baseline ingest most tutorials show: one message, one INSERT, one commit.
 
 paho on_message → json.loads → look the device up → decode → INSERT its readings →
-commit. Used by bench_ingest.py as the "naive" comparison; not part of the product.
+commit. It stores the same rows as the real ingest (decoded values, derived fill level,
+radio quality) so the two are compared on the same output. Used by bench_ingest.py as
+the "naive" comparison; not part of the product.
 
     python bench/naive_ingest.py DATABASE_URL HOST PORT TOPIC
 """
@@ -16,6 +18,7 @@ import sys
 import paho.mqtt.client as mqtt
 import psycopg
 
+from analytics.bins import fill_level_pct
 from ingest.decoders import get_decoder
 
 
@@ -27,13 +30,18 @@ def main(database_url: str, host: str, port: int, topic: str) -> None:
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:
             event = json.loads(msg.payload)
-            row = conn.execute(
-                "SELECT s.id, dm.decoder FROM sensors s "
+            sensor_id, decoder, depth_mm, offset_mm = conn.execute(
+                "SELECT s.id, dm.decoder, s.bin_depth_mm, s.mount_offset_mm FROM sensors s "
                 "JOIN device_models dm ON dm.id = s.device_model_id WHERE s.dev_eui = %s",
                 (event["deviceInfo"]["devEui"],),
             ).fetchone()
-            values = get_decoder(row[1])(base64.b64decode(event["data"]), event["fPort"])
-            rows = [(event["time"], row[0], metric_ids[k], float(v)) for k, v in values.items()]
+            values = get_decoder(decoder)(base64.b64decode(event["data"]), event["fPort"])
+            # The same rows the real ingest stores: fill level and the best gateway's radio.
+            if "distance_mm" in values and depth_mm:
+                values["fill_pct"] = fill_level_pct(values["distance_mm"], depth_mm, offset_mm or 0)
+            best = max(event["rxInfo"], key=lambda rx: rx["rssi"])
+            values["rssi_dbm"], values["snr_db"] = best["rssi"], best["snr"]
+            rows = [(event["time"], sensor_id, metric_ids[k], float(v)) for k, v in values.items()]
             placeholders = ", ".join(["(%s, %s, %s, %s)"] * len(rows))
             conn.execute(
                 f"INSERT INTO readings (time, sensor_id, metric_id, value) VALUES {placeholders} "
