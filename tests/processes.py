@@ -1,0 +1,206 @@
+"""Real processes for failure tests: a private Mosquitto that can be restarted, and a TCP
+proxy that can cut the database off. Nothing here imitates a server; they stand between
+real ones so a test can break the network or restart the broker without touching the
+shared services."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+class PrivateBroker:
+    """A Mosquitto of the test's own, with persistence, on a fixed port across restarts."""
+
+    def __init__(self, workdir: Path) -> None:
+        if shutil.which("mosquitto") is None:
+            raise RuntimeError("mosquitto is not installed")
+        self.port = free_port()
+        self.workdir = workdir
+        (workdir / "data").mkdir(parents=True, exist_ok=True)
+        self.config = workdir / "mosquitto.conf"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            # Run as whoever runs the tests: as root, Mosquitto would otherwise switch to
+            # the mosquitto user and fail to write persistence into the test's directory.
+            f"user {getpass.getuser()}\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {workdir / 'data'}/\n"
+            "max_queued_messages 100000\n"
+            "max_inflight_messages 100\n"
+            f"log_dest file {workdir / 'mosquitto.log'}\n"
+        )
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["mosquitto", "-c", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        """A clean stop: Mosquitto writes its persistence file on SIGTERM."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(10)
+
+    def restart(self, down_for_s: float = 1.0) -> None:
+        self.stop()
+        time.sleep(down_for_s)
+        self.start()
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to a target; `cut()` drops every connection and refuses
+    new ones until `restore()` — a database outage as the client sees it."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._listen()
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        listener.setblocking(False)
+        self._listener = listener
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        registered: dict[int, socket.socket] = {}
+        while not self._stopping.is_set():
+            with self._lock:
+                listener = self._listener
+                pairs = list(self._pairs)
+            wanted = {}
+            if listener is not None:
+                wanted[listener.fileno()] = listener
+            for a, b in pairs:
+                wanted[a.fileno()] = a
+                wanted[b.fileno()] = b
+            for fd in list(registered):
+                if fd not in wanted or registered[fd] is not wanted[fd]:
+                    try:
+                        selector.unregister(registered.pop(fd))
+                    except (KeyError, ValueError, OSError):
+                        registered.pop(fd, None)
+            for fd, sock in wanted.items():
+                if fd not in registered and fd >= 0:
+                    try:
+                        selector.register(sock, selectors.EVENT_READ)
+                        registered[fd] = sock
+                    except (ValueError, OSError):
+                        pass
+            for key, _ in selector.select(timeout=0.05):
+                sock = key.fileobj
+                if sock is listener:
+                    self._accept(listener)
+                else:
+                    self._pump(sock)
+        selector.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        try:
+            client, _ = listener.accept()
+        except OSError:
+            return
+        try:
+            upstream = socket.create_connection(self.target, timeout=5)
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            self._pairs.append((client, upstream))
+
+    def _pump(self, sock: socket.socket) -> None:
+        with self._lock:
+            pair = next((p for p in self._pairs if sock in p), None)
+        if pair is None:
+            return
+        other = pair[1] if sock is pair[0] else pair[0]
+        try:
+            data = sock.recv(65536)
+            if data:
+                other.sendall(data)
+                return
+        except OSError:
+            pass
+        self._close_pair(pair)
+
+    def _close_pair(self, pair: tuple[socket.socket, socket.socket]) -> None:
+        with self._lock:
+            if pair in self._pairs:
+                self._pairs.remove(pair)
+        for s in pair:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def cut(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            pairs, self._pairs = self._pairs, []
+        if listener is not None:
+            listener.close()
+        for pair in pairs:
+            self._pairs.append(pair)
+            self._close_pair(pair)
+
+    def restore(self) -> None:
+        with self._lock:
+            if self._listener is None:
+                self._listen()
+
+    def stop(self) -> None:
+        self.cut()
+        self._stopping.set()
+        if self._thread:
+            self._thread.join(5)
+
+
+def child_env(**overrides: str) -> dict[str, str]:
+    """The environment for a `python -m cli ...` child process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOT_")}
+    env.update(overrides)
+    return env
