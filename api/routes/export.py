@@ -58,8 +58,8 @@ async def export_csv(
 ) -> StreamingResponse:
     """Readings of the municipality's public sensors as CSV (header row; times UTC).
 
-    Columns: time, sensor_id, sensor_name, kind, metric, unit, value, lat, lon. Ordered
-    by sensor, metric, time. At most 366 days per request.
+    Columns: time, sensor_id, sensor_name, kind, metric, unit, value, lat, lon. Rows
+    come day by day, not sorted within a day. At most 366 days per request.
     """
     return await _export(request, conn, "csv", municipality, kind, metric, from_, to)
 
