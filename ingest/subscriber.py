@@ -27,6 +27,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest import telemetry
+from ingest.mqtt_client import BufferedClient
 from ingest.normalise import Row
 from ingest.pipeline import Pipeline
 from ingest.uplink import Rejected
@@ -107,7 +108,7 @@ class IngestService:
 
     def _make_client(self) -> mqtt.Client:
         s = self.settings
-        client = mqtt.Client(
+        client = BufferedClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=s.mqtt_client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
