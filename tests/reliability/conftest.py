@@ -1,0 +1,1 @@
+from tests.ingest.conftest import fleet, ingest, prefix, publisher  # noqa: F401 (shared fixtures)
