@@ -44,6 +44,9 @@ class DeviceDirectory:
         self.negative_ttl_s = negative_ttl_s
         self._by_eui: dict[str, SensorInfo] = {}
         self._by_external: dict[tuple[str, str], SensorInfo] = {}
+        # external id -> municipality slugs using it, to tell a native gateway that writes
+        # under the wrong municipality from one naming a sensor nobody registered.
+        self._external_owners: dict[str, set[str]] = {}
         self._unknown: dict[object, float] = {}
         self._loaded_at = float("-inf")
 
@@ -51,6 +54,7 @@ class DeviceDirectory:
         if info.dev_eui:
             self._by_eui[info.dev_eui] = info
         self._by_external[(info.municipality_slug, info.external_id)] = info
+        self._external_owners.setdefault(info.external_id, set()).add(info.municipality_slug)
 
     def reload_if_due(self, conn: psycopg.Connection) -> None:
         """Reload the whole registry when the last load is older than `reload_every_s`."""
@@ -59,6 +63,7 @@ class DeviceDirectory:
         rows = conn.execute(_SELECT).fetchall()
         self._by_eui.clear()
         self._by_external.clear()
+        self._external_owners.clear()
         self._unknown.clear()
         for row in rows:
             self._store(SensorInfo(*row))
@@ -102,3 +107,8 @@ class DeviceDirectory:
             "WHERE m.slug = %s AND s.external_id = %s",
             (municipality_slug, external_id),
         )
+
+    def municipalities_using(self, external_id: str) -> set[str]:
+        """Slugs of the municipalities with a sensor of this external id (from the cache,
+        at most `reload_every_s` old; no database round trip)."""
+        return self._external_owners.get(external_id, set())

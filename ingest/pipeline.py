@@ -101,12 +101,31 @@ class Pipeline:
         self, uplink: Uplink, sensor: SensorInfo | None, with_db: WithDb
     ) -> SensorInfo:
         if sensor is None:
+            if uplink.external_id is not None:
+                owners = self.directory.municipalities_using(uplink.external_id)
+                if owners and uplink.municipality_slug not in owners:
+                    raise Rejected(
+                        "municipality_mismatch",
+                        f"sensor {uplink.external_id!r} belongs to {', '.join(sorted(owners))}, "
+                        f"not to {uplink.municipality_slug!r} named in the topic",
+                        device_id=uplink.device_id,
+                    )
             registered = self._maybe_register(uplink, with_db)
             raise Rejected(
                 "unknown_device",
                 registered
                 or f"no sensor is registered for {uplink.device_id}; register it, then replay",
                 device_id=uplink.device_id,
+            )
+        expected = self.settings.application_municipalities.get(uplink.application_id or "")
+        if expected is not None and expected != sensor.municipality_slug:
+            raise Rejected(
+                "municipality_mismatch",
+                f"application {uplink.application_id!r} belongs to {expected!r} "
+                f"(IOT_APPLICATION_MUNICIPALITIES) but sensor {sensor.sensor_id} "
+                f"belongs to {sensor.municipality_slug!r}",
+                device_id=uplink.device_id,
+                municipality_id=sensor.municipality_id,
             )
         if sensor.status == "retired":
             raise Rejected(

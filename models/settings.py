@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     application_municipalities: dict[str, str] = Field(
         default_factory=dict,
         description="Network-server application id → municipality slug, as JSON: "
-        '{"b1c2...": "aarhus"}. Used for auto-registration.',
+        '{"b1c2...": "aarhus"}. Used for auto-registration, and a listed application\'s '
+        "uplinks for another municipality's sensor are dead letters (municipality_mismatch).",
     )
     ingest_metrics_port: int = Field(9101, ge=0, le=65535, description="0 disables it.")
 

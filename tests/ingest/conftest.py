@@ -22,6 +22,7 @@ ELSYS_EUI = "a81758fffe030001"
 RETIRED_EUI = "a81758fffe030002"
 PENDING_EUI = "a81758fffe030003"
 BIN_EUI = "24e124713c100001"
+ODENSE_EUI = "a81758fffe0300aa"  # a sensor of another municipality
 
 
 @dataclass
@@ -69,6 +70,15 @@ def register_fleet(db: psycopg.Connection, prefix: str) -> Fleet:
         BIN_EUI, "bin-7", "bin", generic, bin_depth_mm=1000.0, mount_offset_mm=100.0
     )
     native = sensor(None, "gw-co2-1", "climate", None)
+    # A neighbour's sensor: Aarhus topics and applications must not reach it.
+    odense = db.execute(
+        "INSERT INTO municipalities (slug, name) VALUES ('odense', 'Odense') RETURNING id"
+    ).fetchone()[0]
+    db.execute(
+        "INSERT INTO sensors (municipality_id, dev_eui, external_id, kind, device_model_id) "
+        "VALUES (%s, %s, 'gw-odense-1', 'climate', %s)",
+        (odense, ODENSE_EUI, elsys),
+    )
     return Fleet(m, climate, bin_sensor, native, prefix)
 
 

@@ -3,6 +3,7 @@ its exact bytes, and a replay after fixing the registration stores it."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -12,6 +13,7 @@ from ingest.replay import dead_letters_of_sensor, replay
 from tests.ingest.conftest import (
     ELSYS_ERS_CO2_HEX,
     ELSYS_EUI,
+    ODENSE_EUI,
     PENDING_EUI,
     RETIRED_EUI,
     count,
@@ -68,6 +70,10 @@ CASES = {
         f.chirpstack_topic(ELSYS_EUI),
         chirpstack_up(ELSYS_EUI, "fe0102", gateways=()),  # a settings frame, no radio
     ),
+    "municipality_mismatch": lambda f: (
+        f.native_topic("aarhus", "gw-odense-1"),  # Odense's sensor under Aarhus's topic
+        _native({"co2_ppm": 500}),
+    ),
     "oversized": lambda f: (
         f.native_topic("aarhus", "gw-co2-1"),
         b'{"readings": {"co2_ppm": 500}, "pad": "' + b"x" * 70_000 + b'"}',
@@ -120,14 +126,40 @@ def test_message_on_a_topic_no_format_reads_is_a_dead_letter(
     service.start()
     try:
         assert service.wait_connected(10)
-        import time
-
         time.sleep(0.3)
         publisher.publish(f"{fleet.prefix}/other/thing", b"hello")
         wait_for(lambda: count(db, "SELECT count(*) FROM dead_letters") == 1, what="dead letter")
     finally:
         service.stop()
     assert db.execute("SELECT reason FROM dead_letters").fetchone() == ("unsupported_topic",)
+
+
+def test_application_of_one_municipality_cannot_write_anothers_sensor(
+    db, fleet, settings, publisher
+) -> None:
+    from ingest.subscriber import IngestService
+
+    settings.application_municipalities = {"app-1": "aarhus"}
+    service = IngestService(settings)
+    service.start()
+    try:
+        assert service.wait_connected(10)
+        time.sleep(0.3)
+        odense_uplink = chirpstack_up(ODENSE_EUI, ELSYS_ERS_CO2_HEX)  # application app-1
+        publisher.publish(fleet.chirpstack_topic(ODENSE_EUI), odense_uplink)
+        publisher.publish(
+            fleet.chirpstack_topic(ELSYS_EUI), chirpstack_up(ELSYS_EUI, ELSYS_ERS_CO2_HEX)
+        )
+        wait_for(lambda: service.totals.committed_messages == 2, what="both messages committed")
+    finally:
+        service.stop()
+    reason, payload, detail = db.execute(
+        "SELECT reason, payload, detail FROM dead_letters"
+    ).fetchone()
+    assert reason == "municipality_mismatch" and bytes(payload) == odense_uplink
+    assert "'aarhus'" in detail and "'odense'" in detail
+    sensors = db.execute("SELECT DISTINCT sensor_id FROM readings").fetchall()
+    assert sensors == [(fleet.climate_sensor,)]
 
 
 def test_replay_after_registering_the_device_stores_its_readings(
