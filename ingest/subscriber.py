@@ -108,7 +108,7 @@ class IngestService:
 
     def _make_client(self) -> mqtt.Client:
         s = self.settings
-        client = BufferedClient(
+        client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=s.mqtt_client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
@@ -140,7 +140,7 @@ class IngestService:
             # messages come again (persistent session), so their acks must not be sent.
             self._generation += 1
         client.subscribe(self._subscriptions())
-        telemetry.MQTT_CONNECTED.set(1)
+        telemetry.set_mqtt_connected(True)
         self._connected.set()
         log.info(
             "mqtt_connected",
@@ -152,7 +152,7 @@ class IngestService:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
-        telemetry.MQTT_CONNECTED.set(0)
+        telemetry.set_mqtt_connected(False)
         log.warning("mqtt_disconnected", reason=str(reason_code))
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
@@ -188,17 +188,20 @@ class IngestService:
                         self.settings.psycopg_url, autocommit=True, connect_timeout=5
                     )
                     self._writer.forget_connection()
+                    telemetry.set_database_available(True)
                 return operation(self._conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 if self._conn is not None:
                     self._conn.close()
                 self._conn = None
+                telemetry.set_database_available(False)
                 telemetry.DB_RETRIES.inc()
                 log.warning(
                     "db_unavailable", during=what, retry_in_s=delay, error=str(exc).strip()[:200]
                 )
                 if self._give_up_at is not None:
-                    if time.monotonic() > self._give_up_at:
+                    # At start-up nothing was taken yet, so there is nothing to save.
+                    if what == "start_up" or time.monotonic() > self._give_up_at:
                         raise _GivingUp from exc
                     time.sleep(min(delay, 1.0))
                 else:

@@ -1,8 +1,14 @@
-"""Prometheus metrics of the ingest service (served on IOT_INGEST_METRICS_PORT)."""
+"""Prometheus metrics and health of the ingest service, served over HTTP on
+IOT_INGEST_METRICS_PORT: ``/metrics`` (Prometheus text format) and ``/health`` (JSON, 200
+while connected to both the broker and the database, else 503)."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 MESSAGES = Counter(
     "iot_ingest_messages_total", "MQTT messages received, by wire format", ["format"]
@@ -32,12 +38,61 @@ LAG_SECONDS = Histogram(
 )
 DB_RETRIES = Counter("iot_ingest_db_retries_total", "Database operations retried after failure")
 MQTT_CONNECTED = Gauge("iot_ingest_mqtt_connected", "1 while connected to the MQTT broker")
+DB_AVAILABLE = Gauge(
+    "iot_ingest_database_available", "1 while the last database operation succeeded"
+)
 UNACKED = Gauge(
     "iot_ingest_unacked_messages", "Messages received but not yet committed and acknowledged"
 )
 
+_health = {"mqtt_connected": False, "database_available": False}
 
-def serve(port: int) -> None:
-    """Serve /metrics on `port` in a background thread (0 disables it)."""
-    if port:
-        start_http_server(port, addr="0.0.0.0")  # noqa: S104 (scraped by Prometheus)
+
+def set_mqtt_connected(connected: bool) -> None:
+    _health["mqtt_connected"] = connected
+    MQTT_CONNECTED.set(int(connected))
+
+
+def set_database_available(available: bool) -> None:
+    _health["database_available"] = available
+    DB_AVAILABLE.set(int(available))
+
+
+def health() -> tuple[bool, dict[str, object]]:
+    """(healthy, body): healthy while connected to both the broker and the database."""
+    healthy = all(_health.values())
+    return healthy, {"status": "ok" if healthy else "unavailable", **_health}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._send(200, CONTENT_TYPE_LATEST, generate_latest())
+        elif path == "/health":
+            healthy, body = health()
+            self._send(200 if healthy else 503, "application/json", orjson.dumps(body))
+        else:
+            self._send(404, "application/json", b'{"detail": "not found"}')
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # scrapes every few seconds are not worth a log line
+
+
+def serve(port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer | None:  # noqa: S104
+    """Serve /metrics and /health on `port` in a daemon thread (0 disables it).
+
+    Returns the server (``shutdown()`` stops it), or None when disabled."""
+    if not port:
+        return None
+    server = ThreadingHTTPServer((host, port), _Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="ingest-http", daemon=True).start()
+    return server

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import base64
+import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import orjson
 
+from ingest import telemetry
+from ingest.subscriber import IngestService
 from tests.ingest.conftest import BIN_EUI, ELSYS_ERS_CO2_HEX, ELSYS_EUI, count, wait_for
+from tests.processes import free_port
 
 
 def chirpstack_up(
@@ -196,3 +202,53 @@ def test_the_same_uplink_via_two_gateways_is_stored_once_and_counted(
     assert ingest.totals.readings == 7
     assert ingest.totals.duplicates == 14
     assert count(db, "SELECT count(*) FROM dead_letters") == 0
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_health_is_ok_only_with_broker_and_database_and_metrics_count_messages(
+    db, fleet, settings, publisher
+) -> None:
+    port = free_port()
+    server = telemetry.serve(port, host="127.0.0.1")
+    unreachable = settings.model_copy(
+        update={"database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"}
+    )
+    service = IngestService(unreachable)
+    service.start()
+    try:
+        wait_for(lambda: _get(port, "/health")[0] == 503, what="503 without a database")
+        status, body = _get(port, "/health")
+        assert orjson.loads(body)["database_available"] is False
+        service.stop(timeout=10)
+        assert not service._thread.is_alive(), "a service that never started must stop at once"
+
+        service = IngestService(settings)
+        service.start()
+        assert service.wait_connected(10)
+        time.sleep(0.3)
+        publisher.publish(
+            fleet.chirpstack_topic(ELSYS_EUI), chirpstack_up(ELSYS_EUI, ELSYS_ERS_CO2_HEX)
+        )
+        wait_for(lambda: service.totals.committed_messages == 1, what="a committed message")
+        status, body = _get(port, "/health")
+        assert status == 200
+        assert orjson.loads(body) == {
+            "status": "ok",
+            "mqtt_connected": True,
+            "database_available": True,
+        }
+        status, metrics = _get(port, "/metrics")
+        assert status == 200
+        assert b'iot_ingest_messages_total{format="chirpstack"}' in metrics
+        assert b"iot_ingest_batch_commit_seconds_count" in metrics
+        assert _get(port, "/nothing")[0] == 404
+    finally:
+        service.stop()
+        server.shutdown()
