@@ -1,0 +1,160 @@
+"""Classroom climate: CO2 limit episodes, comfort bands and EN 16798-1 category shares.
+
+Rules and sources:
+- BR18 (Bygningsreglementet 2018) §447: CO2 in teaching rooms should not exceed 1000 ppm.
+- EN 16798-1:2019 Annex B: indoor-environment categories I–IV. CO2 above outdoor air
+  550 / 800 / 1350 ppm (I / II / III; above III is IV), operative temperature bands for the
+  heating and cooling seasons, relative humidity bands.
+
+All functions take (rooms, samples) arrays (see analytics/timeseries.py for the padded
+layout); NaN means missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from analytics.timeseries import Runs, hysteresis_state, runs_from_state
+
+BR18_CO2_LIMIT_PPM = 1000.0
+EN16798_CO2_ABOVE_OUTDOOR_PPM = (550.0, 800.0, 1350.0)  # upper bounds of categories I, II, III
+OUTDOOR_CO2_PPM = 400.0
+# (low, high) per category I, II, III; outside III is category IV.
+EN16798_TEMPERATURE_HEATING_C = ((21.0, 23.0), (20.0, 24.0), (19.0, 25.0))
+EN16798_TEMPERATURE_COOLING_C = ((23.5, 25.5), (23.0, 26.0), (22.0, 27.0))
+EN16798_HUMIDITY_PCT = ((25.0, 60.0), (20.0, 70.0), (15.0, 75.0))
+CATEGORIES = ("I", "II", "III", "IV")
+
+
+def co2_episodes(
+    time_s: np.ndarray,
+    co2_ppm: np.ndarray,
+    threshold_ppm: float = BR18_CO2_LIMIT_PPM,
+    hysteresis_ppm: float = 50.0,
+    min_duration_s: float = 900.0,
+    max_gap_s: float = 1800.0,
+) -> Runs:
+    """Episodes with CO2 at or above `threshold_ppm` lasting at least `min_duration_s`.
+
+    An episode starts at ≥ `threshold_ppm` and ends only when CO2 falls below
+    `threshold_ppm − hysteresis_ppm`, so a room hovering at the limit yields one episode
+    instead of a flicker. Missing samples or gaps over `max_gap_s` end an episode.
+    Default threshold: BR18 §447 (1000 ppm in teaching rooms).
+    """
+    state = hysteresis_state(
+        time_s, co2_ppm, threshold_ppm, threshold_ppm - hysteresis_ppm, max_gap_s
+    )
+    return runs_from_state(time_s, co2_ppm, state, min_duration_s, max_gap_s)
+
+
+def outside_band_episodes(
+    time_s: np.ndarray,
+    value: np.ndarray,
+    low: float,
+    high: float,
+    hysteresis: float = 0.5,
+    min_duration_s: float = 1800.0,
+    max_gap_s: float = 1800.0,
+) -> Runs:
+    """Episodes with `value` outside the comfort band [low, high] for ≥ `min_duration_s`.
+
+    Works for temperature_c (°C) or humidity_pct (%); `hysteresis` is in the value's unit.
+    The band of EN 16798-1 category II is a sensible default (20–24 °C heating season,
+    20–70 % humidity). Returns too-high and too-low episodes together, peak = largest
+    distance outside the band.
+    """
+    value = np.atleast_2d(np.asarray(value, dtype=float))
+    # Distance outside the band: > 0 outside, ≤ 0 inside; NaN stays NaN.
+    outside = np.maximum(value - high, low - value)
+    state = hysteresis_state(time_s, outside, 0.0 + 1e-12, -hysteresis, max_gap_s)
+    return runs_from_state(time_s, outside, state, min_duration_s, max_gap_s)
+
+
+def en16798_category(
+    co2_ppm: np.ndarray,
+    temperature_c: np.ndarray | None = None,
+    humidity_pct: np.ndarray | None = None,
+    outdoor_co2_ppm: float = OUTDOOR_CO2_PPM,
+    heating_season: bool = True,
+) -> np.ndarray:
+    """EN 16798-1 category per sample (0 = I … 3 = IV), the worst of the given quantities.
+
+    CO2 is judged by its excess over `outdoor_co2_ppm`; temperature by the heating- or
+    cooling-season bands; humidity by the humidity bands. -1 where nothing is known.
+    """
+    co2 = np.asarray(co2_ppm, dtype=float)
+    worst = np.where(np.isnan(co2), -1, 0)
+    bounds = np.asarray(EN16798_CO2_ABOVE_OUTDOOR_PPM) + outdoor_co2_ppm
+    co2_cat = np.where(np.isnan(co2), -1, np.searchsorted(bounds, co2, side="left"))
+    worst = np.maximum(worst, co2_cat)
+    bands = EN16798_TEMPERATURE_HEATING_C if heating_season else EN16798_TEMPERATURE_COOLING_C
+    for quantity, quantity_bands in ((temperature_c, bands), (humidity_pct, EN16798_HUMIDITY_PCT)):
+        if quantity is None:
+            continue
+        q = np.asarray(quantity, dtype=float)
+        cat = np.full(q.shape, 3)
+        # Narrowest band first from the inside: assign the best category whose band holds q.
+        for index in range(len(quantity_bands) - 1, -1, -1):
+            low, high = quantity_bands[index]
+            cat = np.where((q >= low) & (q <= high), index, cat)
+        worst = np.maximum(worst, np.where(np.isnan(q), -1, cat))
+    return worst
+
+
+@dataclass(frozen=True)
+class CategoryShares:
+    """Share of occupied samples per room, day and EN 16798-1 category."""
+
+    day_start_s: np.ndarray  # (days,) UTC seconds of each local day's midnight
+    share: np.ndarray  # (rooms, days, 4) fractions summing to 1 where samples exist, else NaN
+    samples: np.ndarray  # (rooms, days) occupied samples with a known category
+
+
+def category_shares_per_day(
+    time_s: np.ndarray,
+    category: np.ndarray,
+    occupied: np.ndarray,
+    utc_offset_s: float = 3600.0,
+) -> CategoryShares:
+    """Per room and local day, the share of occupied samples in each category I–IV.
+
+    Assumes regular sampling, so sample shares equal time shares. `occupied` is a boolean
+    (rooms, samples) mask, e.g. from `school_hours_mask` or an occupancy sensor.
+    """
+    time_s = np.atleast_2d(np.asarray(time_s, dtype=float))
+    category = np.atleast_2d(category)
+    rooms = time_s.shape[0]
+    use = occupied & (category >= 0) & ~np.isnan(time_s)
+    local_day = np.floor((time_s + utc_offset_s) / 86400.0)
+    if not use.any():
+        return CategoryShares(np.empty(0), np.full((rooms, 0, 4), np.nan), np.zeros((rooms, 0)))
+    first_day = int(np.nanmin(local_day[use]))
+    n_days = int(np.nanmax(local_day[use])) - first_day + 1
+    row = np.broadcast_to(np.arange(rooms)[:, None], time_s.shape)[use]
+    day = local_day[use].astype(np.int64) - first_day
+    key = (row * n_days + day) * 4 + category[use].astype(np.int64)
+    counts = np.bincount(key, minlength=rooms * n_days * 4).reshape(rooms, n_days, 4)
+    samples = counts.sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = counts / samples[:, :, None]
+    day_start = (first_day + np.arange(n_days)) * 86400.0 - utc_offset_s
+    return CategoryShares(day_start, share, samples)
+
+
+def school_hours_mask(
+    time_s: np.ndarray,
+    utc_offset_s: float = 3600.0,
+    start_hour: float = 8.0,
+    end_hour: float = 16.0,
+) -> np.ndarray:
+    """True for samples on Monday–Friday between `start_hour` and `end_hour` local time.
+
+    A fixed UTC offset keeps this vectorised; pass 7200 in Danish summer time.
+    """
+    local = np.asarray(time_s, dtype=float) + utc_offset_s
+    hour = np.mod(local, 86400.0) / 3600.0
+    # 1970-01-01 was a Thursday: weekday 0 = Monday.
+    weekday = np.mod(np.floor(local / 86400.0) + 3, 7)
+    return (weekday < 5) & (hour >= start_hour) & (hour < end_hour)

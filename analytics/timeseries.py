@@ -1,0 +1,199 @@
+"""Shared array helpers: per-row sorting and dedup, segmented ↔ padded conversion, runs.
+
+Readings arrive as *segmented* arrays (one flat array per column, rows told apart by a
+row index such as a sensor's position). Kernels work on *padded* 2-D arrays of shape
+(rows, samples) where missing cells are NaN, so one NumPy call covers every sensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Padded:
+    """Rows of unequal length as (rows, width) arrays; unused cells have NaN value and time."""
+
+    time_s: np.ndarray
+    value: np.ndarray
+    count: np.ndarray  # valid samples per row; they sit left-aligned in each row
+
+
+def sort_dedup(
+    row: np.ndarray, time_s: np.ndarray, value: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort samples by (row, time) and keep the last given value of duplicate (row, time).
+
+    NaN values and NaN times are dropped (NaN means missing). Returns (row, time_s, value).
+    """
+    row = np.asarray(row, dtype=np.int64)
+    time_s = np.asarray(time_s, dtype=float)
+    value = np.asarray(value, dtype=float)
+    keep = ~(np.isnan(time_s) | np.isnan(value))
+    row, time_s, value = row[keep], time_s[keep], value[keep]
+    # lexsort is stable, so among equal keys the later input stays later: keep the last.
+    order = np.lexsort((time_s, row))
+    row, time_s, value = row[order], time_s[order], value[order]
+    if row.size:
+        last = np.ones(row.size, dtype=bool)
+        last[:-1] = (row[1:] != row[:-1]) | (time_s[1:] != time_s[:-1])
+        row, time_s, value = row[last], time_s[last], value[last]
+    return row, time_s, value
+
+
+def to_padded(
+    row: np.ndarray, time_s: np.ndarray, value: np.ndarray, n_rows: int, width: int | None = None
+) -> Padded:
+    """Turn segmented samples into a padded (n_rows, width) layout after `sort_dedup`.
+
+    `width` defaults to the longest row; longer rows keep their *latest* `width` samples.
+    """
+    row, time_s, value = sort_dedup(row, time_s, value)
+    count = np.bincount(row, minlength=n_rows)[:n_rows].astype(np.int64)
+    starts = np.concatenate(([0], np.cumsum(count)[:-1]))
+    pos = np.arange(row.size) - starts[row]
+    width = int(count.max(initial=0)) if width is None else int(width)
+    # Rows longer than width drop their oldest samples.
+    shift = np.maximum(count - width, 0)
+    pos = pos - shift[row]
+    keep = pos >= 0
+    times = np.full((n_rows, max(width, 1)), np.nan)
+    values = np.full((n_rows, max(width, 1)), np.nan)
+    times[row[keep], pos[keep]] = time_s[keep]
+    values[row[keep], pos[keep]] = value[keep]
+    return Padded(times[:, :width], values[:, :width], np.minimum(count, width))
+
+
+def to_segmented(padded: Padded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The inverse of `to_padded`: (row, time_s, value) of the valid cells, row-major."""
+    valid = ~np.isnan(padded.time_s)
+    rows, _ = np.nonzero(valid)
+    return rows, padded.time_s[valid], padded.value[valid]
+
+
+def last_valid_index(valid: np.ndarray) -> np.ndarray:
+    """Column of the last True per row of a (rows, samples) mask; -1 when a row has none."""
+    n = valid.shape[1]
+    idx = np.where(valid, np.arange(n), -1)
+    return idx.max(axis=1, initial=-1)
+
+
+@dataclass(frozen=True)
+class Runs:
+    """Runs (episodes) found per row; all arrays have one entry per run, ordered by row."""
+
+    row: np.ndarray
+    start_col: np.ndarray
+    end_col: np.ndarray
+    start_s: np.ndarray
+    end_s: np.ndarray
+    peak: np.ndarray
+    ongoing: np.ndarray  # the run includes the row's last valid sample
+
+    @property
+    def duration_s(self) -> np.ndarray:
+        return self.end_s - self.start_s
+
+
+def gap_breaks(time_s: np.ndarray, max_gap_s: float) -> np.ndarray:
+    """True at samples that follow the previous one by more than `max_gap_s` (or NaN time)."""
+    time_s = np.atleast_2d(np.asarray(time_s, dtype=float))
+    gap = np.zeros(time_s.shape, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        gap[:, 1:] = ~(np.diff(time_s, axis=1) <= max_gap_s)
+    return gap
+
+
+def hysteresis_state(
+    time_s: np.ndarray,
+    value: np.ndarray,
+    on_threshold: float,
+    off_threshold: float,
+    max_gap_s: float = np.inf,
+) -> np.ndarray:
+    """Per-sample "in a run" state of (rows, samples) arrays with hysteresis.
+
+    A run starts at a sample with value ≥ `on_threshold` and lasts until a sample falls
+    below `off_threshold` (≤ `on_threshold`); values in between keep the state. NaN (missing)
+    samples end a run, and so does a gap of more than `max_gap_s` between valid samples
+    (the sample after the gap starts afresh; `runs_from_state` splits runs there).
+    """
+    if off_threshold > on_threshold:
+        raise ValueError(f"off_threshold {off_threshold} must not exceed on {on_threshold}")
+    time_s = np.atleast_2d(np.asarray(time_s, dtype=float))
+    value = np.atleast_2d(np.asarray(value, dtype=float))
+    n = value.shape[1]
+    cols = np.arange(n)
+    with np.errstate(invalid="ignore"):
+        on = value >= on_threshold
+        off = (value < off_threshold) | np.isnan(value)
+    gap = gap_breaks(time_s, max_gap_s)
+    # Event positions on a doubled axis: a gap resets *before* its sample (2i), the
+    # sample's own on/off event happens at 2i+1; the latest event wins.
+    last_on = np.maximum.accumulate(np.where(on, 2 * cols + 1, -1), axis=1)
+    last_off = np.maximum.accumulate(
+        np.maximum(np.where(off, 2 * cols + 1, -1), np.where(gap, 2 * cols, -1)), axis=1
+    )
+    return last_on > last_off
+
+
+def runs_from_state(
+    time_s: np.ndarray,
+    value: np.ndarray,
+    state: np.ndarray,
+    min_duration_s: float = 0.0,
+    max_gap_s: float = np.inf,
+) -> Runs:
+    """Runs of consecutive True `state` per row, kept if end − start ≥ `min_duration_s`.
+
+    A gap over `max_gap_s` between samples splits a run. A run's duration is the time
+    between its first and last sample (seconds).
+    """
+    time_s = np.atleast_2d(np.asarray(time_s, dtype=float))
+    value = np.atleast_2d(np.asarray(value, dtype=float))
+    state = np.atleast_2d(state)
+    n = state.shape[1]
+    gap = gap_breaks(time_s, max_gap_s)
+    previous = np.zeros_like(state)
+    previous[:, 1:] = state[:, :-1]
+    starts = state & (~previous | gap)
+    following = np.zeros_like(state)
+    following[:, :-1] = state[:, 1:] & ~gap[:, 1:]
+    ends = state & ~following
+    start_r, start_c = np.nonzero(starts)
+    end_r, end_c = np.nonzero(ends)
+    start_s = time_s[start_r, start_c]
+    end_s = time_s[end_r, end_c]
+    # Peak per run: the maximum over [start, end] via reduceat on the flat array, with
+    # cells outside runs at -inf (reduceat spans up to the next start).
+    flat = np.where(state, value, -np.inf).ravel()
+    peak = np.maximum.reduceat(flat, start_r * n + start_c) if start_r.size else np.empty(0)
+    last = last_valid_index(~np.isnan(value) & ~np.isnan(time_s))
+    ongoing = end_c == last[start_r]
+    keep = (end_s - start_s) >= min_duration_s
+    return Runs(
+        start_r[keep],
+        start_c[keep],
+        end_c[keep],
+        start_s[keep],
+        end_s[keep],
+        peak[keep],
+        ongoing[keep],
+    )
+
+
+def trailing_run_length(same_as_previous: np.ndarray) -> np.ndarray:
+    """Length of the run ending at the last column, per row, of a (rows, samples) mask.
+
+    `same_as_previous[:, i]` says sample i continues the run of sample i−1 (column 0 is
+    ignored); the result counts samples, so a row with no continuation gives 1.
+    """
+    rows, n = same_as_previous.shape
+    if n == 0:
+        return np.zeros(rows, dtype=np.int64)
+    breaks = ~same_as_previous.copy()
+    breaks[:, 0] = True
+    last_break = last_valid_index(breaks)
+    return n - last_break
