@@ -1,0 +1,165 @@
+"""Alert lifecycle in the `alerts` table: open → acknowledged → resolved.
+
+At most one unresolved alert exists per (rule, subject) (partial unique index
+uq_alerts_unresolved_rule_subject), so re-running an evaluation over the same data updates
+the open alert instead of adding another. An alert whose condition cleared is resolved;
+if it fires again later, a new row opens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+
+@dataclass(frozen=True)
+class ActiveCondition:
+    """A rule that currently holds for a subject, as found by one evaluation."""
+
+    rule: str
+    subject: str
+    started_at: datetime
+    last_value: float | None = None
+    message: str = ""
+    severity: str = "warning"
+    sensor_id: int | None = None
+    zone_id: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    upserted: int
+    resolved: int
+
+
+_UPSERT = """
+INSERT INTO alerts (municipality_id, sensor_id, zone_id, rule, severity, status, subject,
+                    started_at, last_value, message, details, updated_at)
+VALUES (%(municipality_id)s, %(sensor_id)s, %(zone_id)s, %(rule)s, %(severity)s, 'open',
+        %(subject)s, %(started_at)s, %(last_value)s, %(message)s, %(details)s, now())
+ON CONFLICT (rule, subject) WHERE status <> 'resolved' DO UPDATE SET
+    last_value = EXCLUDED.last_value,
+    severity = EXCLUDED.severity,
+    message = EXCLUDED.message,
+    details = EXCLUDED.details,
+    updated_at = now()
+"""
+
+# Resolve this municipality's unresolved alerts of the evaluated rules that did not fire.
+_RESOLVE_CLEARED = """
+UPDATE alerts SET status = 'resolved', resolved_at = %(now)s, ended_at = %(now)s,
+                  updated_at = now()
+WHERE municipality_id = %(municipality_id)s
+  AND status <> 'resolved'
+  AND rule = ANY(%(rules)s)
+  AND (rule, subject) NOT IN (
+      SELECT r, s FROM unnest(%(active_rules)s::text[], %(active_subjects)s::text[]) AS a(r, s)
+  )
+"""
+
+
+def sync_alerts(
+    conn: psycopg.Connection,
+    municipality_id: int,
+    evaluated_rules: Iterable[str],
+    active: Sequence[ActiveCondition],
+    now: datetime,
+) -> SyncResult:
+    """Make the alerts table match one evaluation, in one transaction.
+
+    Active conditions are upserted (an acknowledged alert stays acknowledged); unresolved
+    alerts of `evaluated_rules` that are no longer active are resolved. Rules not
+    evaluated this time (e.g. no data loaded for them) are left as they are.
+    """
+    rows = [
+        {
+            "municipality_id": municipality_id,
+            "sensor_id": c.sensor_id,
+            "zone_id": c.zone_id,
+            "rule": c.rule,
+            "severity": c.severity,
+            "subject": c.subject,
+            "started_at": c.started_at,
+            "last_value": c.last_value,
+            "message": c.message,
+            "details": Jsonb(c.details),
+        }
+        for c in active
+    ]
+    with conn.transaction(), conn.cursor() as cur:
+        if rows:
+            cur.executemany(_UPSERT, rows)
+        cur.execute(
+            _RESOLVE_CLEARED,
+            {
+                "now": now,
+                "municipality_id": municipality_id,
+                "rules": sorted(set(evaluated_rules)),
+                "active_rules": [c.rule for c in active],
+                "active_subjects": [c.subject for c in active],
+            },
+        )
+        resolved = cur.rowcount
+    return SyncResult(upserted=len(rows), resolved=resolved)
+
+
+def acknowledge(
+    conn: psycopg.Connection, alert_id: int, municipality_id: int, by: str
+) -> dict[str, Any] | None:
+    """Mark an open alert acknowledged by `by`; returns the alert row.
+
+    None when the alert does not exist or belongs to another municipality. Acknowledging
+    an acknowledged or resolved alert changes nothing and returns it as it is.
+    """
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            """
+            UPDATE alerts SET status = 'acknowledged', acknowledged_at = now(),
+                              acknowledged_by = %s, updated_at = now()
+            WHERE id = %s AND municipality_id = %s AND status = 'open'
+            RETURNING *
+            """,
+            (by, alert_id, municipality_id),
+        )
+        row = cur.fetchone()
+        if row is None:
+            row = _get(cur, alert_id, municipality_id)
+    return row
+
+
+def resolve(
+    conn: psycopg.Connection, alert_id: int, municipality_id: int, by: str
+) -> dict[str, Any] | None:
+    """Resolve an alert by hand; None when it is not that municipality's or does not exist.
+
+    If the condition still holds, the next evaluation opens a new alert.
+    """
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            """
+            UPDATE alerts SET status = 'resolved', resolved_at = now(),
+                              ended_at = coalesce(ended_at, now()), updated_at = now(),
+                              details = details || jsonb_build_object('resolved_by', %s::text)
+            WHERE id = %s AND municipality_id = %s AND status <> 'resolved'
+            RETURNING *
+            """,
+            (by, alert_id, municipality_id),
+        )
+        row = cur.fetchone()
+        if row is None:
+            row = _get(cur, alert_id, municipality_id)
+    return row
+
+
+def _get(cur: psycopg.Cursor, alert_id: int, municipality_id: int) -> dict[str, Any] | None:
+    cur.execute(
+        "SELECT * FROM alerts WHERE id = %s AND municipality_id = %s", (alert_id, municipality_id)
+    )
+    return cur.fetchone()

@@ -1,0 +1,417 @@
+"""Periodic evaluation: load recent readings into arrays, run the kernels, persist alerts.
+
+One query per metric family (ordered by sensor, time) feeds the padded layout of
+analytics/timeseries.py; the kernels never touch the database; analytics/alerts.py makes
+the alerts table match what is active now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import psycopg
+
+from analytics import bins, climate, health, parking
+from analytics.alerts import ActiveCondition, SyncResult, sync_alerts
+from analytics.thresholds import AnalyticsThresholds, thresholds_from_settings
+from analytics.timeseries import Padded, Runs, to_padded
+from models.logging import log
+
+RULES = (
+    "climate.co2_limit",
+    "climate.co2_critical",
+    "climate.temperature",
+    "climate.humidity",
+    "bin.full",
+    "bin.soon_full",
+    "bin.sudden_rise",
+    "bin.fault",
+    "parking.long_stay",
+    "health.stale",
+    "health.low_battery",
+    "health.stuck",
+    "health.spike",
+)
+
+
+@dataclass(frozen=True)
+class Sensors:
+    """Active sensors of one municipality, as parallel arrays (row i = sensor i)."""
+
+    id: np.ndarray
+    kind: np.ndarray
+    zone_id: np.ndarray  # -1 when none
+    expected_interval_s: np.ndarray  # NaN when unknown
+    bin_depth_mm: np.ndarray
+    mount_offset_mm: np.ndarray
+
+    def rows(self, kind: str) -> np.ndarray:
+        return np.flatnonzero(self.kind == kind)
+
+
+def load_sensors(conn: psycopg.Connection, municipality_id: int) -> Sensors:
+    rows = conn.execute(
+        """
+        SELECT id, kind, coalesce(zone_id, -1), expected_interval_s, bin_depth_mm,
+               coalesce(mount_offset_mm, 0)
+        FROM sensors WHERE municipality_id = %s AND status = 'active' ORDER BY id
+        """,
+        (municipality_id,),
+    ).fetchall()
+    columns = list(zip(*rows, strict=True)) if rows else [()] * 6
+    as_float = lambda c: np.array([np.nan if x is None else x for x in c], dtype=float)  # noqa: E731
+    return Sensors(
+        np.array(columns[0], dtype=np.int64),
+        np.array(columns[1], dtype=object),
+        np.array(columns[2], dtype=np.int64),
+        as_float(columns[3]),
+        as_float(columns[4]),
+        as_float(columns[5]),
+    )
+
+
+def load_metric(
+    conn: psycopg.Connection,
+    sensor_ids: np.ndarray,
+    metric_id: int,
+    since: datetime,
+    until: datetime,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Segmented (row, time_s, value) of one metric for the given sensors; row = index in
+    `sensor_ids` (sorted ascending)."""
+    if sensor_ids.size == 0:
+        return np.empty(0, np.int64), np.empty(0), np.empty(0)
+    with conn.cursor(binary=True) as cur:
+        cur.execute(
+            """
+            SELECT sensor_id, extract(epoch FROM time)::float8, value FROM readings
+            WHERE sensor_id = ANY(%s) AND metric_id = %s AND time > %s AND time <= %s
+            ORDER BY sensor_id, time
+            """,
+            (sensor_ids.tolist(), metric_id, since, until),
+        )
+        data = cur.fetchall()
+    if not data:
+        return np.empty(0, np.int64), np.empty(0), np.empty(0)
+    array = np.array(data, dtype=float)
+    row = np.searchsorted(sensor_ids, array[:, 0].astype(np.int64))
+    return row, array[:, 1], array[:, 2]
+
+
+def _padded(conn, sensors: Sensors, rows: np.ndarray, metric_id: int, since, until) -> Padded:
+    row, time_s, value = load_metric(conn, sensors.id[rows], metric_id, since, until)
+    return to_padded(row, time_s, value, rows.size)
+
+
+def _ts(seconds: float) -> datetime:
+    return datetime.fromtimestamp(float(seconds), UTC)
+
+
+def _ongoing(
+    runs: Runs, rule: str, sensors: Sensors, rows: np.ndarray, message: str, value_key: str
+) -> list[ActiveCondition]:
+    keep = np.flatnonzero(runs.ongoing)
+    return [
+        ActiveCondition(
+            rule=rule,
+            subject=f"sensor:{int(sensors.id[rows[runs.row[i]]])}",
+            sensor_id=int(sensors.id[rows[runs.row[i]]]),
+            started_at=_ts(runs.start_s[i]),
+            last_value=float(runs.peak[i]),
+            message=message,
+            details={value_key: float(runs.peak[i]), "duration_s": float(runs.duration_s[i])},
+        )
+        for i in keep
+    ]
+
+
+def evaluate_climate(conn, sensors, metric_ids, since, until, t: AnalyticsThresholds):
+    rows = sensors.rows("climate")
+    c = t.climate
+    co2 = _padded(conn, sensors, rows, metric_ids["co2_ppm"], since, until)
+    active: list[ActiveCondition] = []
+    for rule, threshold, severity in (
+        ("climate.co2_limit", c.co2_limit_ppm, "warning"),
+        ("climate.co2_critical", c.co2_critical_ppm, "critical"),
+    ):
+        runs = climate.co2_episodes(
+            co2.time_s, co2.value, threshold, c.co2_hysteresis_ppm, c.min_duration_s, c.max_gap_s
+        )
+        found = _ongoing(
+            runs, rule, sensors, rows, f"CO2 at or above {threshold:g} ppm", "peak_ppm"
+        )
+        active += [ActiveCondition(**{**a.__dict__, "severity": severity}) for a in found]
+    temp = _padded(conn, sensors, rows, metric_ids["temperature_c"], since, until)
+    runs = climate.outside_band_episodes(
+        temp.time_s,
+        temp.value,
+        c.temperature_low_c,
+        c.temperature_high_c,
+        c.temperature_hysteresis_c,
+        c.comfort_min_duration_s,
+        c.max_gap_s,
+    )
+    active += _ongoing(
+        runs,
+        "climate.temperature",
+        sensors,
+        rows,
+        f"temperature outside {c.temperature_low_c:g}–{c.temperature_high_c:g} °C",
+        "max_outside_c",
+    )
+    hum = _padded(conn, sensors, rows, metric_ids["humidity_pct"], since, until)
+    runs = climate.outside_band_episodes(
+        hum.time_s,
+        hum.value,
+        c.humidity_low_pct,
+        c.humidity_high_pct,
+        c.humidity_hysteresis_pct,
+        c.comfort_min_duration_s,
+        c.max_gap_s,
+    )
+    active += _ongoing(
+        runs,
+        "climate.humidity",
+        sensors,
+        rows,
+        f"humidity outside {c.humidity_low_pct:g}–{c.humidity_high_pct:g} %",
+        "max_outside_pct",
+    )
+    return active, {"co2": co2}
+
+
+def evaluate_bins(conn, sensors, metric_ids, since, until, t: AnalyticsThresholds):
+    rows = sensors.rows("bin")
+    b = t.bins
+    ids = sensors.id[rows]
+    dist = load_metric(conn, ids, metric_ids["distance_mm"], since, until)
+    raw = bins.raw_fill_pct(
+        dist[2], sensors.bin_depth_mm[rows][dist[0]], sensors.mount_offset_mm[rows][dist[0]]
+    )
+    fill = load_metric(conn, ids, metric_ids["fill_pct"], since, until)
+    # A sensor's own fill_pct wins over one computed from distance at the same instant
+    # (sort_dedup keeps the last given of duplicates).
+    data = to_padded(
+        np.concatenate([dist[0], fill[0]]),
+        np.concatenate([dist[1], fill[1]]),
+        np.concatenate([raw, fill[2]]),
+        rows.size,
+    )
+    status = bins.evaluate_bins(
+        data.time_s,
+        data.value,
+        until.timestamp(),
+        b.full_pct,
+        b.soon_full_h,
+        b.emptying_drop_pct,
+        b.sudden_rise_pct,
+        b.recent_s,
+        b.fault_margin_pct,
+        b.max_points,
+    )
+    last_s, _ = health.latest(data.time_s, data.value)
+    active = []
+    for rule, mask, severity, message in (
+        ("bin.full", status.full, "warning", f"bin at or above {b.full_pct:g} %"),
+        ("bin.soon_full", status.soon_full, "info", f"bin full within {b.soon_full_h:g} h"),
+        ("bin.sudden_rise", status.sudden_rise, "info", "fill level jumped"),
+        ("bin.fault", status.fault, "warning", "fill reading impossible or missing"),
+    ):
+        for i in np.flatnonzero(mask):
+            sensor_id = int(ids[i])
+            started = last_s[i] if not np.isnan(last_s[i]) else until.timestamp()
+            active.append(
+                ActiveCondition(
+                    rule=rule,
+                    subject=f"sensor:{sensor_id}",
+                    sensor_id=sensor_id,
+                    started_at=_ts(started),
+                    severity=severity,
+                    message=message,
+                    last_value=None
+                    if np.isnan(status.current_pct[i])
+                    else float(status.current_pct[i]),
+                    details={
+                        "fill_pct": _json_float(status.current_pct[i]),
+                        "rate_pct_per_h": _json_float(status.rate_pct_per_h[i]),
+                        "time_to_full_h": _json_float(status.time_to_full_h[i]),
+                        "rise_pct": _json_float(status.sudden_rise_pct[i]),
+                    },
+                )
+            )
+    return active
+
+
+def _json_float(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def evaluate_parking(conn, sensors, metric_ids, since, until, t: AnalyticsThresholds):
+    rows = sensors.rows("parking")
+    p = t.parking
+    occ = _padded(conn, sensors, rows, metric_ids["occupied"], since, until)
+    runs = parking.long_stays(occ.time_s, occ.value, p.max_stay_s, p.max_gap_s)
+    return _ongoing(
+        runs,
+        "parking.long_stay",
+        sensors,
+        rows,
+        f"bay occupied longer than {p.max_stay_s / 3600:g} h",
+        "occupied",
+    )
+
+
+def evaluate_health(conn, sensors, metric_ids, since, until, t: AnalyticsThresholds, co2: Padded):
+    h = t.health
+    now_s = until.timestamp()
+    latest = conn.execute(
+        """
+        SELECT sensor_id, metric_id, extract(epoch FROM time)::float8, value
+        FROM latest_readings WHERE sensor_id = ANY(%s)
+        """,
+        (sensors.id.tolist(),),
+    ).fetchall()
+    n = sensors.id.size
+    last_seen = np.full(n, np.nan)
+    battery_v = np.full(n, np.nan)
+    battery_pct = np.full(n, np.nan)
+    if latest:
+        arr = np.array(latest, dtype=float)
+        row = np.searchsorted(sensors.id, arr[:, 0].astype(np.int64))
+        np.fmax.at(last_seen, row, arr[:, 2])
+        for target, name in ((battery_v, "battery_v"), (battery_pct, "battery_pct")):
+            pick = arr[:, 1] == metric_ids[name]
+            target[row[pick]] = arr[pick, 3]
+    active = []
+    is_stale = health.stale(
+        last_seen, now_s, sensors.expected_interval_s, h.stale_factor, h.default_interval_s
+    )
+    for i in np.flatnonzero(is_stale):
+        active.append(
+            _sensor_condition(
+                "health.stale",
+                sensors,
+                i,
+                last_seen[i] if not np.isnan(last_seen[i]) else now_s,
+                None if np.isnan(last_seen[i]) else now_s - last_seen[i],
+                "no data for too long",
+                {"last_seen": None if np.isnan(last_seen[i]) else _ts(last_seen[i]).isoformat()},
+            )
+        )
+    low = health.low_battery(battery_v, h.battery_min_v, battery_pct, h.battery_min_pct)
+    for i in np.flatnonzero(low):
+        value = battery_v[i] if not np.isnan(battery_v[i]) else battery_pct[i]
+        active.append(
+            _sensor_condition(
+                "health.low_battery",
+                sensors,
+                i,
+                last_seen[i],
+                value,
+                "battery low",
+                {
+                    "battery_v": _json_float(battery_v[i]),
+                    "battery_pct": _json_float(battery_pct[i]),
+                },
+            )
+        )
+    # Stuck values and spikes on CO2, a metric that always varies in a used room.
+    rows = sensors.rows("climate")
+    stuck = health.stuck_samples(co2.value)
+    last_t, last_v = health.latest(co2.time_s, co2.value)
+    for r in np.flatnonzero(stuck >= h.stuck_samples):
+        active.append(
+            _sensor_condition(
+                "health.stuck",
+                sensors,
+                rows[r],
+                last_t[r],
+                last_v[r],
+                "CO2 value not changing",
+                {"identical_samples": int(stuck[r])},
+            )
+        )
+    spikes = health.hampel_spikes(
+        co2.value, h.spike_half_window, h.spike_sigmas, h.spike_min_co2_ppm
+    )
+    recent = spikes & (co2.time_s >= now_s - h.spike_recent_s)
+    for r in np.flatnonzero(recent.any(axis=1)):
+        cols = np.flatnonzero(recent[r])
+        active.append(
+            _sensor_condition(
+                "health.spike",
+                sensors,
+                rows[r],
+                co2.time_s[r, cols[0]],
+                co2.value[r, cols[-1]],
+                "CO2 spike (Hampel filter)",
+                {"spikes": int(cols.size)},
+            )
+        )
+    return active
+
+
+def _sensor_condition(rule, sensors, i, started_s, value, message, details) -> ActiveCondition:
+    sensor_id = int(sensors.id[i])
+    return ActiveCondition(
+        rule=rule,
+        subject=f"sensor:{sensor_id}",
+        sensor_id=sensor_id,
+        started_at=_ts(started_s),
+        last_value=None if value is None or np.isnan(value) else float(value),
+        message=message,
+        details=details,
+    )
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    municipality_id: int
+    active: int
+    resolved: int
+    by_rule: dict[str, int]
+
+
+def evaluate_municipality(
+    conn: psycopg.Connection,
+    municipality_id: int,
+    now: datetime | None = None,
+    thresholds: AnalyticsThresholds | None = None,
+) -> EvaluationResult:
+    """Evaluate every rule for one municipality over its recent readings; persist alerts.
+
+    `now` defaults to the current time; the window is thresholds.evaluation.window_h
+    hours back from it. Thresholds default to the municipality's settings.
+    """
+    now = now or datetime.now(UTC)
+    if thresholds is None:
+        row = conn.execute(
+            "SELECT slug, settings FROM municipalities WHERE id = %s", (municipality_id,)
+        ).fetchone()
+        if row is None:
+            raise LookupError(f"no municipality with id {municipality_id}")
+        thresholds = thresholds_from_settings(row[1], f"municipalities[{row[0]}].settings")
+    since = now - timedelta(hours=thresholds.evaluation.window_h)
+    metric_ids = dict(conn.execute("SELECT name, id FROM metrics").fetchall())
+    sensors = load_sensors(conn, municipality_id)
+    climate_active, arrays = evaluate_climate(conn, sensors, metric_ids, since, now, thresholds)
+    active = (
+        climate_active
+        + evaluate_bins(conn, sensors, metric_ids, since, now, thresholds)
+        + evaluate_parking(conn, sensors, metric_ids, since, now, thresholds)
+        + evaluate_health(conn, sensors, metric_ids, since, now, thresholds, arrays["co2"])
+    )
+    result: SyncResult = sync_alerts(conn, municipality_id, RULES, active, now)
+    by_rule: dict[str, int] = {}
+    for condition in active:
+        by_rule[condition.rule] = by_rule.get(condition.rule, 0) + 1
+    log.info(
+        "analytics.evaluated",
+        municipality_id=municipality_id,
+        sensors=int(sensors.id.size),
+        active=len(active),
+        resolved=result.resolved,
+    )
+    return EvaluationResult(municipality_id, len(active), result.resolved, by_rule)
