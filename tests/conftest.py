@@ -26,13 +26,13 @@ DATA_TABLES = (
 )
 
 
-def _database_url(name: str) -> str:
-    return urlunsplit(urlsplit(ADMIN_URL)._replace(path="/" + name))
+def _database_url(name: str, admin_url: str = ADMIN_URL) -> str:
+    return urlunsplit(urlsplit(admin_url)._replace(path="/" + name))
 
 
-def fresh_database_url(prefix: str = "iot_test") -> str:
-    """A URL naming a database that does not exist yet, unique to this run."""
-    return _database_url(f"{prefix}_{uuid.uuid4().hex[:12]}")
+def fresh_database_url(prefix: str = "iot_test", admin_url: str = ADMIN_URL) -> str:
+    """A URL naming a database that does not exist yet on `admin_url`'s server."""
+    return _database_url(f"{prefix}_{uuid.uuid4().hex[:12]}", admin_url)
 
 
 @pytest.fixture(scope="session")

@@ -241,10 +241,14 @@ def _use_timescaledb() -> bool:
     if mode == "off":
         return False
     # Installed is not enough: TimescaleDB must also be preloaded to be created.
+    # shared_preload_libraries is hidden from roles without pg_read_all_settings (managed
+    # services migrate as such roles); then the loader's own GUC shows it was preloaded.
     available = op.get_bind().scalar(
         text(
-            "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb' "
-            "AND current_setting('shared_preload_libraries') LIKE '%timescaledb%'"
+            "SELECT EXISTS (SELECT FROM pg_available_extensions WHERE name = 'timescaledb') "
+            "AND COALESCE((SELECT setting LIKE '%timescaledb%' FROM pg_settings "
+            "              WHERE name = 'shared_preload_libraries'),"
+            "             current_setting('timescaledb.max_background_workers', true) IS NOT NULL)"
         )
     )
     if mode == "on" and not available:
@@ -253,6 +257,25 @@ def _use_timescaledb() -> bool:
             "install it, add it to shared_preload_libraries, or set IOT_TIMESCALEDB=auto"
         )
     return bool(available)
+
+
+# Older releases silently skip the rows after the first conflict of a multi-row
+# INSERT ... ON CONFLICT DO NOTHING into a compressed chunk (timescale/timescaledb#7672,
+# fixed in 2.18.1): the ingest writer's batches of late data would lose readings.
+MIN_TIMESCALEDB_VERSION = (2, 18, 1)
+
+
+def _require_safe_timescaledb_version() -> None:
+    version = op.get_bind().scalar(
+        text("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+    )
+    numbers = tuple(int(part) for part in version.split("-")[0].split(".")[:3])
+    if numbers < MIN_TIMESCALEDB_VERSION:
+        raise RuntimeError(
+            f"TimescaleDB {version} loses rows of INSERT ... ON CONFLICT DO NOTHING into "
+            "compressed chunks (timescale/timescaledb#7672): upgrade the extension to "
+            f"{'.'.join(map(str, MIN_TIMESCALEDB_VERSION))} or newer, or set IOT_TIMESCALEDB=off"
+        )
 
 
 def _backend() -> str:
@@ -273,6 +296,7 @@ def upgrade() -> None:
         )
         return
     run_script(TIMESCALE_UPGRADE)
+    _require_safe_timescaledb_version()
     bind.execute(
         text("SELECT add_compression_policy('readings', make_interval(days => :d))"),
         {"d": settings.compress_after_days},

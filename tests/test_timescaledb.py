@@ -1,0 +1,298 @@
+"""The TimescaleDB storage path: hypertable, compression, policies, continuous aggregates.
+
+Needs a PostgreSQL server with TimescaleDB installed *and* preloaded, reached with a
+superuser URL in IOT_TEST_TIMESCALE_ADMIN_URL (default ``127.0.0.1:5433``). Without one,
+every test here is skipped with the reason; the plain-PostgreSQL path is covered by
+tests/test_migrations.py and the rest of the suite either way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from cli.db import maintain_once
+from ingest.normalise import Row
+from ingest.writer import BatchWriter
+from models.db import (
+    create_database,
+    downgrade,
+    drop_database,
+    migrate,
+    storage_backend,
+    sync_metrics,
+)
+from models.settings import get_settings
+from tests.conftest import fresh_database_url
+
+pytestmark = pytest.mark.timescaledb
+
+TIMESCALE_ADMIN_URL = os.environ.get(
+    "IOT_TEST_TIMESCALE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5433/postgres"
+)
+
+# The statement the API's rollup queries boil down to, for one sensor and metric.
+ROLLUP_QUERY = (
+    "SELECT bucket, count, sum, avg, min, max FROM {table} "
+    "WHERE sensor_id = %s AND metric_id = %s ORDER BY bucket"
+)
+
+SENSORS = (101, 102)
+METRICS = (1, 2)
+
+
+@pytest.fixture(scope="session")
+def timescale_admin_url() -> str:
+    """The admin URL of a server with TimescaleDB preloaded, or skip the test."""
+    try:
+        with psycopg.connect(TIMESCALE_ADMIN_URL, connect_timeout=3) as conn:
+            installed, preloaded = conn.execute(
+                "SELECT EXISTS (SELECT FROM pg_available_extensions WHERE name = 'timescaledb'),"
+                " current_setting('shared_preload_libraries') LIKE '%timescaledb%'"
+            ).fetchone()
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        pytest.skip(f"no TimescaleDB server at IOT_TEST_TIMESCALE_ADMIN_URL ({reason})")
+    if not installed:
+        pytest.skip("the timescaledb extension is not installed on IOT_TEST_TIMESCALE_ADMIN_URL")
+    if not preloaded:
+        pytest.skip("timescaledb is not in shared_preload_libraries on that server")
+    return TIMESCALE_ADMIN_URL
+
+
+@pytest.fixture
+def timescale_url(timescale_admin_url: str) -> Iterator[str]:
+    """A database migrated to head on TimescaleDB, dropped after the test."""
+    url = fresh_database_url("iot_tsdb_test", timescale_admin_url)
+    create_database(url)
+    try:
+        migrate(url, timescaledb="on")
+        with psycopg.connect(url, autocommit=True) as conn:
+            sync_metrics(conn)
+        yield url
+    finally:
+        drop_database(url)
+
+
+@pytest.fixture
+def tsdb(timescale_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(timescale_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def retention_30_days(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """IOT_RETENTION_DAYS=30 for the migrations run by this test."""
+    monkeypatch.setenv("IOT_RETENTION_DAYS", "30")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def _register_sensors(conn: psycopg.Connection) -> None:
+    """The sensors of SENSORS, so the ingest writer's latest_readings upsert has its keys."""
+    municipality_id = conn.execute(
+        "INSERT INTO municipalities (slug, name) VALUES ('tsdb-test', 'TimescaleDB test') "
+        "RETURNING id"
+    ).fetchone()[0]
+    conn.cursor().executemany(
+        "INSERT INTO sensors (id, municipality_id, external_id, kind) VALUES (%s, %s, %s, 'other')",
+        [(sensor_id, municipality_id, f"tsdb-{sensor_id}") for sensor_id in SENSORS],
+    )
+    known = {
+        r[0] for r in conn.execute("SELECT id FROM metrics WHERE id = ANY(%s)", (list(METRICS),))
+    }
+    assert known == set(METRICS)
+
+
+def _sample_rows(first_day: datetime, days: int) -> list[Row]:
+    """10-minute readings of every sensor and metric, on a 0.25 grid so sums are exact."""
+    rows = []
+    for sensor_id in SENSORS:
+        for metric_id in METRICS:
+            for step in range(days * 24 * 6):
+                value = ((step * 7 + sensor_id * 3 + metric_id) % 97) * 0.25 - 5.0
+                rows.append((first_day + timedelta(minutes=10 * step), sensor_id, metric_id, value))
+    return rows
+
+
+def _rollups(conn: psycopg.Connection) -> dict[tuple[str, int, int], list[tuple]]:
+    return {
+        (table, sensor_id, metric_id): conn.execute(
+            ROLLUP_QUERY.format(table=table), (sensor_id, metric_id)
+        ).fetchall()
+        for table in ("readings_hourly", "readings_daily")
+        for sensor_id in SENSORS
+        for metric_id in METRICS
+    }
+
+
+def _refresh_continuous_aggregates(conn: psycopg.Connection) -> None:
+    # The daily aggregate reads the hourly one, so the hourly one goes first.
+    for view in ("readings_hourly", "readings_daily"):
+        conn.execute(f"CALL refresh_continuous_aggregate('{view}', NULL, NULL)")
+
+
+def _jobs(conn: psycopg.Connection) -> dict[str, dict]:
+    return dict(
+        conn.execute(
+            "SELECT proc_name, config FROM timescaledb_information.jobs "
+            "WHERE hypertable_name = 'readings'"
+        ).fetchall()
+    )
+
+
+def test_migrations_on_timescaledb_record_the_backend(tsdb: psycopg.Connection) -> None:
+    assert storage_backend(tsdb) == "timescaledb"
+    assert (
+        tsdb.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+        is not None
+    )
+
+
+def test_readings_is_a_hypertable_with_daily_chunks_and_compression(
+    tsdb: psycopg.Connection,
+) -> None:
+    assert tsdb.execute(
+        "SELECT compression_enabled FROM timescaledb_information.hypertables "
+        "WHERE hypertable_name = 'readings'"
+    ).fetchall() == [(True,)]
+    assert tsdb.execute(
+        "SELECT column_name, time_interval FROM timescaledb_information.dimensions "
+        "WHERE hypertable_name = 'readings'"
+    ).fetchall() == [("time", timedelta(days=1))]
+    assert tsdb.execute(
+        "SELECT segmentby, orderby FROM timescaledb_information.hypertable_compression_settings "
+        "WHERE hypertable = 'readings'::regclass"
+    ).fetchone() == ("sensor_id,metric_id", '"time" DESC')
+    jobs = _jobs(tsdb)
+    assert jobs["policy_compression"]["compress_after"] == "7 days"
+    assert "policy_retention" not in jobs
+
+
+def test_retention_policy_is_added_when_configured(
+    retention_30_days: None, timescale_admin_url: str
+) -> None:
+    url = fresh_database_url("iot_tsdb_test", timescale_admin_url)
+    create_database(url)
+    try:
+        migrate(url, timescaledb="on")
+        with psycopg.connect(url) as conn:
+            assert _jobs(conn)["policy_retention"]["drop_after"] == "30 days"
+    finally:
+        drop_database(url)
+
+
+def test_rollups_are_hierarchical_continuous_aggregates_with_real_time_rows(
+    tsdb: psycopg.Connection,
+) -> None:
+    aggregates = dict(
+        tsdb.execute(
+            "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates"
+        ).fetchall()
+    )
+    assert aggregates == {"readings_hourly": False, "readings_daily": False}
+    # readings_daily is computed from readings_hourly's materialization, not from readings.
+    assert tsdb.execute(
+        "SELECT h.view_name FROM timescaledb_information.continuous_aggregates d "
+        "JOIN timescaledb_information.continuous_aggregates h "
+        "  ON h.materialization_hypertable_name = d.hypertable_name "
+        "WHERE d.view_name = 'readings_daily'"
+    ).fetchone() == ("readings_hourly",)
+    refreshed = {
+        r[0]
+        for r in tsdb.execute(
+            "SELECT hypertable_name FROM timescaledb_information.jobs "
+            "WHERE proc_name = 'policy_refresh_continuous_aggregate'"
+        )
+    }
+    assert len(refreshed) == 2
+
+
+def test_rollups_match_plain_postgresql_for_the_same_readings(
+    db: psycopg.Connection, tsdb: psycopg.Connection
+) -> None:
+    first_day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
+        days=3
+    )
+    rows = _sample_rows(first_day, days=2)
+    partitions = [f"readings_p{first_day + timedelta(days=d):%Y%m%d}" for d in range(2)]
+    try:
+        for conn in (db, tsdb):
+            _register_sensors(conn)
+            BatchWriter().write(conn, rows, [])
+        db.execute("SELECT iot_refresh_rollups()")
+        plain = _rollups(db)
+        assert plain[("readings_daily", 101, 1)][0][1] == 144  # two full days, 144 a day
+
+        # Real-time aggregation: correct before anything is materialised...
+        assert _rollups(tsdb) == plain
+        # ...after materialising...
+        _refresh_continuous_aggregates(tsdb)
+        assert _rollups(tsdb) == plain
+        # ...and with the raw chunks compressed.
+        tsdb.execute("SELECT compress_chunk(c) FROM show_chunks('readings') c")
+        assert _rollups(tsdb) == plain
+    finally:
+        for partition in partitions:
+            db.execute(f"DROP TABLE IF EXISTS {partition}")
+
+
+def test_reinserting_readings_is_a_no_op_also_into_compressed_chunks(
+    tsdb: psycopg.Connection,
+) -> None:
+    first_day = datetime(2026, 1, 10, tzinfo=UTC)
+    rows = _sample_rows(first_day, days=1)
+    _register_sensors(tsdb)
+    writer = BatchWriter()
+    assert writer.write(tsdb, rows, []).inserted == len(rows)
+    assert writer.write(tsdb, rows, []).duplicates == len(rows)
+
+    compressed = tsdb.execute("SELECT count(compress_chunk(c)) FROM show_chunks('readings') c")
+    assert compressed.fetchone() == (1,)
+    late = (first_day + timedelta(hours=5, minutes=5), 101, 1, 42.0)
+    result = writer.write(tsdb, [*rows[:50], late], [])
+    assert (result.inserted, result.duplicates) == (1, 50)
+    assert tsdb.execute("SELECT count(*) FROM readings").fetchone() == (len(rows) + 1,)
+    assert tsdb.execute(
+        "SELECT count(*) FROM timescaledb_information.chunks "
+        "WHERE hypertable_name = 'readings' AND is_compressed"
+    ).fetchone() == (1,)
+
+
+def test_partition_and_rollup_functions_are_harmless_no_ops(tsdb: psycopg.Connection) -> None:
+    today = datetime.now(UTC).date()
+    done = maintain_once(tsdb, days_ahead=7, retention_days=30)
+    assert done == {"partitions_created": 0, "hours_refreshed": 0, "partitions_dropped": 0}
+    assert tsdb.execute("SELECT iot_ensure_partitions(%s, %s)", (today, today)).fetchone() == (0,)
+    assert tsdb.execute("SELECT iot_refresh_rollups()").fetchone() == (0,)
+    # TimescaleDB makes chunks as rows arrive; nothing was created ahead.
+    assert tsdb.execute("SELECT count(*) FROM show_chunks('readings')").fetchone() == (0,)
+
+
+def test_downgrade_to_base_leaves_nothing_and_upgrade_works_again(
+    timescale_url: str,
+) -> None:
+    downgrade(timescale_url, "base")
+    with psycopg.connect(timescale_url) as conn:
+        left = conn.execute(
+            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm') "
+            "AND relname <> 'alembic_version'"
+        ).fetchall()
+        functions = conn.execute("SELECT proname FROM pg_proc WHERE proname LIKE 'iot\\_%'")
+        assert left == []
+        assert functions.fetchall() == []
+        assert conn.execute(
+            "SELECT count(*) FROM timescaledb_information.hypertables"
+        ).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM timescaledb_information.jobs WHERE job_id >= 1000"
+        ).fetchone() == (0,)
+    migrate(timescale_url, timescaledb="on")
+    with psycopg.connect(timescale_url) as conn:
+        assert storage_backend(conn) == "timescaledb"
