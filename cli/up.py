@@ -21,6 +21,7 @@ COMPONENTS: tuple[tuple[str, list[str]], ...] = (
     ("ingest", ["ingest"]),
     ("api", ["api"]),
     ("maintenance", ["maintenance", "--every", "60"]),
+    ("evaluate", ["evaluate", "--every", "60"]),
     ("simulator", ["simulate"]),
 )
 
@@ -55,11 +56,13 @@ def run_up(args: argparse.Namespace) -> int:
     print(
         "\nkommune-iot is running:\n"
         f"  dashboard      {base}/\n"
-        f"  API docs       {base}/docs\n"
+        f"  API docs       {base}/api/v1/docs\n"
         f"  open data      {base}/api/v1/sensors\n"
         f"  health         {base}/health\n"
         f"  API metrics    {base}/metrics\n"
         f"  ingest metrics http://127.0.0.1:{settings.ingest_metrics_port}/metrics\n"
+        "  staff key      .venv/bin/python -m cli admin create-key --municipality aarhus "
+        "--scopes read-private\n"
         f"  MQTT broker    {settings.mqtt_host}:{settings.mqtt_port}\n"
         f"  database       {settings.psycopg_url}\n"
         "Press Ctrl-C to stop.\n",
