@@ -124,19 +124,20 @@ def hysteresis_state(
         raise ValueError(f"off_threshold {off_threshold} must not exceed on {on_threshold}")
     time_s = np.atleast_2d(np.asarray(time_s, dtype=float))
     value = np.atleast_2d(np.asarray(value, dtype=float))
-    n = value.shape[1]
-    cols = np.arange(n)
     with np.errstate(invalid="ignore"):
         on = value >= on_threshold
         off = (value < off_threshold) | np.isnan(value)
     gap = gap_breaks(time_s, max_gap_s)
+    # Every row starts afresh: a reset before its first sample keeps rows apart, so one
+    # accumulate over the flattened array (much faster than along axis 1) serves all rows.
+    gap[:, :1] = True
     # Event positions on a doubled axis: a gap resets *before* its sample (2i), the
     # sample's own on/off event happens at 2i+1; the latest event wins.
-    last_on = np.maximum.accumulate(np.where(on, 2 * cols + 1, -1), axis=1)
-    last_off = np.maximum.accumulate(
-        np.maximum(np.where(off, 2 * cols + 1, -1), np.where(gap, 2 * cols, -1)), axis=1
-    )
-    return last_on > last_off
+    flat = 2 * np.arange(value.size, dtype=np.int64).reshape(value.shape)
+    last_on = np.maximum.accumulate(np.where(on, flat + 1, -1).ravel())
+    off_events = np.maximum(np.where(off, flat + 1, -1), np.where(gap, flat, -1))
+    last_off = np.maximum.accumulate(off_events.ravel())
+    return (last_on > last_off).reshape(value.shape)
 
 
 def runs_from_state(
