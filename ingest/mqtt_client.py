@@ -7,13 +7,45 @@ that is several system calls and a ``select`` per message, and it was the larges
 the ingest profile (bench/bench_ingest.py, BENCHMARKS.md). This subclass serves those
 reads from a buffer filled 64 KiB at a time and drains the buffer before going back to
 ``select``. Protocol handling is paho's own.
+
+It also closes the connection gracefully after its own DISCONNECT. paho closes the socket
+right after writing DISCONNECT; if the broker is still streaming messages, unread bytes
+are in the receive buffer and the kernel answers the close with a TCP reset, which can
+make the broker discard the last PUBACKs we sent (tests/ingest/test_resilience.py
+caught committed messages coming back after SIGTERM). So we half-close and read until
+the broker closes its side, which it does once it has processed everything we sent.
 """
 
 from __future__ import annotations
 
+import select
+import socket
+import ssl
+import time
+
 import paho.mqtt.client as mqtt
 
 _CHUNK_BYTES = 65536
+# How long to wait for the broker to close its side after our DISCONNECT.
+_CLOSE_DRAIN_S = 3.0
+
+
+def _close_gracefully(sock: socket.socket) -> None:
+    """Half-close `sock` and discard what arrives until the peer closes (or a timeout)."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        return
+    deadline = time.monotonic() + _CLOSE_DRAIN_S
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            readable, _, _ = select.select([sock], [], [], left)
+            if not readable or not sock.recv(_CHUNK_BYTES):
+                return
+        except (BlockingIOError, ssl.SSLWantReadError):
+            continue
+        except (OSError, ValueError):
+            return
 
 
 class BufferedClient(mqtt.Client):
@@ -22,6 +54,15 @@ class BufferedClient(mqtt.Client):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._read_buffer = bytearray()
+        self._closing_gracefully = False
+
+    def disconnect(self, *args, **kwargs) -> mqtt.MQTTErrorCode:
+        self._closing_gracefully = True
+        return super().disconnect(*args, **kwargs)
+
+    def reconnect(self) -> mqtt.MQTTErrorCode:
+        self._closing_gracefully = False
+        return super().reconnect()
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if not self._read_buffer:
@@ -43,4 +84,6 @@ class BufferedClient(mqtt.Client):
     def _sock_close(self) -> None:
         # Bytes of a closed connection must never be parsed as the next one's.
         self._read_buffer.clear()
+        if self._closing_gracefully and self._sock is not None:
+            _close_gracefully(self._sock)
         super()._sock_close()

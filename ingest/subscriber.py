@@ -108,7 +108,7 @@ class IngestService:
 
     def _make_client(self) -> mqtt.Client:
         s = self.settings
-        client = mqtt.Client(
+        client = BufferedClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=s.mqtt_client_id,
             protocol=MQTTProtocolVersion.MQTTv5,

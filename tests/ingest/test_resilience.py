@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -150,12 +151,12 @@ def test_database_outage_mid_stream_loses_and_doubles_nothing(
         proxy.stop()
 
 
-def _ingest_process(settings, client_id: str) -> subprocess.Popen:
+def _ingest_process(settings, client_id: str, share_group: str | None = None) -> subprocess.Popen:
     env = child_env(
         IOT_DATABASE_URL=settings.database_url,
         IOT_MQTT_PORT=str(settings.mqtt_port),
         IOT_MQTT_CLIENT_ID=client_id,
-        IOT_MQTT_SHARE_GROUP=settings.mqtt_share_group,
+        IOT_MQTT_SHARE_GROUP=settings.mqtt_share_group if share_group is None else share_group,
         IOT_MQTT_TOPICS=orjson.dumps(settings.mqtt_topics).decode(),
         IOT_INGEST_METRICS_PORT="0",
         IOT_BATCH_MAX_ROWS="50",
@@ -216,3 +217,79 @@ def test_stopping_ingest_mid_stream_then_restarting_stores_everything_once(
         publisher.close()
         if first.poll() is None:
             first.kill()
+
+
+def _take_session(client_id: str, quiet_s: float = 1.5) -> list[int]:
+    """Connect with `client_id`'s persistent session and collect what the broker still
+    holds for it (unacknowledged or never delivered), as sample indexes."""
+    received: list[int] = []
+    present: list[bool] = []
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    client.on_connect = lambda c, u, flags, rc, p: present.append(flags.session_present)
+    last = [time.monotonic()]
+
+    def on_message(c, u, message) -> None:
+        at = datetime.fromisoformat(orjson.loads(message.payload)["time"])
+        received.append(int((at - START).total_seconds()))
+        last[0] = time.monotonic()
+
+    client.on_message = on_message
+    client.connect("127.0.0.1", 1883, clean_start=False)
+    client.loop_start()
+    try:
+        wait_for(lambda: bool(present), 10, "session connect")
+        assert present == [True], "the ingest's persistent session is gone"
+        while time.monotonic() - last[0] < quiet_s:
+            time.sleep(0.1)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return received
+
+
+def test_sigterm_acknowledges_everything_committed_and_nothing_else(db, fleet, settings) -> None:
+    """After SIGTERM the broker holds exactly the messages whose rows were not committed:
+    what the session gives back and what is stored are disjoint and together complete."""
+    client_id = f"test-term-{uuid.uuid4().hex[:8]}"
+    ingest = _ingest_process(settings, client_id, share_group="")
+    publisher = StreamPublisher(1883)
+    total = 800  # below the shared broker's default max_queued_messages
+    try:
+        _wait_logged(ingest, "mqtt_connected")
+        time.sleep(0.3)
+        topic = fleet.native_topic("aarhus", "gw-co2-1")
+
+        def stream() -> None:  # ~2 s of messages, so SIGTERM lands in the middle
+            for i in range(total):
+                publisher.publish(topic, sample(i))
+                time.sleep(0.0025)
+
+        streaming = threading.Thread(target=stream)
+        streaming.start()
+        wait_for(lambda: stored_samples(db, fleet.native_sensor)[0] > 50, 20, "some samples")
+        ingest.send_signal(signal.SIGTERM)
+        assert ingest.wait(30) == 0
+        streaming.join(30)
+        publisher.wait_all_acknowledged()
+    finally:
+        publisher.close()
+        if ingest.poll() is None:
+            ingest.kill()
+    stored = [
+        int((t - START).total_seconds())
+        for (t,) in db.execute(
+            "SELECT r.time FROM readings r JOIN metrics m ON m.id = r.metric_id "
+            "WHERE m.name = 'co2_ppm' AND r.sensor_id = %s",
+            (fleet.native_sensor,),
+        )
+    ]
+    returned = _take_session(client_id)
+    assert len(stored) == len(set(stored)) and len(returned) == len(set(returned))
+    overlap = set(stored) & set(returned)
+    assert not overlap, "committed messages were left unacknowledged"
+    assert set(stored) | set(returned) == set(range(total))
+    assert stored and returned, "SIGTERM should have landed mid-stream"
