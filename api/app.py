@@ -17,11 +17,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.observability import ObservabilityMiddleware
-from api.routes import catalog, export, health, public
+from api.routes import catalog, dashboard, export, health, public, staff
 from models.logging import log
 from models.schemas import ErrorOut
 from models.settings import Settings, get_settings
@@ -35,6 +36,8 @@ ROUTERS: list[APIRouter] = [
     public.router,
     export.router,
     catalog.router,
+    staff.router,
+    dashboard.router,
 ]
 
 DESCRIPTION = """
@@ -85,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _document_errors_as_detail_strings(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
     _add_exception_handlers(app)
 
     # Outermost last: metrics/security headers see the final response, gzip wraps CORS.

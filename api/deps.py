@@ -6,11 +6,11 @@ reaching for module globals, so tests can build an app around any Settings.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, Connection
 from psycopg_pool import AsyncConnectionPool
 
 from models.settings import Settings
@@ -42,5 +42,17 @@ AppSettings = Annotated[Settings, Depends(get_settings)]
 Conn = Annotated[AsyncConnection, Depends(get_conn)]
 
 
-# --- staff authentication ---
-# The lead adds require_scope(scope) here (see api/auth.py for keys and scopes).
+# Staff authentication (require_scope) lives in api/security.py.
+
+
+def get_sync_conn(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[Connection]:
+    """A plain (blocking) autocommit connection for staff writes that reuse the sync
+    service functions shared with the CLI and ingest (registry, alerts, replay).
+
+    One connection per request: the staff side is low-traffic, and routes using it are
+    `def` routes that FastAPI runs in its threadpool, off the event loop."""
+    with Connection.connect(settings.psycopg_url, autocommit=True) as conn:
+        yield conn
+
+
+SyncConn = Annotated[Connection, Depends(get_sync_conn)]

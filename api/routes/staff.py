@@ -1,0 +1,368 @@
+"""Staff endpoints: one municipality's sensors, places, alerts, dead letters and keys.
+
+Every route takes the caller's Principal from its API key and touches only that
+municipality's rows; another municipality's ids answer 404, as if they did not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+import psycopg
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from analytics import alerts as alert_lifecycle
+from analytics.collection_service import CollectionSetupError
+from api.auth import create_key, revoke_key
+from api.deps import AppSettings, Conn, SyncConn
+from api.queries import collection, dashboard, keys, places, staff
+from api.security import Admin, ManageAlerts, ReadPrivate, WriteSensors
+from ingest.registry import RegistryError, import_sensors_csv, register_sensor
+from ingest.replay import replay
+from models.schemas import SensorCreate
+
+router = APIRouter(prefix="/api/v1/staff", tags=["staff"])
+
+Id = Annotated[int, Path(ge=1, le=2**62)]
+
+
+def _not_found(what: str) -> HTTPException:
+    return HTTPException(404, f"no {what} with that id in your municipality")
+
+
+# --- who am I, dashboard -------------------------------------------------------------------
+
+
+@router.get("/me", summary="The calling key's municipality and scopes")
+async def me(principal: ReadPrivate, conn: Conn) -> dict[str, Any]:
+    return {
+        "municipality_id": principal.municipality_id,
+        "municipality_slug": principal.municipality_slug,
+        "municipality_name": await staff.municipality_name(conn, principal.municipality_id),
+        "scopes": sorted(principal.scopes),
+    }
+
+
+@router.get("/dashboard", summary="Latest values, parking by zone and open alerts")
+async def dashboard_summary(principal: ReadPrivate, conn: Conn) -> dict[str, Any]:
+    return await dashboard.dashboard_summary(conn, principal.municipality_id)
+
+
+@router.get("/sensors/{sensor_id}/history", summary="A sensor's raw readings, recent hours")
+async def sensor_history(
+    principal: ReadPrivate,
+    conn: Conn,
+    sensor_id: Id,
+    metric: Annotated[str, Query(pattern=r"^[a-z0-9_]{1,40}$")],
+    hours: Annotated[int, Query(ge=1, le=24 * 7)] = 48,
+) -> list[dict[str, Any]]:
+    points = await dashboard.sensor_history(
+        conn, principal.municipality_id, sensor_id, metric, hours
+    )
+    if points is None:
+        raise _not_found("sensor")
+    return [{"time": t, "value": v} for t, v in points]
+
+
+# --- sensors -------------------------------------------------------------------------------
+
+
+class SensorPatch(BaseModel):
+    name: str | None = Field(None, max_length=200)
+    is_public: bool | None = None
+    status: Literal["active", "pending", "retired"] | None = None
+    lat: float | None = Field(None, ge=-90, le=90)
+    lon: float | None = Field(None, ge=-180, le=180)
+    bin_depth_mm: float | None = Field(None, gt=0, le=20000)
+    mount_offset_mm: float | None = Field(None, ge=0, le=20000)
+    expected_interval_s: int | None = Field(None, ge=1, le=7 * 86400)
+
+
+@router.get("/sensors", summary="The municipality's sensors, public and private")
+async def list_sensors(
+    principal: ReadPrivate,
+    conn: Conn,
+    after_id: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> dict[str, Any]:
+    rows = await staff.list_sensors(conn, principal.municipality_id, after_id, limit)
+    return {"items": rows, "next_after_id": rows[-1]["id"] if len(rows) == limit else None}
+
+
+@router.get("/sensors/{sensor_id}", summary="One sensor")
+async def get_sensor(principal: ReadPrivate, conn: Conn, sensor_id: Id) -> dict[str, Any]:
+    row = await staff.get_sensor(conn, principal.municipality_id, sensor_id)
+    if row is None:
+        raise _not_found("sensor")
+    return row
+
+
+@router.post("/sensors", status_code=201, summary="Register (or update by external_id)")
+def create_sensor(principal: WriteSensors, conn: SyncConn, sensor: SensorCreate) -> dict:
+    try:
+        sensor_id = register_sensor(conn, principal.municipality_id, sensor)
+    except RegistryError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return {"id": sensor_id}
+
+
+@router.patch("/sensors/{sensor_id}", summary="Edit a sensor")
+async def patch_sensor(
+    principal: WriteSensors, conn: Conn, sensor_id: Id, patch: SensorPatch
+) -> dict[str, Any]:
+    changes = patch.model_dump(exclude_unset=True)
+    if not await staff.update_sensor(conn, principal.municipality_id, sensor_id, changes):
+        raise _not_found("sensor")
+    row = await staff.get_sensor(conn, principal.municipality_id, sensor_id)
+    assert row is not None
+    return row
+
+
+@router.post(
+    "/sensors/import",
+    summary="Register sensors from CSV (all rows or none)",
+    openapi_extra={
+        "requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}
+    },
+)
+async def import_sensors(principal: WriteSensors, request: Request) -> JSONResponse:
+    body = await request.body()
+    if len(body) > 5_000_000:
+        raise HTTPException(413, "the CSV is larger than 5 MB; split it")
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise HTTPException(400, "the CSV must be UTF-8 encoded") from None
+    settings = request.app.state.settings
+
+    def run() -> Any:
+        with psycopg.connect(settings.psycopg_url, autocommit=True) as conn:
+            return import_sensors_csv(conn, principal.municipality_id, text)
+
+    result = await asyncio.to_thread(run)
+    return JSONResponse(
+        result.model_dump(mode="json"), status_code=200 if result.committed else 422
+    )
+
+
+# --- sites and zones -----------------------------------------------------------------------
+
+
+class SiteIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    kind: str = Field("other", max_length=40)
+    address: str | None = Field(None, max_length=300)
+    lat: float | None = Field(None, ge=-90, le=90)
+    lon: float | None = Field(None, ge=-180, le=180)
+
+
+class SitePatch(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    kind: str | None = Field(None, max_length=40)
+    address: str | None = Field(None, max_length=300)
+    lat: float | None = Field(None, ge=-90, le=90)
+    lon: float | None = Field(None, ge=-180, le=180)
+
+
+class ZoneIn(BaseModel):
+    site_id: int = Field(ge=1, le=2**31 - 1)
+    name: str = Field(min_length=1, max_length=200)
+    kind: str = Field("room", max_length=40)
+    floor: str | None = Field(None, max_length=40)
+    capacity: int | None = Field(None, ge=0, le=100000)
+
+
+@router.get("/sites", summary="Sites (schools, depots, parking areas)")
+async def list_sites(principal: ReadPrivate, conn: Conn) -> list[dict[str, Any]]:
+    return await places.list_sites(conn, principal.municipality_id)
+
+
+@router.post("/sites", status_code=201, summary="Add a site")
+async def create_site(principal: WriteSensors, conn: Conn, site: SiteIn) -> dict[str, Any]:
+    try:
+        return await places.create_site(conn, principal.municipality_id, site.model_dump())
+    except psycopg.errors.UniqueViolation:
+        raise HTTPException(409, f"a site named {site.name!r} exists already") from None
+
+
+@router.patch("/sites/{site_id}", summary="Edit a site")
+async def patch_site(
+    principal: WriteSensors, conn: Conn, site_id: Id, patch: SitePatch
+) -> dict[str, Any]:
+    try:
+        row = await places.update_site(
+            conn, principal.municipality_id, site_id, patch.model_dump(exclude_unset=True)
+        )
+    except psycopg.errors.UniqueViolation:
+        raise HTTPException(409, "another site has that name") from None
+    if row is None:
+        raise _not_found("site")
+    return row
+
+
+@router.get("/zones", summary="Zones (rooms, parking zones)")
+async def list_zones(
+    principal: ReadPrivate, conn: Conn, site_id: Annotated[int | None, Query(ge=1)] = None
+) -> list[dict[str, Any]]:
+    return await places.list_zones(conn, principal.municipality_id, site_id)
+
+
+@router.post("/zones", status_code=201, summary="Add a zone to one of your sites")
+async def create_zone(principal: WriteSensors, conn: Conn, zone: ZoneIn) -> dict[str, Any]:
+    try:
+        row = await places.create_zone(conn, principal.municipality_id, zone.model_dump())
+    except psycopg.errors.UniqueViolation:
+        raise HTTPException(409, f"the site has a zone named {zone.name!r} already") from None
+    if row is None:
+        raise _not_found("site")
+    return row
+
+
+# --- alerts --------------------------------------------------------------------------------
+
+
+@router.get("/alerts", summary="Alerts, newest first")
+async def list_alerts(
+    principal: ReadPrivate,
+    conn: Conn,
+    status: Literal["open", "acknowledged", "resolved"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[dict[str, Any]]:
+    return await staff.list_alerts(conn, principal.municipality_id, status, limit)
+
+
+@router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge an open alert")
+def acknowledge_alert(principal: ManageAlerts, conn: SyncConn, alert_id: Id) -> dict[str, Any]:
+    row = alert_lifecycle.acknowledge(
+        conn, alert_id, principal.municipality_id, f"key:{principal.key_id}"
+    )
+    if row is None:
+        raise _not_found("alert")
+    return row
+
+
+@router.post("/alerts/{alert_id}/resolve", summary="Resolve an alert by hand")
+def resolve_alert(principal: ManageAlerts, conn: SyncConn, alert_id: Id) -> dict[str, Any]:
+    row = alert_lifecycle.resolve(
+        conn, alert_id, principal.municipality_id, f"key:{principal.key_id}"
+    )
+    if row is None:
+        raise _not_found("alert")
+    return row
+
+
+# --- dead letters --------------------------------------------------------------------------
+
+
+@router.get("/dead-letters", summary="Messages that could not be stored")
+async def list_dead_letters(
+    principal: ReadPrivate,
+    conn: Conn,
+    reason: Annotated[str | None, Query(pattern=r"^[a-z_]{1,40}$")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[dict[str, Any]]:
+    return await staff.list_dead_letters(conn, principal.municipality_id, reason, limit)
+
+
+@router.get("/dead-letters/{dead_letter_id}", summary="One dead letter with its raw bytes")
+async def get_dead_letter(principal: ReadPrivate, conn: Conn, dead_letter_id: Id) -> dict[str, Any]:
+    row = await staff.get_dead_letter(conn, principal.municipality_id, dead_letter_id)
+    if row is None:
+        raise _not_found("dead letter")
+    payload = bytes(row.pop("payload"))
+    row["payload_base64"] = base64.b64encode(payload).decode()
+    row["payload_hex"] = payload.hex()
+    row["payload_text"] = payload.decode("utf-8", "replace")[:4000]
+    return row
+
+
+@router.post("/dead-letters/{dead_letter_id}/replay", summary="Run it through ingest again")
+def replay_dead_letter(
+    principal: ManageAlerts, conn: SyncConn, settings: AppSettings, dead_letter_id: Id
+) -> dict[str, Any]:
+    owned = conn.execute(
+        "SELECT 1 FROM dead_letters d WHERE d.id = %(id)s AND "
+        "(d.municipality_id = %(m)s OR EXISTS (SELECT 1 FROM sensors s JOIN municipalities mm "
+        "ON mm.id = s.municipality_id WHERE s.municipality_id = %(m)s AND "
+        "(d.device_id = s.dev_eui OR d.device_id = mm.slug || '/' || s.external_id)))",
+        {"id": dead_letter_id, "m": principal.municipality_id},
+    ).fetchone()
+    if owned is None:
+        raise _not_found("dead letter")
+    results = replay(conn, [dead_letter_id], settings)
+    if not results:
+        raise HTTPException(409, "this dead letter was replayed already")
+    result = results[0]
+    return {
+        "id": dead_letter_id,
+        "stored": result.stored,
+        "readings": result.readings,
+        "reason": result.reason,
+        "detail": result.detail,
+    }
+
+
+# --- API keys (admin) ----------------------------------------------------------------------
+
+
+class KeyIn(BaseModel):
+    scopes: list[Literal["read-private", "write-sensors", "manage-alerts", "admin"]] = Field(
+        min_length=1
+    )
+    name: str = Field("", max_length=200)
+    expires_at: datetime | None = None
+
+
+@router.get("/keys", summary="The municipality's API keys (never their secrets)")
+async def list_keys(principal: Admin, conn: Conn) -> list[dict[str, Any]]:
+    return await keys.list_keys(conn, principal.municipality_id)
+
+
+@router.post("/keys", status_code=201, summary="Issue a key; its token is shown only now")
+def create_api_key(principal: Admin, conn: SyncConn, key: KeyIn) -> dict[str, Any]:
+    new = create_key(conn, principal.municipality_id, list(key.scopes), key.name, key.expires_at)
+    return {"id": new.key_id, "token": new.token, "scopes": sorted(set(key.scopes))}
+
+
+@router.delete("/keys/{key_id}", status_code=204, summary="Revoke a key")
+def delete_api_key(principal: Admin, conn: SyncConn, key_id: Id) -> None:
+    if not revoke_key(conn, key_id, principal.municipality_id):
+        raise _not_found("active key")
+
+
+# --- waste collection ----------------------------------------------------------------------
+
+
+@router.get("/collection/list", summary="Bins to empty on a day, most urgent first")
+async def collection_list(
+    principal: ReadPrivate, conn: Conn, day: Annotated[date, Query(alias="date")]
+) -> dict[str, Any]:
+    try:
+        return await collection.collection_list_for_day(conn, principal.municipality_id, day)
+    except CollectionSetupError as exc:
+        raise HTTPException(409, str(exc)) from None
+
+
+@router.get("/collection/route", summary="The day's routes (JSON, GeoJSON or VROOM input)")
+async def collection_route(
+    principal: ReadPrivate,
+    conn: Conn,
+    day: Annotated[date, Query(alias="date")],
+    fmt: Annotated[Literal["json", "geojson", "vroom"], Query(alias="format")] = "json",
+) -> JSONResponse:
+    try:
+        if fmt == "vroom":
+            document = await collection.vroom_input_for_day(conn, principal.municipality_id, day)
+        else:
+            document = await collection.collection_route_for_day(
+                conn, principal.municipality_id, day, fmt
+            )
+    except CollectionSetupError as exc:
+        raise HTTPException(409, str(exc)) from None
+    media = "application/geo+json" if fmt == "geojson" else "application/json"
+    return JSONResponse(document, media_type=media)
