@@ -9,7 +9,7 @@ tests/test_migrations.py and the rest of the suite either way.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -85,11 +85,14 @@ def tsdb(timescale_url: str) -> Iterator[psycopg.Connection]:
 
 
 @pytest.fixture
-def retention_30_days(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """IOT_RETENTION_DAYS=30 for the migrations run by this test."""
-    monkeypatch.setenv("IOT_RETENTION_DAYS", "30")
-    get_settings.cache_clear()
-    yield
+def retention_days(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int], None]]:
+    """Call with a number of days to set IOT_RETENTION_DAYS for the migrations of this test."""
+
+    def set_days(days: int) -> None:
+        monkeypatch.setenv("IOT_RETENTION_DAYS", str(days))
+        get_settings.cache_clear()
+
+    yield set_days
     get_settings.cache_clear()
 
 
@@ -175,14 +178,30 @@ def test_readings_is_a_hypertable_with_daily_chunks_and_compression(
 
 
 def test_retention_policy_is_added_when_configured(
-    retention_30_days: None, timescale_admin_url: str
+    retention_days: Callable[[int], None], timescale_admin_url: str
 ) -> None:
+    retention_days(30)
     url = fresh_database_url("iot_tsdb_test", timescale_admin_url)
     create_database(url)
     try:
         migrate(url, timescaledb="on")
         with psycopg.connect(url) as conn:
             assert _jobs(conn)["policy_retention"]["drop_after"] == "30 days"
+    finally:
+        drop_database(url)
+
+
+def test_retention_shorter_than_the_aggregate_refresh_window_is_refused(
+    retention_days: Callable[[int], None], timescale_admin_url: str
+) -> None:
+    retention_days(3)
+    url = fresh_database_url("iot_tsdb_test", timescale_admin_url)
+    create_database(url)
+    try:
+        with pytest.raises(RuntimeError, match="IOT_RETENTION_DAYS=3"):
+            migrate(url, timescaledb="on")
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT to_regclass('readings')").fetchone() == (None,)
     finally:
         drop_database(url)
 

@@ -194,6 +194,9 @@ LANGUAGE sql AS $$ SELECT 0 $$;
 INSERT INTO system_info (key, value) VALUES ('backend', 'timescaledb');
 """
 
+# The daily aggregate's policy window (start_offset below); raw data must outlive it.
+LONGEST_REFRESH_WINDOW_DAYS = 5
+
 # Continuous aggregates cannot be created inside a transaction block.
 TIMESCALE_AGGREGATES = [
     """
@@ -302,6 +305,13 @@ def upgrade() -> None:
         {"d": settings.compress_after_days},
     )
     if settings.retention_days:
+        # A cagg refresh over days whose raw chunks are gone would empty those buckets.
+        if settings.retention_days <= LONGEST_REFRESH_WINDOW_DAYS:
+            raise RuntimeError(
+                f"IOT_RETENTION_DAYS={settings.retention_days} is inside the continuous "
+                f"aggregates' refresh window ({LONGEST_REFRESH_WINDOW_DAYS} days) on TimescaleDB: "
+                "rollups of dropped days would be emptied; keep raw readings longer"
+            )
         bind.execute(
             text("SELECT add_retention_policy('readings', make_interval(days => :d))"),
             {"d": settings.retention_days},
