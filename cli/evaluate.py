@@ -61,8 +61,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     settings = get_settings()
     configure_logging(settings)
     while True:
-        with psycopg.connect(settings.psycopg_url, autocommit=True) as conn:
-            failed = evaluate_all(conn, args.municipality)
+        try:
+            with psycopg.connect(settings.psycopg_url, autocommit=True) as conn:
+                failed = evaluate_all(conn, args.municipality)
+        except psycopg.OperationalError as exc:
+            # A database outage must not end the --every scheduler: log it and try again at
+            # the next tick (the window reloads what was missed). A single run exits 1.
+            failed = 1
+            log.error("evaluate.database_unavailable", error=str(exc).splitlines()[0])
         if not args.every:
             return 1 if failed else 0
         time.sleep(args.every)

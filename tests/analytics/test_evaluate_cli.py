@@ -1,0 +1,53 @@
+"""`python -m cli evaluate` when the database cannot be reached."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    url = f"postgresql://postgres@127.0.0.1:{_closed_port()}/nowhere"
+    return {**os.environ, "IOT_DATABASE_URL": url}
+
+
+def test_single_run_without_database_exits_1_with_one_log_line_not_a_traceback():
+    done = subprocess.run(
+        [sys.executable, "-m", "cli", "evaluate"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1
+    assert "event=evaluate.database_unavailable" in output
+    assert "Traceback" not in output
+
+
+def test_scheduler_keeps_running_through_a_database_outage():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "evaluate", "--every", "0.5"],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        time.sleep(4)
+        still_running = proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert still_running, output
+    assert output.count("event=evaluate.database_unavailable") >= 2, output
