@@ -21,7 +21,9 @@ from __future__ import annotations
 import select
 import socket
 import ssl
+import threading
 import time
+from collections.abc import Iterable
 
 import paho.mqtt.client as mqtt
 
@@ -49,18 +51,45 @@ def _close_gracefully(sock: socket.socket) -> None:
 
 
 class BufferedClient(mqtt.Client):
-    """``paho.mqtt.client.Client`` with buffered socket reads; same API."""
+    """``paho.mqtt.client.Client`` with buffered socket reads, a graceful close and acks
+    bound to the connection their message came on; otherwise the same API."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._read_buffer = bytearray()
         self._closing_gracefully = False
+        self._connection_lock = threading.Lock()
+        self._connection = 0
+
+    @property
+    def connection(self) -> int:
+        """Number of the current connection; read it in on_message to tag a message."""
+        return self._connection
+
+    def ack_current(self, acks: Iterable[tuple[int, int, int]]) -> int:
+        """Acknowledge (mid, qos, connection) triples of the current connection, from any
+        thread; returns how many were sent.
+
+        Packet ids of an earlier connection must not be acknowledged on this one: they may
+        name another message. Those messages come again (persistent session). reconnect()
+        numbers the new connection under the same lock, and paho drops any acknowledgement
+        queued before that when it resets its output queue, so none can slip through.
+        """
+        sent = 0
+        with self._connection_lock:
+            for mid, qos, connection in acks:
+                if connection == self._connection and qos > 0:
+                    self.ack(mid, qos)
+                    sent += 1
+        return sent
 
     def disconnect(self, *args, **kwargs) -> mqtt.MQTTErrorCode:
         self._closing_gracefully = True
         return super().disconnect(*args, **kwargs)
 
     def reconnect(self) -> mqtt.MQTTErrorCode:
+        with self._connection_lock:
+            self._connection += 1
         self._closing_gracefully = False
         return super().reconnect()
 

@@ -60,7 +60,7 @@ class Inbound:
     payload: bytes
     mid: int
     qos: int
-    generation: int
+    connection: int  # BufferedClient.connection it arrived on
     arrival: datetime
     arrival_monotonic: float
 
@@ -94,19 +94,17 @@ class IngestService:
         self._queue: queue.Queue[Inbound] = queue.Queue()
         self._stop = threading.Event()
         self._accepting = True
-        self._generation = 0
-        self._generation_lock = threading.Lock()
         self._connected = threading.Event()
         self._writer = BatchWriter()
         self._conn: psycopg.Connection | None = None
         self._pipeline: Pipeline  # created in run(), once the metric ids are known
-        self._client = self._make_client()
+        self._client: BufferedClient = self._make_client()
         self._thread: threading.Thread | None = None
         self._give_up_at: float | None = None
 
     # --- MQTT side (paho's network thread) -----------------------------------------------
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> BufferedClient:
         s = self.settings
         client = BufferedClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -135,10 +133,6 @@ class IngestService:
         if reason_code.is_failure:
             log.error("mqtt_connect_refused", reason=str(reason_code))
             return
-        with self._generation_lock:
-            # Message ids of the previous connection mean nothing now; its unacknowledged
-            # messages come again (persistent session), so their acks must not be sent.
-            self._generation += 1
         client.subscribe(self._subscriptions())
         telemetry.set_mqtt_connected(True)
         self._connected.set()
@@ -168,7 +162,7 @@ class IngestService:
                 payload=message.payload,
                 mid=message.mid,
                 qos=message.qos,
-                generation=self._generation,
+                connection=client.connection,
                 arrival=datetime.now(UTC),
                 arrival_monotonic=time.monotonic(),
             )
@@ -297,11 +291,9 @@ class IngestService:
         )
 
     def _acknowledge(self, messages: list[Inbound]) -> None:
-        with self._generation_lock:
-            generation = self._generation
-        for message in messages:
-            if message.qos > 0 and message.generation == generation:
-                self._client.ack(message.mid, message.qos)
+        # Messages of an earlier connection are not acknowledged: the broker redelivers
+        # them and their rows are absorbed as duplicates (BufferedClient.ack_current).
+        self._client.ack_current((m.mid, m.qos, m.connection) for m in messages)
         telemetry.UNACKED.dec(len(messages))
 
     def _work(self) -> None:
