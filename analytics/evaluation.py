@@ -212,6 +212,11 @@ def evaluate_bins(conn, sensors, metric_ids, since, until, t: AnalyticsThreshold
         b.max_points,
     )
     last_s, _ = health.latest(data.time_s, data.value)
+    # Distance readings of a bin without a usable bin_depth_mm cannot become fill levels:
+    # name the missing configuration instead of blaming the sensor.
+    unconfigured = np.zeros(rows.size, dtype=bool)
+    unconfigured[dist[0]] = True
+    unconfigured &= ~(sensors.bin_depth_mm[rows] > 0) & np.isnan(status.current_pct)
     active = []
     for rule, mask, severity, message in (
         ("bin.full", status.full, "warning", f"bin at or above {b.full_pct:g} %"),
@@ -229,11 +234,14 @@ def evaluate_bins(conn, sensors, metric_ids, since, until, t: AnalyticsThreshold
                     sensor_id=sensor_id,
                     started_at=_ts(started),
                     severity=severity,
-                    message=message,
+                    message=_UNCONFIGURED_BIN
+                    if rule == "bin.fault" and unconfigured[i]
+                    else message,
                     last_value=None
                     if np.isnan(status.current_pct[i])
                     else float(status.current_pct[i]),
                     details={
+                        "bin_depth_mm_missing": bool(unconfigured[i]),
                         "fill_pct": _json_float(status.current_pct[i]),
                         "rate_pct_per_h": _json_float(status.rate_pct_per_h[i]),
                         "time_to_full_h": _json_float(status.time_to_full_h[i]),
@@ -242,6 +250,9 @@ def evaluate_bins(conn, sensors, metric_ids, since, until, t: AnalyticsThreshold
                 )
             )
     return active
+
+
+_UNCONFIGURED_BIN = "bin_depth_mm not set: distance readings cannot be turned into fill"
 
 
 def _json_float(x: float) -> float | None:
