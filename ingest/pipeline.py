@@ -44,6 +44,12 @@ class Pipeline:
         self.settings = settings
         self.metric_ids = metric_ids
         self.directory = directory or DeviceDirectory()
+        # Never older than retention keeps: such a row would recreate a dropped partition
+        # (or fail the batch for want of one) only to be dropped again.
+        days = settings.max_past_age_days
+        if settings.retention_days:
+            days = min(days, settings.retention_days)
+        self.max_age = timedelta(days=days)
 
     def handle(self, with_db: WithDb, topic: str, payload: bytes, arrival: datetime) -> Outcome:
         """Judge one message. Database errors propagate (the caller retries); everything
@@ -71,7 +77,7 @@ class Pipeline:
                 self.metric_ids,
                 datetime.now(UTC),
                 timedelta(seconds=self.settings.max_future_skew_s),
-                timedelta(days=self.settings.max_past_age_days),
+                self.max_age,
             )
             rejection = None
             if result.refused_reason:

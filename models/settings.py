@@ -69,7 +69,10 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(64 * 1024, ge=256)
     max_future_skew_s: float = Field(300.0, ge=0)
     max_past_age_days: int = Field(
-        400, ge=1, description="Samples older than this are dead-lettered as too_old."
+        400,
+        ge=1,
+        description="Samples older than this (or than IOT_RETENTION_DAYS when that is "
+        "shorter) are dead-lettered as too_old.",
     )
     auto_register_unknown: bool = Field(
         False,

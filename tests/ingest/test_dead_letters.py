@@ -205,3 +205,22 @@ def test_replay_that_still_fails_records_the_new_reason(db, fleet, settings) -> 
         "retired_device",
         None,
     )
+
+
+def test_samples_older_than_retention_are_too_old_not_new_partitions(db, fleet, settings) -> None:
+    from ingest.pipeline import Pipeline
+    from models.db import sync_metrics
+
+    settings.retention_days = 30
+    pipeline = Pipeline(settings, sync_metrics(db))
+    now = datetime.now(UTC)
+    topic = fleet.native_topic("aarhus", "gw-co2-1")
+    old = pipeline.handle(
+        lambda op: op(db), topic, _native({"co2_ppm": 500}, now - timedelta(days=31)), now
+    )
+    assert old.rows == [] and old.rejection is not None
+    assert old.rejection.reason == "too_old" and "30 days" in old.rejection.detail
+    recent = pipeline.handle(
+        lambda op: op(db), topic, _native({"co2_ppm": 500}, now - timedelta(days=29)), now
+    )
+    assert recent.rejection is None and len(recent.rows) == 1
