@@ -243,6 +243,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]
     rng = np.random.default_rng(args.seed)
     n = args.reference_rows
 
@@ -295,7 +296,8 @@ def main() -> None:
         [
             SECTION,
             "",
-            f"Machine: {_cpu()}, {os.cpu_count()} cores (shared with other work while measured); "
+            f"Machine: {_cpu()}, {os.cpu_count()} cores, shared: 1-minute load average "
+            f"{load_at_start:.1f} at start; "
             f"Python {platform.python_version()}, NumPy {np.__version__}.",
             f"Command: `{command}`",
             "",
