@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analytics.timeseries import Runs, hysteresis_state, runs_from_state
+from analytics.timeseries import Runs, threshold_runs
 
 BR18_CO2_LIMIT_PPM = 1000.0
 EN16798_CO2_ABOVE_OUTDOOR_PPM = (550.0, 800.0, 1350.0)  # upper bounds of categories I, II, III
@@ -43,10 +43,9 @@ def co2_episodes(
     instead of a flicker. Missing samples or gaps over `max_gap_s` end an episode.
     Default threshold: BR18 §447 (1000 ppm in teaching rooms).
     """
-    state = hysteresis_state(
-        time_s, co2_ppm, threshold_ppm, threshold_ppm - hysteresis_ppm, max_gap_s
+    return threshold_runs(
+        time_s, co2_ppm, threshold_ppm, threshold_ppm - hysteresis_ppm, min_duration_s, max_gap_s
     )
-    return runs_from_state(time_s, co2_ppm, state, min_duration_s, max_gap_s)
 
 
 def outside_band_episodes(
@@ -68,8 +67,7 @@ def outside_band_episodes(
     value = np.atleast_2d(np.asarray(value, dtype=float))
     # Distance outside the band: > 0 outside, ≤ 0 inside; NaN stays NaN.
     outside = np.maximum(value - high, low - value)
-    state = hysteresis_state(time_s, outside, 0.0 + 1e-12, -hysteresis, max_gap_s)
-    return runs_from_state(time_s, outside, state, min_duration_s, max_gap_s)
+    return threshold_runs(time_s, outside, 0.0 + 1e-12, -hysteresis, min_duration_s, max_gap_s)
 
 
 def en16798_category(
@@ -87,7 +85,10 @@ def en16798_category(
     co2 = np.asarray(co2_ppm, dtype=float)
     worst = np.where(np.isnan(co2), -1, 0)
     bounds = np.asarray(EN16798_CO2_ABOVE_OUTDOOR_PPM) + outdoor_co2_ppm
-    co2_cat = np.where(np.isnan(co2), -1, np.searchsorted(bounds, co2, side="left"))
+    # Count of bounds below the value (= searchsorted left), as three cheap comparisons.
+    with np.errstate(invalid="ignore"):
+        above = (co2 > bounds[0]).astype(np.int8) + (co2 > bounds[1]) + (co2 > bounds[2])
+    co2_cat = np.where(np.isnan(co2), -1, above)
     worst = np.maximum(worst, co2_cat)
     bands = EN16798_TEMPERATURE_HEATING_C if heating_season else EN16798_TEMPERATURE_COOLING_C
     for quantity, quantity_bands in ((temperature_c, bands), (humidity_pct, EN16798_HUMIDITY_PCT)):
@@ -154,7 +155,10 @@ def school_hours_mask(
     A fixed UTC offset keeps this vectorised; pass 7200 in Danish summer time.
     """
     local = np.asarray(time_s, dtype=float) + utc_offset_s
-    hour = np.mod(local, 86400.0) / 3600.0
+    # floor and multiply instead of np.mod, which is several times slower on large arrays.
+    day = np.floor(local / 86400.0)
+    hour = (local - day * 86400.0) / 3600.0
     # 1970-01-01 was a Thursday: weekday 0 = Monday.
-    weekday = np.mod(np.floor(local / 86400.0) + 3, 7)
+    day += 3.0
+    weekday = day - 7.0 * np.floor(day / 7.0)
     return (weekday < 5) & (hour >= start_hour) & (hour < end_hour)

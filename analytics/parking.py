@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analytics.timeseries import Runs, hysteresis_state, runs_from_state
+from analytics.timeseries import Runs, threshold_runs
 
 
 @dataclass(frozen=True)
@@ -100,5 +100,4 @@ def long_stays(
     """Stays (bay continuously occupied) longer than `max_stay_s`, from first to last
     occupied reading. A gap over `max_gap_s` without readings ends a stay, since the bay's
     state is then unknown."""
-    state = hysteresis_state(time_s, occupied, 0.5, 0.5, max_gap_s)
-    return runs_from_state(time_s, occupied, state, max_stay_s, max_gap_s)
+    return threshold_runs(time_s, occupied, 0.5, 0.5, max_stay_s, max_gap_s)

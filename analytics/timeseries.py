@@ -7,7 +7,7 @@ row index such as a sensor's position). Kernels work on *padded* 2-D arrays of s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -185,6 +185,34 @@ def runs_from_state(
         peak[keep],
         ongoing[keep],
     )
+
+
+def threshold_runs(
+    time_s: np.ndarray,
+    value: np.ndarray,
+    on_threshold: float,
+    off_threshold: float,
+    min_duration_s: float = 0.0,
+    max_gap_s: float = np.inf,
+) -> Runs:
+    """Hysteresis runs (`hysteresis_state` + `runs_from_state`) of (rows, samples) arrays.
+
+    Only rows whose maximum reaches `on_threshold` can hold a run, and in a typical window
+    most sensors never reach an alert threshold: one max per row (NaN ignored) picks the
+    rows worth the full run detection, so the cost follows the rows that matter.
+    """
+    time_s = np.atleast_2d(np.asarray(time_s, dtype=float))
+    value = np.atleast_2d(np.asarray(value, dtype=float))
+    if value.shape[1] == 0:
+        rows = np.arange(value.shape[0])
+    else:
+        with np.errstate(invalid="ignore"):
+            rows = np.flatnonzero(np.fmax.reduce(value, axis=1) >= on_threshold)
+    if rows.size < value.shape[0]:
+        time_s, value = time_s[rows], value[rows]
+    state = hysteresis_state(time_s, value, on_threshold, off_threshold, max_gap_s)
+    runs = runs_from_state(time_s, value, state, min_duration_s, max_gap_s)
+    return replace(runs, row=rows[runs.row])
 
 
 def trailing_run_length(same_as_previous: np.ndarray) -> np.ndarray:
