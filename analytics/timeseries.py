@@ -210,9 +210,73 @@ def threshold_runs(
             rows = np.flatnonzero(np.fmax.reduce(value, axis=1) >= on_threshold)
     if rows.size < value.shape[0]:
         time_s, value = time_s[rows], value[rows]
-    state = hysteresis_state(time_s, value, on_threshold, off_threshold, max_gap_s)
-    runs = runs_from_state(time_s, value, state, min_duration_s, max_gap_s)
+    runs = _event_runs(time_s, value, on_threshold, off_threshold, min_duration_s, max_gap_s)
     return replace(runs, row=rows[runs.row])
+
+
+def _event_runs(
+    time_s: np.ndarray,
+    value: np.ndarray,
+    on_threshold: float,
+    off_threshold: float,
+    min_duration_s: float,
+    max_gap_s: float,
+) -> Runs:
+    """`runs_from_state(hysteresis_state(...))` from the event cells alone.
+
+    Only cells that switch the state matter: "on" cells and "break" cells (below the off
+    threshold, missing, or after a gap; every row's first cell counts as a gap so rows stay
+    apart on the flattened axis). The state after any event is simply whether that cell is
+    on, so a run starts at an on event that follows an off state or a break, and ends just
+    before the next break. A few cheap full-array masks, the rest on the events.
+    """
+    if off_threshold > on_threshold:
+        raise ValueError(f"off_threshold {off_threshold} must not exceed on {on_threshold}")
+    n = value.shape[1]
+    if value.size == 0:
+        empty = np.empty(0)
+        none = np.empty(0, dtype=np.int64)
+        return Runs(none, none, none, empty, empty, empty, np.empty(0, dtype=bool))
+    with np.errstate(invalid="ignore"):
+        on = (value >= on_threshold).ravel()
+        brk = (value < off_threshold) | np.isnan(value)
+    gap = gap_breaks(time_s, max_gap_s)
+    gap[:, 0] = True
+    brk = (brk | gap).ravel()
+    events = np.flatnonzero(on | brk)
+    event_on = on[events]
+    event_brk = brk[events]
+    previous_on = np.concatenate(([False], event_on[:-1]))
+    starts = events[event_on & (~previous_on | event_brk)]
+    breaks = events[event_brk]
+    following = np.searchsorted(breaks, starts, side="right")
+    ends = np.where(
+        following < breaks.size, breaks[np.minimum(following, breaks.size - 1)] - 1, value.size - 1
+    )
+    flat_time = time_s.ravel()
+    start_s = flat_time[starts]
+    end_s = flat_time[ends]
+    keep = (end_s - start_s) >= min_duration_s
+    starts, ends, start_s, end_s = starts[keep], ends[keep], start_s[keep], end_s[keep]
+    # Peak per run: reduceat over [start, end + 1) pairs, every other segment kept.
+    if starts.size:
+        bounds = np.stack([starts, ends + 1], axis=1).ravel()
+        flat_value = value.ravel()
+        peak = np.maximum.reduceat(flat_value, np.minimum(bounds, value.size - 1))[::2]
+        # A run ending at the very last cell: the clipped bound made its segment one cell
+        # short of nothing; reduceat of [start, size) is the tail, which is what we want.
+        if ends[-1] == value.size - 1:
+            peak[-1] = flat_value[starts[-1] :].max()
+    else:
+        peak = np.empty(0)
+    run_row, start_c = np.divmod(starts, n)
+    end_c = ends - run_row * n
+    # Ongoing: no valid sample after the run's end in its row (only rows with runs).
+    with_runs, inverse = np.unique(run_row, return_inverse=True)
+    valid = ~np.isnan(value[with_runs]) & ~np.isnan(time_s[with_runs])
+    last = last_valid_index(valid)
+    ongoing = end_c == last[inverse]
+    return Runs(run_row, start_c, end_c, start_s, end_s, peak, ongoing)
 
 
 def trailing_run_length(same_as_previous: np.ndarray) -> np.ndarray:
