@@ -43,7 +43,8 @@ def raw_fill_pct(
 
 
 def _median3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    return a + b + c - np.maximum(np.maximum(a, b), c) - np.minimum(np.minimum(a, b), c)
+    # Exact (no rounding, unlike a + b + c − max − min) and four passes instead of eight.
+    return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
 
 
 def emptying_mask(fill_pct: np.ndarray, drop_pct: float = 30.0) -> np.ndarray:
@@ -62,11 +63,20 @@ def emptying_mask(fill_pct: np.ndarray, drop_pct: float = 30.0) -> np.ndarray:
     missing = np.isnan(f)
     # Forward-fill NaN (padding after a row's last sample) so row ends see their last
     # reading, then edge-pad by repeating the first/last column so medians exist there.
-    idx = np.maximum.accumulate(np.where(missing, 0, np.arange(n)), axis=1)
-    f = np.take_along_axis(f, idx, axis=1)
+    if missing.any():
+        # One accumulate over the flattened array (far faster than along axis 1): a missing
+        # cell points at its row's start, so the fill never crosses into the previous row.
+        flat = np.arange(f.size).reshape(f.shape)
+        row_start = flat[:, :1]
+        idx = np.maximum.accumulate(np.where(missing, row_start, flat).ravel())
+        f = f.ravel()[idx].reshape(f.shape)
     padded = np.concatenate([f[:, :1], f[:, :1], f[:, :1], f, f[:, -1:], f[:, -1:]], axis=1)
-    before = _median3(padded[:, 0:n], padded[:, 1 : n + 1], padded[:, 2 : n + 2])
-    after = _median3(padded[:, 3 : n + 3], padded[:, 4 : n + 4], padded[:, 5 : n + 5])
+    # Medians of every three consecutive padded samples, once: "after" at i is "before" at
+    # i + 3.
+    m = padded.shape[1] - 2
+    medians = _median3(padded[:, 0:m], padded[:, 1 : m + 1], padded[:, 2 : m + 2])
+    before = medians[:, 0:n]
+    after = medians[:, 3 : n + 3]
     with np.errstate(invalid="ignore"):
         # The sample itself must be low too, so the emptying lands on the first low sample.
         drop = ((before - after) >= drop_pct) & ((before - f) >= drop_pct)
