@@ -70,7 +70,21 @@ class Batch:
     messages: list[Inbound] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
     dead_letters: list[DeadLetterRow] = field(default_factory=list)
+    # Per message: its rows are rows[first:end]; its dead letter is dead_letters[letter]
+    # (-1: none). Used to write message by message when the database refuses the batch.
+    spans: list[tuple[int, int, int]] = field(default_factory=list)
     started: float = 0.0
+
+
+@dataclass(slots=True)
+class _FlushProgress:
+    """How far a flush got, kept across retries so nothing is written twice."""
+
+    singly: bool = False  # the whole batch was refused: writing message by message
+    done: int = 0  # messages committed singly
+    inserted: int = 0
+    duplicates: int = 0
+    letters: list[DeadLetterRow] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -218,9 +232,13 @@ class IngestService:
             batch.messages.pop()  # not committed, so not acknowledged: delivered again
             raise
         telemetry.MESSAGES.labels(outcome.format).inc()
+        first = len(batch.rows)
         batch.rows.extend(outcome.rows)
+        letter = -1
         if outcome.rejection is not None:
+            letter = len(batch.dead_letters)
             self._dead_letter(batch, message, outcome.rejection)
+        batch.spans.append((first, len(batch.rows), letter))
 
     def _dead_letter(self, batch: Batch, message: Inbound, rejected: Rejected) -> None:
         batch.dead_letters.append(
@@ -239,29 +257,25 @@ class IngestService:
         """Commit the batch, then acknowledge its messages."""
         started = time.perf_counter()
 
+        progress = _FlushProgress()
+
         def write(conn: psycopg.Connection) -> WriteResult:
-            try:
-                return self._writer.write(conn, batch.rows, batch.dead_letters)
-            except (psycopg.OperationalError, psycopg.InterfaceError):
-                raise
-            except psycopg.Error as exc:
-                # Not the connection: something in the rows. Keep every message as a dead
-                # letter rather than retrying a batch that can never commit.
-                log.error("batch_refused", error=str(exc).strip()[:300])
-                self._writer.forget_connection()
-                letters = [
-                    DeadLetterRow(
-                        m.topic,
-                        m.payload,
-                        "write_error",
-                        str(exc).strip()[:500],
-                        None,
-                        None,
-                        m.arrival,
-                    )
-                    for m in batch.messages
-                ]
-                return self._writer.write(conn, [], letters)
+            if not progress.singly:
+                try:
+                    result = self._writer.write(conn, batch.rows, batch.dead_letters)
+                    progress.letters = batch.dead_letters
+                    return result
+                except (psycopg.OperationalError, psycopg.InterfaceError):
+                    raise
+                except psycopg.Error as exc:
+                    # Not the connection: something in the rows, e.g. a sensor deleted
+                    # since the device cache was loaded. Find the messages it is about
+                    # instead of retrying a batch that can never commit.
+                    log.error("batch_refused", messages=len(batch.messages), error=str(exc)[:300])
+                    self._writer.forget_connection()
+                    self._pipeline.directory.invalidate()
+                    progress.singly = True
+            return self._write_singly(conn, batch, progress)
 
         result = self._with_db(write, "batch_commit")
         elapsed = time.perf_counter() - started
@@ -273,7 +287,7 @@ class IngestService:
         telemetry.BATCH_ROWS.observe(len(batch.rows))
         telemetry.READINGS_WRITTEN.inc(result.inserted)
         telemetry.READINGS_DUPLICATE.inc(result.duplicates)
-        for letter in batch.dead_letters:
+        for letter in progress.letters:
             telemetry.DEAD_LETTERS.labels(letter.reason).inc()
         t = self.totals
         t.committed_messages += len(batch.messages)
@@ -289,6 +303,39 @@ class IngestService:
             dead_letters=result.dead_letters,
             duration_ms=round(elapsed * 1000, 2),
         )
+
+    def _write_singly(
+        self, conn: psycopg.Connection, batch: Batch, progress: _FlushProgress
+    ) -> WriteResult:
+        """Each message in its own transaction; one the database refuses becomes a
+        `write_error` dead letter. Resumes where a lost connection interrupted it."""
+        while progress.done < len(batch.messages):
+            message = batch.messages[progress.done]
+            first, end, letter = batch.spans[progress.done]
+            rows = batch.rows[first:end]
+            letters = [batch.dead_letters[letter]] if letter >= 0 else []
+            try:
+                result = self._writer.write(conn, rows, letters)
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                raise
+            except psycopg.Error as exc:
+                letters = [
+                    DeadLetterRow(
+                        topic=message.topic,
+                        payload=message.payload,
+                        reason="write_error",
+                        detail=f"the database refused this message's rows: {exc}"[:500],
+                        municipality_id=None,
+                        device_id=letters[0].device_id if letters else None,
+                        received_at=message.arrival,
+                    )
+                ]
+                result = self._writer.write(conn, [], letters)
+            progress.inserted += result.inserted
+            progress.duplicates += result.duplicates
+            progress.letters.extend(letters)
+            progress.done += 1
+        return WriteResult(progress.inserted, progress.duplicates, len(progress.letters))
 
     def _acknowledge(self, messages: list[Inbound]) -> None:
         # Messages of an earlier connection are not acknowledged: the broker redelivers

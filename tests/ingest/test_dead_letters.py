@@ -224,3 +224,34 @@ def test_samples_older_than_retention_are_too_old_not_new_partitions(db, fleet, 
         lambda op: op(db), topic, _native({"co2_ppm": 500}, now - timedelta(days=29)), now
     )
     assert recent.rejection is None and len(recent.rows) == 1
+
+
+def test_a_sensor_deleted_while_cached_costs_only_its_own_messages(
+    db, fleet, ingest, publisher
+) -> None:
+    model = db.execute("SELECT id FROM device_models WHERE model = 'ERS CO2'").fetchone()[0]
+    doomed = db.execute(
+        "INSERT INTO sensors (municipality_id, dev_eui, external_id, kind, device_model_id) "
+        "VALUES (%s, %s, 'room-gone', 'climate', %s) RETURNING id",
+        (fleet.municipality_id, UNKNOWN_EUI, model),
+    ).fetchone()[0]
+    publisher.publish(
+        fleet.chirpstack_topic(UNKNOWN_EUI), chirpstack_up(UNKNOWN_EUI, ELSYS_ERS_CO2_HEX)
+    )
+    wait_for(lambda: ingest.totals.committed_messages == 1, what="the registry cached")
+    db.execute("DELETE FROM sensors WHERE id = %s", (doomed,))
+
+    # Its next uplink can no longer be stored (latest_readings refers to the sensor);
+    # messages committed with it must not suffer.
+    orphan = chirpstack_up(UNKNOWN_EUI, ELSYS_ERS_CO2_HEX, fcnt=2)
+    good = chirpstack_up(ELSYS_EUI, ELSYS_ERS_CO2_HEX)
+    publisher.client.publish(fleet.chirpstack_topic(UNKNOWN_EUI), orphan, qos=1)
+    publisher.publish(fleet.chirpstack_topic(ELSYS_EUI), good)
+    wait_for(lambda: ingest.totals.committed_messages == 3, what="both messages committed")
+
+    assert (
+        count(db, "SELECT count(*) FROM readings WHERE sensor_id = %s", (fleet.climate_sensor,))
+        == 7
+    )
+    letters = db.execute("SELECT reason, payload FROM dead_letters").fetchall()
+    assert [(reason, bytes(payload)) for reason, payload in letters] == [("write_error", orphan)]
