@@ -207,9 +207,14 @@ def evaluate_bins(
     full = current >= full_pct
     soon = ~full & (ttf < soon_full_h)
     if n > 1:
-        step = np.diff(fill, axis=1)
-        recent = time_s[:, 1:] >= now_s - recent_s
-        rise = np.where(recent & ~np.isnan(step), step, -np.inf).max(axis=1)
+        # Rows are in time order, so only columns from the earliest recent sample of any row
+        # on can hold a recent step (a few columns of a 30-day window).
+        with np.errstate(invalid="ignore"):
+            older = (time_s < now_s - recent_s).sum(axis=1)
+        first = max(int(older.min()) - 1, 0)
+        step = np.diff(fill[:, first:], axis=1)
+        recent = time_s[:, first + 1 :] >= now_s - recent_s
+        rise = np.where(recent & ~np.isnan(step), step, -np.inf).max(axis=1, initial=-np.inf)
     else:
         rise = np.full(rows, -np.inf)
     sudden = rise >= sudden_rise_pct
