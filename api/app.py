@@ -7,6 +7,7 @@ the dependencies in api/deps.py.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -105,11 +106,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method the API documents for `path` (HEAD with GET)."""
+    if not hasattr(app.state, "path_methods"):
+        app.state.path_methods = [
+            (
+                re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"),
+                sorted(m.upper() for m in operations),
+            )
+            for template, operations in app.openapi()["paths"].items()
+        ]
+    methods = {m for pattern, ms in app.state.path_methods if pattern.match(path) for m in ms}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
 def _add_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette names only the first route matching the path; HTTP wants them all
+            # (e.g. GET and POST /api/v1/staff/sensors are two routes).
+            headers = {"Allow": ", ".join(_allowed_methods(request.app, request.url.path))}
         return JSONResponse(
-            {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+            {"detail": str(exc.detail)}, status_code=exc.status_code, headers=headers
         )
 
     @app.exception_handler(RequestValidationError)

@@ -24,9 +24,16 @@ from api.queries import collection, dashboard, keys, places, staff
 from api.security import Admin, ManageAlerts, ReadPrivate, WriteSensors
 from ingest.registry import RegistryError, import_sensors_csv, register_sensor
 from ingest.replay import replay
-from models.schemas import SensorCreate
+from models.schemas import ErrorOut, SensorCreate
 
-router = APIRouter(prefix="/api/v1/staff", tags=["staff"])
+_ERROR = {"model": ErrorOut}
+# Every staff route may refuse the key (401, 403, 429), not find the id in the caller's
+# municipality (404), refuse the input (400, 409, 413, 422) or find the database away (503).
+router = APIRouter(
+    prefix="/api/v1/staff",
+    tags=["staff"],
+    responses={code: _ERROR for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)},
+)
 
 Id = Annotated[int, Path(ge=1, le=2**62)]
 
@@ -124,7 +131,7 @@ async def patch_sensor(
 
 
 @router.post(
-    "/sensors/import",
+    "/sensor-imports",
     summary="Register sensors from CSV (all rows or none)",
     openapi_extra={
         "requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}

@@ -153,7 +153,7 @@ def test_register_edit_and_import_sensors(client, tenants, db) -> None:
     )
     assert patched.status_code == 200 and patched.json()["is_public"] is False
     bad = client.post(
-        "/api/v1/staff/sensors/import",
+        "/api/v1/staff/sensor-imports",
         headers={**auth(a.admin), "Content-Type": "text/csv"},
         content="external_id,kind,lat\nroom-9,climate,56.1\nroom-10,volcano,999\n",
     )
@@ -163,7 +163,7 @@ def test_register_edit_and_import_sensors(client, tenants, db) -> None:
         0,
     )
     good = client.post(
-        "/api/v1/staff/sensors/import",
+        "/api/v1/staff/sensor-imports",
         headers={**auth(a.admin), "Content-Type": "text/csv"},
         content="external_id,kind,lat,lon\nroom-9,climate,56.1,10.1\n",
     )
@@ -239,7 +239,7 @@ ISOLATION: dict[tuple[str, str], dict] = {
         "json": {"external_id": "odder-room-1", "kind": "climate", "dev_eui": "a81758fffe0b0001"},
         "status": 422,
     },
-    ("POST", "/api/v1/staff/sensors/import"): {
+    ("POST", "/api/v1/staff/sensor-imports"): {
         "content": "external_id,kind,dev_eui\nx,climate,a81758fffe0b0001\n",
         "headers": {"Content-Type": "text/csv"},
         "status": 422,
