@@ -243,7 +243,14 @@ def _event_runs(
     gap = gap_breaks(time_s, max_gap_s)
     gap[:, 0] = True
     brk = (brk | gap).ravel()
-    events = np.flatnonzero(on | brk)
+    # Repeats change nothing: an on cell right after an on cell (no gap between) or a plain
+    # break right after a plain break (an on cell after a gap is both: a break that starts
+    # a run).
+    # Dropping them keeps the event list short even for band rules, where nearly every
+    # cell is either on or a break.
+    repeat = np.zeros_like(on)
+    repeat[1:] = (on[1:] & on[:-1] & ~gap.ravel()[1:]) | (brk[1:] & ~on[1:] & brk[:-1] & ~on[:-1])
+    events = np.flatnonzero((on | brk) & ~repeat)
     event_on = on[events]
     event_brk = brk[events]
     previous_on = np.concatenate(([False], event_on[:-1]))
