@@ -289,19 +289,17 @@ async def get_dead_letter(principal: ReadPrivate, conn: Conn, dead_letter_id: Id
 
 
 @router.post("/dead-letters/{dead_letter_id}/replay", summary="Run it through ingest again")
-def replay_dead_letter(
-    principal: ManageAlerts, conn: SyncConn, settings: AppSettings, dead_letter_id: Id
+async def replay_dead_letter(
+    principal: ManageAlerts, conn: Conn, settings: AppSettings, dead_letter_id: Id
 ) -> dict[str, Any]:
-    owned = conn.execute(
-        "SELECT 1 FROM dead_letters d WHERE d.id = %(id)s AND "
-        "(d.municipality_id = %(m)s OR EXISTS (SELECT 1 FROM sensors s JOIN municipalities mm "
-        "ON mm.id = s.municipality_id WHERE s.municipality_id = %(m)s AND "
-        "(d.device_id = s.dev_eui OR d.device_id = mm.slug || '/' || s.external_id)))",
-        {"id": dead_letter_id, "m": principal.municipality_id},
-    ).fetchone()
-    if owned is None:
+    if await staff.get_dead_letter(conn, principal.municipality_id, dead_letter_id) is None:
         raise _not_found("dead letter")
-    results = replay(conn, [dead_letter_id], settings)
+
+    def run() -> list:
+        with psycopg.connect(settings.psycopg_url, autocommit=True) as sync_conn:
+            return replay(sync_conn, [dead_letter_id], settings)
+
+    results = await asyncio.to_thread(run)
     if not results:
         raise HTTPException(409, "this dead letter was replayed already")
     result = results[0]
