@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -35,18 +36,34 @@ def fresh_database_url(prefix: str = "iot_test", admin_url: str = ADMIN_URL) -> 
     return _database_url(f"{prefix}_{uuid.uuid4().hex[:12]}", admin_url)
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """A migrated database on plain PostgreSQL (native partitions), dropped afterwards."""
-    url = fresh_database_url()
+@contextmanager
+def throwaway_database(prefix: str = "iot_test", admin_url: str = ADMIN_URL) -> Iterator[str]:
+    """Create an empty database for the block and drop it afterwards."""
+    url = fresh_database_url(prefix, admin_url)
     create_database(url)
     try:
-        migrate(url, timescaledb="off")
-        with psycopg.connect(url, autocommit=True) as conn:
-            sync_metrics(conn)
         yield url
     finally:
         drop_database(url)
+
+
+@contextmanager
+def migrated_database(
+    timescaledb: str, prefix: str = "iot_test", admin_url: str = ADMIN_URL
+) -> Iterator[str]:
+    """A throwaway database migrated to head, with the metric vocabulary loaded."""
+    with throwaway_database(prefix, admin_url) as url:
+        migrate(url, timescaledb=timescaledb)
+        with psycopg.connect(url, autocommit=True) as conn:
+            sync_metrics(conn)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A migrated database on plain PostgreSQL (native partitions), dropped afterwards."""
+    with migrated_database("off") as url:
+        yield url
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
-from models.db import create_database, downgrade, drop_database, migrate, to_sqlalchemy_url
+from models.db import downgrade, migrate, to_sqlalchemy_url
 from models.tables import Base
-from tests.conftest import fresh_database_url
+from tests.conftest import throwaway_database
 
 # Relations the migrations create outside the ORM metadata (storage backend specific).
 BACKEND_RELATIONS = {"readings_hourly", "readings_daily", "alembic_version"}
@@ -35,9 +35,7 @@ def test_models_and_migrations_describe_the_same_schema(database_url: str) -> No
 
 
 def test_migrations_go_down_to_nothing_and_up_again() -> None:
-    url = fresh_database_url()
-    create_database(url)
-    try:
+    with throwaway_database() as url:
         migrate(url, timescaledb="off")
         downgrade(url, "base")
         with psycopg.connect(url) as conn:
@@ -52,8 +50,6 @@ def test_migrations_go_down_to_nothing_and_up_again() -> None:
         assert left == []
         assert functions == []
         migrate(url, timescaledb="off")
-    finally:
-        drop_database(url)
 
 
 def test_plain_postgres_backend_is_recorded_and_partitions_exist_ahead(db) -> None:

@@ -19,15 +19,12 @@ from cli.db import maintain_once
 from ingest.normalise import Row
 from ingest.writer import BatchWriter
 from models.db import (
-    create_database,
     downgrade,
-    drop_database,
     migrate,
     storage_backend,
-    sync_metrics,
 )
 from models.settings import get_settings
-from tests.conftest import fresh_database_url
+from tests.conftest import migrated_database, throwaway_database
 
 pytestmark = pytest.mark.timescaledb
 
@@ -67,15 +64,8 @@ def timescale_admin_url() -> str:
 @pytest.fixture
 def timescale_url(timescale_admin_url: str) -> Iterator[str]:
     """A database migrated to head on TimescaleDB, dropped after the test."""
-    url = fresh_database_url("iot_tsdb_test", timescale_admin_url)
-    create_database(url)
-    try:
-        migrate(url, timescaledb="on")
-        with psycopg.connect(url, autocommit=True) as conn:
-            sync_metrics(conn)
+    with migrated_database("on", "iot_tsdb_test", timescale_admin_url) as url:
         yield url
-    finally:
-        drop_database(url)
 
 
 @pytest.fixture
@@ -181,29 +171,21 @@ def test_retention_policy_is_added_when_configured(
     retention_days: Callable[[int], None], timescale_admin_url: str
 ) -> None:
     retention_days(30)
-    url = fresh_database_url("iot_tsdb_test", timescale_admin_url)
-    create_database(url)
-    try:
+    with throwaway_database("iot_tsdb_test", timescale_admin_url) as url:
         migrate(url, timescaledb="on")
         with psycopg.connect(url) as conn:
             assert _jobs(conn)["policy_retention"]["drop_after"] == "30 days"
-    finally:
-        drop_database(url)
 
 
 def test_retention_shorter_than_the_aggregate_refresh_window_is_refused(
     retention_days: Callable[[int], None], timescale_admin_url: str
 ) -> None:
     retention_days(3)
-    url = fresh_database_url("iot_tsdb_test", timescale_admin_url)
-    create_database(url)
-    try:
+    with throwaway_database("iot_tsdb_test", timescale_admin_url) as url:
         with pytest.raises(RuntimeError, match="IOT_RETENTION_DAYS=3"):
             migrate(url, timescaledb="on")
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT to_regclass('readings')").fetchone() == (None,)
-    finally:
-        drop_database(url)
 
 
 def test_rollups_are_hierarchical_continuous_aggregates_with_real_time_rows(
