@@ -1,18 +1,31 @@
 """Writes a batch of readings and dead letters in one transaction.
 
-Readings go through a binary COPY into a temporary staging table and then into
-``readings`` with ``ON CONFLICT DO NOTHING``: a sample stored before (a duplicate uplink
-heard by a second gateway, a QoS 1 redelivery after a reconnect) is absorbed and counted,
-never stored twice. ``latest_readings`` keeps the newest value per sensor and metric.
+Two ways into ``readings``, both absorbing duplicates (a second gateway hearing the same
+uplink, a QoS 1 redelivery after a reconnect), so a sample is never stored twice:
+
+* **direct**: the batch's rows, with in-batch duplicates removed, go by binary COPY
+  straight into ``readings`` inside a savepoint. This is the cheap path (no staging
+  table, no ``ON CONFLICT`` probe per row) and live data almost never repeats a row
+  stored by an earlier batch.
+* **staging**: binary COPY into a temporary table, then ``INSERT … SELECT … ON CONFLICT
+  DO NOTHING``. Taken when the direct COPY hits a unique violation (the savepoint rolls
+  back and the same batch goes this way), for the next few batches after such a hit
+  (duplicates come in bursts, e.g. a redelivery), and for rows older than a day: on
+  TimescaleDB those may sit in compressed chunks, where only the ``ON CONFLICT`` path is
+  known to absorb duplicates correctly (docs/storage.md).
+
+``latest_readings`` keeps the newest value per sensor and metric; the newest row per key
+is picked here, so the upsert touches each key once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
+from psycopg import errors
 
 from ingest.normalise import Row
 
@@ -25,7 +38,10 @@ CREATE TEMP TABLE IF NOT EXISTS ingest_staging (
 ) ON COMMIT DELETE ROWS
 """
 
-_INSERT_READINGS = """
+_COPY_COLUMNS = "(time, sensor_id, metric_id, value) FROM STDIN (FORMAT BINARY)"
+_COPY_TYPES = ["timestamptz", "int8", "int2", "float8"]
+
+_INSERT_FROM_STAGING = """
 INSERT INTO readings (time, sensor_id, metric_id, value)
 SELECT time, sensor_id, metric_id, value FROM ingest_staging
 ON CONFLICT DO NOTHING
@@ -33,12 +49,16 @@ ON CONFLICT DO NOTHING
 
 _UPSERT_LATEST = """
 INSERT INTO latest_readings (sensor_id, metric_id, time, value)
-SELECT DISTINCT ON (sensor_id, metric_id) sensor_id, metric_id, time, value
-FROM ingest_staging ORDER BY sensor_id, metric_id, time DESC
+SELECT * FROM unnest(%s::int8[], %s::int2[], %s::timestamptz[], %s::float8[])
 ON CONFLICT (sensor_id, metric_id) DO UPDATE
 SET time = EXCLUDED.time, value = EXCLUDED.value
 WHERE latest_readings.time < EXCLUDED.time
 """
+
+# Rows older than this always take the staging path (see the module docstring).
+DIRECT_MAX_AGE = timedelta(days=1)
+# After a unique violation on the direct path, this many batches take the staging path.
+STAGING_AFTER_CONFLICT_BATCHES = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,15 +79,47 @@ class WriteResult:
     dead_letters: int
 
 
-class BatchWriter:
-    """Owns the per-connection staging table and the partitions known to exist.
+def unique_rows(rows: Sequence[Row]) -> list[Row]:
+    """`rows` without repeats of a (time, sensor, metric) key; the first one wins, as with
+    ``ON CONFLICT DO NOTHING`` in row order."""
+    seen: set[tuple[datetime, int, int]] = set()
+    unique = []
+    for row in rows:
+        key = (row[0], row[1], row[2])
+        if key not in seen:
+            seen.add(key)
+            unique.append(row)
+    return unique
 
-    Expects an autocommit connection: each write is one explicit transaction.
-    """
+
+def newest_per_key(rows: Sequence[Row]) -> tuple[list, list, list, list]:
+    """Columns (sensor ids, metric ids, times, values) of the newest row per (sensor,
+    metric); of equal times the first row wins."""
+    newest: dict[tuple[int, int], Row] = {}
+    for row in rows:
+        key = (row[1], row[2])
+        held = newest.get(key)
+        if held is None or row[0] > held[0]:
+            newest[key] = row
+    sensors, metrics, times, values = [], [], [], []
+    for time_, sensor_id, metric_id, value in newest.values():
+        sensors.append(sensor_id)
+        metrics.append(metric_id)
+        times.append(time_)
+        values.append(value)
+    return sensors, metrics, times, values
+
+
+class BatchWriter:
+    """Owns the per-connection staging table, the partitions known to exist and the
+    choice of path. Expects an autocommit connection: each write is one transaction."""
 
     def __init__(self) -> None:
         self._known_days: set[date] = set()
         self._prepared_conn: int | None = None
+        self._staging_batches_left = 0
+        self.direct_writes = 0
+        self.staging_writes = 0
 
     def forget_connection(self) -> None:
         """Call after reconnecting: the staging table lived in the old session."""
@@ -86,6 +138,36 @@ class BatchWriter:
         conn.execute("SELECT iot_ensure_partitions(%s, %s)", (min(days), max(days)))
         self._known_days |= days
 
+    def _try_direct(self, cur: psycopg.Cursor, rows: list[Row]) -> bool:
+        """COPY `rows` into readings in a savepoint; False (and nothing written) when one
+        of them is stored already."""
+        try:
+            with cur.connection.transaction(), cur.copy(f"COPY readings {_COPY_COLUMNS}") as copy:
+                copy.set_types(_COPY_TYPES)
+                for row in rows:
+                    copy.write_row(row)
+        except errors.UniqueViolation:
+            self._staging_batches_left = STAGING_AFTER_CONFLICT_BATCHES
+            return False
+        self.direct_writes += 1
+        return True
+
+    def _via_staging(self, cur: psycopg.Cursor, rows: Sequence[Row]) -> int:
+        with cur.copy(f"COPY ingest_staging {_COPY_COLUMNS}") as copy:
+            copy.set_types(_COPY_TYPES)
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(_INSERT_FROM_STAGING)
+        self.staging_writes += 1
+        return cur.rowcount
+
+    def _use_direct(self, rows: Sequence[Row]) -> bool:
+        if self._staging_batches_left > 0:
+            self._staging_batches_left -= 1
+            return False
+        oldest = min(row[0] for row in rows)
+        return oldest > datetime.now(UTC) - DIRECT_MAX_AGE
+
     def write(
         self,
         conn: psycopg.Connection,
@@ -100,16 +182,12 @@ class BatchWriter:
         with conn.transaction():
             if rows:
                 with conn.cursor() as cur:
-                    with cur.copy(
-                        "COPY ingest_staging (time, sensor_id, metric_id, value) "
-                        "FROM STDIN (FORMAT BINARY)"
-                    ) as copy:
-                        copy.set_types(["timestamptz", "int8", "int2", "float8"])
-                        for row in rows:
-                            copy.write_row(row)
-                    cur.execute(_INSERT_READINGS)
-                    inserted = cur.rowcount
-                    cur.execute(_UPSERT_LATEST)
+                    unique = unique_rows(rows)
+                    if self._use_direct(unique) and self._try_direct(cur, unique):
+                        inserted = len(unique)
+                    else:
+                        inserted = self._via_staging(cur, unique)
+                    cur.execute(_UPSERT_LATEST, newest_per_key(unique))
             if dead_letters:
                 with (
                     conn.cursor() as cur,

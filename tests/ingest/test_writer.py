@@ -1,0 +1,112 @@
+"""BatchWriter against the real database: both paths into readings, duplicates absorbed,
+latest values kept newest-first."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from ingest.writer import (
+    STAGING_AFTER_CONFLICT_BATCHES,
+    BatchWriter,
+    DeadLetterRow,
+    newest_per_key,
+    unique_rows,
+)
+from models.db import sync_metrics
+from tests.ingest.conftest import Fleet, count
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def metric(db: psycopg.Connection, fleet: Fleet) -> int:
+    return sync_metrics(db)["co2_ppm"]
+
+
+def rows_for(sensor: int, metric: int, minutes: range, start: datetime = NOW) -> list:
+    return [(start - timedelta(minutes=m), sensor, metric, float(m)) for m in minutes]
+
+
+def stored(db: psycopg.Connection) -> int:
+    return count(db, "SELECT count(*) FROM readings")
+
+
+def test_fresh_rows_go_direct_and_in_batch_repeats_are_absorbed(db, fleet, metric):
+    writer = BatchWriter()
+    rows = rows_for(fleet.climate_sensor, metric, range(10))
+    result = writer.write(db, [*rows, rows[3], rows[7]], [])
+    assert (result.inserted, result.duplicates) == (10, 2)
+    assert (writer.direct_writes, writer.staging_writes) == (1, 0)
+    assert stored(db) == 10
+
+
+def test_a_row_stored_before_sends_the_batch_through_staging(db, fleet, metric):
+    writer = BatchWriter()
+    first = rows_for(fleet.climate_sensor, metric, range(0, 10))
+    writer.write(db, first, [])
+    # Half old, half new: the direct COPY fails on the old half and rolls back alone.
+    result = writer.write(db, rows_for(fleet.climate_sensor, metric, range(5, 15)), [])
+    assert (result.inserted, result.duplicates) == (5, 5)
+    assert (writer.direct_writes, writer.staging_writes) == (1, 1)
+    assert stored(db) == 15
+    # Duplicates come in bursts: the next batches go through staging without trying.
+    writer.write(db, rows_for(fleet.climate_sensor, metric, range(20, 22)), [])
+    assert (writer.direct_writes, writer.staging_writes) == (1, 2)
+    for minute in range(30, 30 + STAGING_AFTER_CONFLICT_BATCHES):
+        writer.write(db, rows_for(fleet.climate_sensor, metric, range(minute, minute + 1)), [])
+    assert writer.direct_writes == 2
+    assert stored(db) == 17 + STAGING_AFTER_CONFLICT_BATCHES
+
+
+def test_old_rows_take_the_staging_path(db, fleet, metric):
+    writer = BatchWriter()
+    old = rows_for(fleet.climate_sensor, metric, range(3), start=NOW - timedelta(days=2))
+    assert writer.write(db, old, []).inserted == 3
+    assert (writer.direct_writes, writer.staging_writes) == (0, 1)
+    assert writer.write(db, old, []).duplicates == 3
+    assert stored(db) == 3
+
+
+def test_latest_readings_hold_the_newest_value_whatever_the_order(db, fleet, metric):
+    writer = BatchWriter()
+    sensor = fleet.climate_sensor
+    writer.write(db, rows_for(sensor, metric, range(5, 10)), [])  # newest: 5 min ago
+    writer.write(db, rows_for(sensor, metric, range(20, 30)), [])  # older: ignored
+    assert db.execute(
+        "SELECT time, value FROM latest_readings WHERE sensor_id = %s AND metric_id = %s",
+        (sensor, metric),
+    ).fetchone() == (NOW - timedelta(minutes=5), 5.0)
+    writer.write(db, rows_for(sensor, metric, range(1, 3)), [])  # newer: replaces
+    assert db.execute(
+        "SELECT value FROM latest_readings WHERE sensor_id = %s", (sensor,)
+    ).fetchone() == (1.0,)
+
+
+def test_rows_and_dead_letters_commit_together_or_not_at_all(db, fleet, metric):
+    writer = BatchWriter()
+    letter = DeadLetterRow("t/x", b"\x00", "unknown_device", "", None, None, NOW)
+    unknown_sensor = (NOW, 10**9, metric, 1.0)  # violates the sensor foreign key
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        writer.write(
+            db, [*rows_for(fleet.climate_sensor, metric, range(3)), unknown_sensor], [letter]
+        )
+    assert stored(db) == 0
+    assert count(db, "SELECT count(*) FROM dead_letters") == 0
+    result = writer.write(db, rows_for(fleet.climate_sensor, metric, range(3)), [letter])
+    assert (result.inserted, result.dead_letters) == (3, 1)
+
+
+def test_unique_rows_keeps_the_first_of_each_key():
+    t = NOW
+    rows = [(t, 1, 1, 1.0), (t, 1, 1, 2.0), (t, 1, 2, 3.0), (t, 2, 1, 4.0), (t, 1, 2, 5.0)]
+    assert unique_rows(rows) == [(t, 1, 1, 1.0), (t, 1, 2, 3.0), (t, 2, 1, 4.0)]
+
+
+def test_newest_per_key_picks_the_latest_time_and_the_first_of_a_tie():
+    t = NOW
+    early = t - timedelta(minutes=1)
+    rows = [(early, 1, 1, 1.0), (t, 1, 1, 2.0), (t, 1, 1, 9.0), (early, 2, 1, 3.0)]
+    assert newest_per_key(rows) == ([1, 2], [1, 1], [t, early], [2.0, 3.0])
