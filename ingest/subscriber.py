@@ -1,12 +1,16 @@
 """The ingest service: MQTT in, committed rows out, acknowledgement only after commit.
 
-Threads: paho's network thread receives messages and puts them on a queue; one worker
-thread parses, decodes and validates them into a batch, commits the batch (readings and
-dead letters in one transaction) and only then acknowledges the batch's messages to the
-broker (paho's manual ack). If the database is unreachable the worker retries with
-backoff and acknowledges nothing meanwhile; the broker stops sending once
-IOT_MQTT_RECEIVE_MAXIMUM messages are unacknowledged, so memory stays bounded, and
-everything unacknowledged is redelivered after a crash (persistent session, QoS 1).
+Threads: paho's network thread receives messages and puts them on a queue; a worker
+thread parses, decodes and validates them into a batch and hands each full batch to a
+commit thread, which commits it (readings and dead letters in one transaction, on its own
+connection) and only then acknowledges the batch's messages to the broker (paho's manual
+ack). The worker builds the next batch while the previous one commits; at most one batch
+waits for the commit thread, so three batches are held at most. Batches commit and are
+acknowledged in the order they were received. If the database is unreachable the commit
+thread retries with backoff and acknowledges nothing meanwhile; the worker stops when the
+waiting slot is full, the broker stops sending once IOT_MQTT_RECEIVE_MAXIMUM messages are
+unacknowledged, so memory stays bounded, and everything unacknowledged is redelivered
+after a crash (persistent session, QoS 1).
 """
 
 from __future__ import annotations
@@ -52,6 +56,15 @@ class _GivingUp(BaseException):
 
     A BaseException so that the per-message "a bug must not stop ingest" handler in the
     pipeline never swallows it."""
+
+
+@dataclass(slots=True)
+class _Session:
+    """One thread's database connection; the commit thread's also has the batch writer."""
+
+    what: str
+    conn: psycopg.Connection | None = None
+    writer: BatchWriter = field(default_factory=BatchWriter)
 
 
 @dataclass(slots=True)
@@ -109,8 +122,12 @@ class IngestService:
         self._stop = threading.Event()
         self._accepting = True
         self._connected = threading.Event()
-        self._writer = BatchWriter()
-        self._conn: psycopg.Connection | None = None
+        self._lookup_db = _Session("lookup")
+        self._commit_db = _Session("commit")
+        # Batches from the worker to the commit thread; None ends the commit thread.
+        self._to_commit: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
+        self._commit_failed = threading.Event()
+        self._commit_error: Exception | None = None
         self._pipeline: Pipeline  # created in run(), once the metric ids are known
         self._client: BufferedClient = self._make_client()
         self._thread: threading.Thread | None = None
@@ -185,23 +202,26 @@ class IngestService:
 
     # --- database access with retry -------------------------------------------------------
 
-    def _with_db(self, operation: Callable[[psycopg.Connection], T], what: str) -> T:
-        """Run `operation(conn)`, reconnecting and retrying with backoff while the database
-        is unreachable. Raises _GivingUp when stopping and the grace period has passed."""
+    def _with_db(
+        self, operation: Callable[[psycopg.Connection], T], what: str, session: _Session
+    ) -> T:
+        """Run `operation(conn)` on `session`'s connection, reconnecting and retrying with
+        backoff while the database is unreachable. Raises _GivingUp when stopping and the
+        grace period has passed."""
         delay = 0.5
         while True:
             try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = psycopg.connect(
+                if session.conn is None or session.conn.closed:
+                    session.conn = psycopg.connect(
                         self.settings.psycopg_url, autocommit=True, connect_timeout=5
                     )
-                    self._writer.forget_connection()
+                    session.writer.forget_connection()
                     telemetry.set_database_available(True)
-                return operation(self._conn)
+                return operation(session.conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                if self._conn is not None:
-                    self._conn.close()
-                self._conn = None
+                if session.conn is not None:
+                    session.conn.close()
+                session.conn = None
                 telemetry.set_database_available(False)
                 telemetry.DB_RETRIES.inc()
                 log.warning(
@@ -223,7 +243,7 @@ class IngestService:
         self.totals.messages += 1
         try:
             outcome = self._pipeline.handle(
-                lambda operation: self._with_db(operation, "device_lookup"),
+                lambda operation: self._with_db(operation, "device_lookup", self._lookup_db),
                 message.topic,
                 message.payload,
                 message.arrival,
@@ -254,15 +274,16 @@ class IngestService:
         )
 
     def _flush(self, batch: Batch) -> None:
-        """Commit the batch, then acknowledge its messages."""
+        """Commit the batch, then acknowledge its messages (commit thread)."""
         started = time.perf_counter()
 
         progress = _FlushProgress()
+        writer = self._commit_db.writer
 
         def write(conn: psycopg.Connection) -> WriteResult:
             if not progress.singly:
                 try:
-                    result = self._writer.write(conn, batch.rows, batch.dead_letters)
+                    result = writer.write(conn, batch.rows, batch.dead_letters)
                     progress.letters = batch.dead_letters
                     return result
                 except (psycopg.OperationalError, psycopg.InterfaceError):
@@ -272,12 +293,12 @@ class IngestService:
                     # since the device cache was loaded. Find the messages it is about
                     # instead of retrying a batch that can never commit.
                     log.error("batch_refused", messages=len(batch.messages), error=str(exc)[:300])
-                    self._writer.forget_connection()
+                    writer.forget_connection()
                     self._pipeline.directory.invalidate()
                     progress.singly = True
             return self._write_singly(conn, batch, progress)
 
-        result = self._with_db(write, "batch_commit")
+        result = self._with_db(write, "batch_commit", self._commit_db)
         elapsed = time.perf_counter() - started
         self._acknowledge(batch.messages)
         now = time.monotonic()
@@ -315,7 +336,7 @@ class IngestService:
             rows = batch.rows[first:end]
             letters = [batch.dead_letters[letter]] if letter >= 0 else []
             try:
-                result = self._writer.write(conn, rows, letters)
+                result = self._commit_db.writer.write(conn, rows, letters)
             except (psycopg.OperationalError, psycopg.InterfaceError):
                 raise
             except psycopg.Error as exc:
@@ -330,7 +351,7 @@ class IngestService:
                         received_at=message.arrival,
                     )
                 ]
-                result = self._writer.write(conn, [], letters)
+                result = self._commit_db.writer.write(conn, [], letters)
             progress.inserted += result.inserted
             progress.duplicates += result.duplicates
             progress.letters.extend(letters)
@@ -343,11 +364,41 @@ class IngestService:
         self._client.ack_current((m.mid, m.qos, m.connection) for m in messages)
         telemetry.UNACKED.dec(len(messages))
 
+    def _commit_loop(self) -> None:
+        """The commit thread: commit and acknowledge handed-over batches in order. After a
+        failure it keeps taking batches without committing them, so the worker never
+        waits for it; their messages stay unacknowledged and the broker delivers them
+        again."""
+        while (batch := self._to_commit.get()) is not None:
+            if self._commit_failed.is_set():
+                continue
+            try:
+                self._flush(batch)
+            except _GivingUp:
+                self._commit_failed.set()
+            except Exception as exc:  # a bug: stop the service rather than hang it
+                log.exception("commit_failed", messages=len(batch.messages))
+                self._commit_error = exc
+                self._commit_failed.set()
+
+    def _hand_over(self, batch: Batch) -> None:
+        """Queue `batch` for the commit thread; waits while one batch is already waiting."""
+        self._to_commit.put(batch)
+        if self._commit_error is not None:
+            raise RuntimeError("the commit thread failed") from self._commit_error
+        if self._commit_failed.is_set():
+            raise _GivingUp
+
     def _work(self) -> None:
+        committer = threading.Thread(target=self._commit_loop, name="ingest-commit", daemon=True)
+        committer.start()
         try:
             self._consume()
         except _GivingUp:
             log.error("shutdown_without_database", unacknowledged=self._queue.qsize())
+        finally:
+            self._to_commit.put(None)
+            committer.join()
 
     def _consume(self) -> None:
         s = self.settings
@@ -371,7 +422,7 @@ class IngestService:
                 or len(batch.rows) >= s.batch_max_rows
                 or time.monotonic() - batch.started >= s.batch_max_delay_s
             ):
-                self._flush(batch)
+                self._hand_over(batch)
                 batch = Batch()
             if self._stop.is_set() and not batch.messages and self._queue.empty():
                 return
@@ -382,7 +433,7 @@ class IngestService:
         """Connect, consume until stop() (or SIGTERM in the CLI), then shut down cleanly."""
         s = self.settings
         try:
-            metric_ids = self._with_db(sync_metrics, "start_up")
+            metric_ids = self._with_db(sync_metrics, "start_up", self._lookup_db)
         except _GivingUp:
             return
         self._pipeline = Pipeline(s, metric_ids)
@@ -402,8 +453,9 @@ class IngestService:
     def _shutdown(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
-        if self._conn is not None:
-            self._conn.close()
+        for session in (self._lookup_db, self._commit_db):
+            if session.conn is not None:
+                session.conn.close()
         t = self.totals
         log.info(
             "ingest_stopped",

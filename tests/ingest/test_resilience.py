@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import paho.mqtt.client as mqtt
+import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
@@ -210,6 +211,9 @@ def test_stopping_ingest_mid_stream_then_restarting_stores_everything_once(
 
         second = _ingest_process(settings, client_id)  # same persistent session
         try:
+            # The first may have committed everything already; the second must still be
+            # up (its SIGTERM handler installed) before it is stopped.
+            _wait_logged(second, "mqtt_connected")
             wait_for(lambda: stored_samples(db, fleet.native_sensor)[0] >= total, 60, "all")
             time.sleep(0.5)
         finally:
@@ -298,3 +302,36 @@ def test_sigterm_acknowledges_everything_committed_and_nothing_else(db, fleet, s
     assert not overlap, "committed messages were left unacknowledged"
     assert set(stored) | set(returned) == set(range(total))
     assert stored and returned, "SIGTERM should have landed mid-stream"
+
+
+def test_while_a_batch_commits_the_next_one_waits_ready_and_then_the_worker_waits(
+    db, fleet, settings
+) -> None:
+    """Double buffering, bounded: with the commit stuck behind a lock, the worker prepares
+    exactly one batch beyond the one waiting to commit (one row per batch here), takes no
+    further message, acknowledges nothing; once the lock goes all are stored once."""
+    settings = settings.model_copy(update={"batch_max_rows": 1})
+    service = IngestService(settings)
+    service.start()
+    locker = psycopg.connect(settings.psycopg_url)
+    publisher = StreamPublisher(1883)
+    try:
+        assert service.wait_connected(10)
+        time.sleep(0.3)
+        locker.execute("LOCK TABLE readings IN SHARE MODE")  # blocks every write to it
+        total = 40
+        topic = fleet.native_topic("aarhus", "gw-co2-1")
+        for i in range(total):
+            publisher.publish(topic, sample(i))
+        publisher.wait_all_acknowledged()
+        wait_for(lambda: service.totals.messages == 3, 10, "three batches taken")
+        time.sleep(1.0)  # and no more: committing, waiting, being handed over
+        assert (service.totals.messages, service.totals.committed_messages) == (3, 0)
+        locker.rollback()
+        wait_for(lambda: service.totals.committed_messages == total, 20, "all committed")
+        assert stored_samples(db, fleet.native_sensor) == (total, total)
+        assert service.totals.batches == total
+    finally:
+        locker.close()
+        publisher.close()
+        service.stop()
