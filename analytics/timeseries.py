@@ -101,8 +101,10 @@ def gap_breaks(time_s: np.ndarray, max_gap_s: float) -> np.ndarray:
     """True at samples that follow the previous one by more than `max_gap_s` (or NaN time)."""
     time_s = np.atleast_2d(np.asarray(time_s, dtype=float))
     gap = np.zeros(time_s.shape, dtype=bool)
+    step = np.subtract(time_s[:, 1:], time_s[:, :-1])
     with np.errstate(invalid="ignore"):
-        gap[:, 1:] = ~(np.diff(time_s, axis=1) <= max_gap_s)
+        np.less_equal(step, max_gap_s, out=gap[:, 1:])
+    np.logical_not(gap[:, 1:], out=gap[:, 1:])
     return gap
 
 
@@ -197,27 +199,70 @@ def threshold_runs(
 ) -> Runs:
     """Hysteresis runs (`hysteresis_state` + `runs_from_state`) of (rows, samples) arrays.
 
-    Only rows whose maximum reaches `on_threshold` can hold a run, and in a typical window
-    most sensors never reach an alert threshold: one max per row (NaN ignored) picks the
-    rows worth the full run detection, so the cost follows the rows that matter.
+    Only rows with a cell at or above `on_threshold` can hold a run, and in a typical
+    window most sensors never reach an alert threshold: when fewer than half the rows of a
+    block do, only those rows get the full run detection, so the cost follows the rows
+    that matter. Rows are independent, so they are taken in blocks of about
+    `_CELLS_PER_BLOCK` cells whose temporaries stay in cache; the runs are the same as
+    from one pass over all rows.
     """
+    if off_threshold > on_threshold:
+        raise ValueError(f"off_threshold {off_threshold} must not exceed on {on_threshold}")
     time_s = np.atleast_2d(np.asarray(time_s, dtype=float))
     value = np.atleast_2d(np.asarray(value, dtype=float))
-    if value.shape[1] == 0:
-        rows = np.arange(value.shape[0])
-    else:
-        with np.errstate(invalid="ignore"):
-            rows = np.flatnonzero(np.fmax.reduce(value, axis=1) >= on_threshold)
-    if rows.size < value.shape[0]:
-        time_s, value = time_s[rows], value[rows]
-    runs = _event_runs(time_s, value, on_threshold, off_threshold, min_duration_s, max_gap_s)
-    return replace(runs, row=rows[runs.row])
+    parts = []
+    for rows in row_blocks(value.shape):
+        runs = _threshold_runs_block(
+            time_s[rows], value[rows], on_threshold, off_threshold, min_duration_s, max_gap_s
+        )
+        parts.append(replace(runs, row=runs.row + rows.start) if rows.start else runs)
+    return concat_runs(parts)
+
+
+_CELLS_PER_BLOCK = 1 << 18
+_RUN_FIELDS = ("row", "start_col", "end_col", "start_s", "end_s", "peak", "ongoing")
+
+
+def row_blocks(shape: tuple[int, int], cells: int | None = None) -> list[slice]:
+    """Slices of rows of a (rows, samples) array, about `cells` (default
+    `_CELLS_PER_BLOCK`) cells each: at least one row, one empty block if there are none."""
+    n_rows, n = shape
+    cells = _CELLS_PER_BLOCK if cells is None else cells
+    block = max(1, cells // max(n, 1))
+    return [slice(begin, begin + block) for begin in range(0, max(n_rows, 1), block)]
+
+
+def concat_runs(parts: list[Runs]) -> Runs:
+    """Runs of consecutive row blocks (rows already offset) as one `Runs`."""
+    if len(parts) == 1:
+        return parts[0]
+    return Runs(*(np.concatenate([getattr(r, f) for r in parts]) for f in _RUN_FIELDS))
+
+
+def _threshold_runs_block(
+    time_s: np.ndarray,
+    value: np.ndarray,
+    on_threshold: float,
+    off_threshold: float,
+    min_duration_s: float,
+    max_gap_s: float,
+) -> Runs:
+    with np.errstate(invalid="ignore"):
+        on = value >= on_threshold  # NaN: False
+    rows = np.flatnonzero(on.any(axis=1)) if value.shape[1] else np.arange(value.shape[0])
+    # A row that never reaches the threshold holds no run, so when most rows do, running
+    # on all of them finds the same runs and saves copying the rest.
+    if rows.size < value.shape[0] // 2:
+        time_s, value, on = time_s[rows], value[rows], on[rows]
+        runs = _event_runs(time_s, value, on, off_threshold, min_duration_s, max_gap_s)
+        return replace(runs, row=rows[runs.row])
+    return _event_runs(time_s, value, on, off_threshold, min_duration_s, max_gap_s)
 
 
 def _event_runs(
     time_s: np.ndarray,
     value: np.ndarray,
-    on_threshold: float,
+    on: np.ndarray,
     off_threshold: float,
     min_duration_s: float,
     max_gap_s: float,
@@ -228,29 +273,34 @@ def _event_runs(
     threshold, missing, or after a gap; every row's first cell counts as a gap so rows stay
     apart on the flattened axis). The state after any event is simply whether that cell is
     on, so a run starts at an on event that follows an off state or a break, and ends just
-    before the next break. A few cheap full-array masks, the rest on the events.
+    before the next break. A few cheap full-array masks, the rest on the events. `on` is
+    value ≥ the on threshold (which is ≥ `off_threshold`), computed by the caller.
     """
-    if off_threshold > on_threshold:
-        raise ValueError(f"off_threshold {off_threshold} must not exceed on {on_threshold}")
     n = value.shape[1]
     if value.size == 0:
         empty = np.empty(0)
         none = np.empty(0, dtype=np.int64)
         return Runs(none, none, none, empty, empty, empty, np.empty(0, dtype=bool))
+    # Break: below off or NaN (= not ≥ off), or after a gap.
     with np.errstate(invalid="ignore"):
-        on = (value >= on_threshold).ravel()
-        brk = (value < off_threshold) | np.isnan(value)
+        brk = np.greater_equal(value, off_threshold)
+    np.logical_not(brk, out=brk)
     gap = gap_breaks(time_s, max_gap_s)
     gap[:, 0] = True
-    brk = (brk | gap).ravel()
+    brk |= gap
+    on, brk, gap = on.ravel(), brk.ravel(), gap.ravel()
     # Repeats change nothing: an on cell right after an on cell (no gap between) or a plain
     # break right after a plain break (an on cell after a gap is both: a break that starts
     # a run).
     # Dropping them keeps the event list short even for band rules, where nearly every
-    # cell is either on or a break.
-    repeat = np.zeros_like(on)
-    repeat[1:] = (on[1:] & on[:-1] & ~gap.ravel()[1:]) | (brk[1:] & ~on[1:] & brk[:-1] & ~on[:-1])
-    events = np.flatnonzero((on | brk) & ~repeat)
+    # cell is either on or a break. (On booleans, a > b is a and not b.)
+    plain = brk > on
+    event = on | brk
+    repeat = np.greater(on[:-1], gap[1:])
+    repeat &= on[1:]
+    repeat |= plain[1:] & plain[:-1]
+    event[1:] &= ~repeat
+    events = np.flatnonzero(event)
     event_on = on[events]
     event_brk = brk[events]
     previous_on = np.concatenate(([False], event_on[:-1]))
@@ -280,10 +330,28 @@ def _event_runs(
     end_c = ends - run_row * n
     # Ongoing: no valid sample after the run's end in its row (only rows with runs).
     with_runs, inverse = np.unique(run_row, return_inverse=True)
-    valid = ~np.isnan(value[with_runs]) & ~np.isnan(time_s[with_runs])
-    last = last_valid_index(valid)
-    ongoing = end_c == last[inverse]
+    ongoing = end_c == _last_valid_columns(time_s, value, with_runs)[inverse]
     return Runs(run_row, start_c, end_c, start_s, end_s, peak, ongoing)
+
+
+def _last_valid_columns(time_s: np.ndarray, value: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`last_valid_index` of (value and time not NaN) for the given rows, looking at the
+    rows' last columns first (a window growing fourfold), so rows that end in a valid
+    sample or a little NaN padding cost a few columns, not a copy of the whole row."""
+    n = value.shape[1]
+    last = np.full(rows.size, -1, dtype=np.int64)
+    pending = np.arange(rows.size)
+    high, width = n, 16
+    while pending.size and high > 0:
+        low = max(high - width, 0)
+        sub = rows[pending]
+        valid = ~np.isnan(value[sub, low:high]) & ~np.isnan(time_s[sub, low:high])
+        found = last_valid_index(valid)
+        hit = found >= 0
+        last[pending[hit]] = low + found[hit]
+        pending = pending[~hit]
+        high, width = low, width * 4
+    return last
 
 
 def trailing_run_length(same_as_previous: np.ndarray) -> np.ndarray:
