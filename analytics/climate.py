@@ -12,11 +12,11 @@ layout); NaN means missing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from analytics.timeseries import Runs, threshold_runs
+from analytics.timeseries import Runs, concat_runs, row_blocks, threshold_runs
 
 BR18_CO2_LIMIT_PPM = 1000.0
 EN16798_CO2_ABOVE_OUTDOOR_PPM = (550.0, 800.0, 1350.0)  # upper bounds of categories I, II, III
@@ -64,10 +64,19 @@ def outside_band_episodes(
     20–70 % humidity). Returns too-high and too-low episodes together, peak = largest
     distance outside the band.
     """
+    time_s = np.atleast_2d(np.asarray(time_s, dtype=float))
     value = np.atleast_2d(np.asarray(value, dtype=float))
-    # Distance outside the band: > 0 outside, ≤ 0 inside; NaN stays NaN.
-    outside = np.maximum(value - high, low - value)
-    return threshold_runs(time_s, outside, 0.0 + 1e-12, -hysteresis, min_duration_s, max_gap_s)
+    parts = []
+    # Row blocks (rows are independent) keep the distance array small enough for cache.
+    for rows in row_blocks(value.shape):
+        # Distance outside the band: > 0 outside, ≤ 0 inside; NaN stays NaN.
+        outside = np.subtract(value[rows], high)
+        np.maximum(outside, np.subtract(low, value[rows]), out=outside)
+        runs = threshold_runs(
+            time_s[rows], outside, 0.0 + 1e-12, -hysteresis, min_duration_s, max_gap_s
+        )
+        parts.append(replace(runs, row=runs.row + rows.start) if rows.start else runs)
+    return concat_runs(parts)
 
 
 def en16798_category(
@@ -83,25 +92,27 @@ def en16798_category(
     cooling-season bands; humidity by the humidity bands. -1 where nothing is known.
     """
     co2 = np.asarray(co2_ppm, dtype=float)
-    worst = np.where(np.isnan(co2), -1, 0)
     bounds = np.asarray(EN16798_CO2_ABOVE_OUTDOOR_PPM) + outdoor_co2_ppm
-    # Count of bounds below the value (= searchsorted left), as three cheap comparisons.
+    # Count of bounds below the value (= searchsorted left), as three cheap comparisons,
+    # summed in int8 in place; -1 where CO2 is missing.
     with np.errstate(invalid="ignore"):
-        above = (co2 > bounds[0]).astype(np.int8) + (co2 > bounds[1]) + (co2 > bounds[2])
-    co2_cat = np.where(np.isnan(co2), -1, above)
-    worst = np.maximum(worst, co2_cat)
+        worst = (co2 > bounds[0]).astype(np.int8)
+        worst += co2 > bounds[1]
+        worst += co2 > bounds[2]
+    np.copyto(worst, -1, where=np.isnan(co2))
     bands = EN16798_TEMPERATURE_HEATING_C if heating_season else EN16798_TEMPERATURE_COOLING_C
     for quantity, quantity_bands in ((temperature_c, bands), (humidity_pct, EN16798_HUMIDITY_PCT)):
         if quantity is None:
             continue
         q = np.asarray(quantity, dtype=float)
-        cat = np.full(q.shape, 3)
+        cat = np.full(q.shape, 3, dtype=np.int8)
         # Narrowest band first from the inside: assign the best category whose band holds q.
         for index in range(len(quantity_bands) - 1, -1, -1):
             low, high = quantity_bands[index]
-            cat = np.where((q >= low) & (q <= high), index, cat)
-        worst = np.maximum(worst, np.where(np.isnan(q), -1, cat))
-    return worst
+            np.copyto(cat, index, where=(q >= low) & (q <= high))
+        np.copyto(cat, -1, where=np.isnan(q))
+        np.maximum(worst, cat, out=worst)
+    return worst.astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -126,16 +137,20 @@ def category_shares_per_day(
     """
     time_s = np.atleast_2d(np.asarray(time_s, dtype=float))
     category = np.atleast_2d(category)
-    rooms = time_s.shape[0]
-    use = occupied & (category >= 0) & ~np.isnan(time_s)
-    local_day = np.floor((time_s + utc_offset_s) / 86400.0)
-    if not use.any():
+    rooms, n = time_s.shape
+    use = category >= 0
+    use &= occupied
+    use &= ~np.isnan(time_s)
+    # Only the used samples (school hours: a fraction of the week) get a day and a key.
+    cells = np.flatnonzero(use)
+    if not cells.size:
         return CategoryShares(np.empty(0), np.full((rooms, 0, 4), np.nan), np.zeros((rooms, 0)))
-    first_day = int(np.nanmin(local_day[use]))
-    n_days = int(np.nanmax(local_day[use])) - first_day + 1
-    row = np.broadcast_to(np.arange(rooms)[:, None], time_s.shape)[use]
-    day = local_day[use].astype(np.int64) - first_day
-    key = (row * n_days + day) * 4 + category[use].astype(np.int64)
+    local_day = np.floor((np.take(time_s.reshape(-1), cells) + utc_offset_s) / 86400.0)
+    first_day = int(local_day.min())
+    n_days = int(local_day.max()) - first_day + 1
+    row = cells // max(n, 1)
+    day = local_day.astype(np.int64) - first_day
+    key = (row * n_days + day) * 4 + np.take(category.reshape(-1), cells).astype(np.int64)
     counts = np.bincount(key, minlength=rooms * n_days * 4).reshape(rooms, n_days, 4)
     samples = counts.sum(axis=2)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -154,11 +169,21 @@ def school_hours_mask(
 
     A fixed UTC offset keeps this vectorised; pass 7200 in Danish summer time.
     """
-    local = np.asarray(time_s, dtype=float) + utc_offset_s
-    # floor and multiply instead of np.mod, which is several times slower on large arrays.
-    day = np.floor(local / 86400.0)
-    hour = (local - day * 86400.0) / 3600.0
+    local = np.add(time_s, utc_offset_s, dtype=float)
+    # floor and multiply instead of np.mod, which is several times slower on large arrays;
+    # in place on three temporaries.
+    day = np.divide(local, 86400.0)
+    np.floor(day, out=day)
+    scratch = np.multiply(day, 86400.0)
+    hour = np.subtract(local, scratch, out=local)
+    hour /= 3600.0
     # 1970-01-01 was a Thursday: weekday 0 = Monday.
     day += 3.0
-    weekday = day - 7.0 * np.floor(day / 7.0)
-    return (weekday < 5) & (hour >= start_hour) & (hour < end_hour)
+    np.divide(day, 7.0, out=scratch)
+    np.floor(scratch, out=scratch)
+    scratch *= 7.0
+    weekday = np.subtract(day, scratch, out=day)
+    mask = weekday < 5
+    mask &= hour >= start_hour
+    mask &= hour < end_hour
+    return mask

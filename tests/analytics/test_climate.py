@@ -1,10 +1,12 @@
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from analytics import timeseries
 from analytics.climate import (
     category_shares_per_day,
     co2_episodes,
@@ -121,3 +123,42 @@ def test_school_hours_are_weekdays_between_eight_and_four_local():
     monday_0900_cet = 1704672000.0 + 8 * 3600.0  # 2024-01-08 08:00 UTC = 09:00 CET
     times = np.array([monday_0900_cet, monday_0900_cet + 8 * 3600, monday_0900_cet + 5 * 86400])
     assert school_hours_mask(times, 3600.0).tolist() == [True, False, False]
+
+
+@settings(deadline=None)
+@given(
+    st.lists(st.one_of(st.floats(-1e10, 1e10), st.just(math.nan)), min_size=1, max_size=40),
+    st.sampled_from([(3600.0, 8.0, 16.0), (7200.0, 8.5, 15.75), (0.0, 0.0, 24.0)]),
+)
+def test_school_hours_mask_equals_the_plain_formula(times, params):
+    utc_offset_s, start_hour, end_hour = params
+    local = np.array(times) + utc_offset_s
+    with np.errstate(invalid="ignore"):
+        day = np.floor(local / 86400.0)
+        hour = (local - day * 86400.0) / 3600.0
+        weekday = (day + 3.0) - 7.0 * np.floor((day + 3.0) / 7.0)
+        expected = (weekday < 5) & (hour >= start_hour) & (hour < end_hour)
+    found = school_hours_mask(np.array(times), utc_offset_s, start_hour, end_hour)
+    assert found.dtype == bool and found.tolist() == expected.tolist()
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(series(st.floats(15, 30, allow_nan=False)), min_size=1, max_size=7))
+def test_comfort_band_episodes_in_row_blocks_match_the_reference(rows):
+    # Blocks of one row each: rows are offset and joined back in order.
+    data = padded(rows)
+    with mock.patch.object(timeseries, "_CELLS_PER_BLOCK", 1):
+        runs = outside_band_episodes(data.time_s, data.value, 20.0, 24.0, 0.5, 600.0, 900.0)
+    for r, samples in enumerate(rows):
+        outside = [(t, max(v - 24.0, 20.0 - v)) for t, v in reference.clean(samples)]
+        expected = reference.hysteresis_runs(outside, 1e-12, -0.5, 600.0, 900.0)
+        assert _runs_as_tuples(runs, r) == expected
+
+
+def test_category_keeps_int64_and_marks_missing_quantities():
+    cat = en16798_category(
+        np.array([[np.nan, 2000.0], [500.0, 500.0]]),
+        temperature_c=np.array([[22.0, np.nan], [24.5, 18.0]]),
+    )
+    assert cat.dtype == np.int64
+    assert cat.tolist() == [[0, 3], [2, 3]]
