@@ -302,8 +302,9 @@ def main() -> None:
             f"Command: `{command}`",
             "",
             "Vectorised time is the best of 3 runs over already padded (sensors, samples) "
-            "arrays, in blocks of 250 sensors (500 bins; parking in one block since zones span "
-            "bays; each block's temporaries stay small and are reused instead of paged in); "
+            "arrays, in blocks of 250 sensors (500 bins; parking in one call since zones span "
+            "bays, its kernels take blocks of bays inside; each block's temporaries stay small "
+            "and are reused instead of paged in); "
             "peak memory is tracemalloc's peak during one vectorised run. The "
             "plain-Python reference (tests/analytics/reference.py) ran on the first "
             f"{n} sensors and is extrapolated linearly to all sensors.",
@@ -335,7 +336,8 @@ def _write_section(path: Path, report: str) -> None:
         text = text.rstrip("\n") + "\n\n" + report
     else:
         end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + report + (text[end + 1 :] if end >= 0 else "")
+        rest = text[end + 1 :] if end >= 0 else ""
+        text = text[:start] + report.rstrip("\n") + ("\n\n" + rest if rest else "\n")
     path.write_text(text.rstrip("\n") + "\n")
 
 
