@@ -14,8 +14,9 @@ uplink, a QoS 1 redelivery after a reconnect), so a sample is never stored twice
   TimescaleDB those may sit in compressed chunks, where only the ``ON CONFLICT`` path is
   known to absorb duplicates correctly (docs/storage.md).
 
-``latest_readings`` keeps the newest value per sensor and metric; the newest row per key
-is picked here, so the upsert touches each key once.
+``latest_readings`` keeps the newest value per sensor and metric. The newest row per key
+is picked here and goes by binary COPY into a second temporary table to be upserted from
+there (passing it as arrays costs psycopg more than the database's whole write).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from psycopg import errors
 from ingest.normalise import Row
 
 _STAGING_DDL = """
-CREATE TEMP TABLE IF NOT EXISTS ingest_staging (
+CREATE TEMP TABLE IF NOT EXISTS {name} (
     time timestamptz NOT NULL,
     sensor_id bigint NOT NULL,
     metric_id smallint NOT NULL,
@@ -49,7 +50,7 @@ ON CONFLICT DO NOTHING
 
 _UPSERT_LATEST = """
 INSERT INTO latest_readings (sensor_id, metric_id, time, value)
-SELECT * FROM unnest(%s::int8[], %s::int2[], %s::timestamptz[], %s::float8[])
+SELECT sensor_id, metric_id, time, value FROM ingest_latest
 ON CONFLICT (sensor_id, metric_id) DO UPDATE
 SET time = EXCLUDED.time, value = EXCLUDED.value
 WHERE latest_readings.time < EXCLUDED.time
@@ -79,35 +80,31 @@ class WriteResult:
     dead_letters: int
 
 
-def unique_rows(rows: Sequence[Row]) -> list[Row]:
-    """`rows` without repeats of a (time, sensor, metric) key; the first one wins, as with
-    ``ON CONFLICT DO NOTHING`` in row order."""
+def split_batch(rows: Sequence[Row]) -> tuple[list[Row], list[Row]]:
+    """(`rows` without repeats of a (time, sensor, metric) key, the newest row per (sensor,
+    metric)). Of repeated keys and of equal times the first row wins, as with ``ON
+    CONFLICT DO NOTHING`` in row order."""
     seen: set[tuple[datetime, int, int]] = set()
-    unique = []
-    for row in rows:
-        key = (row[0], row[1], row[2])
-        if key not in seen:
-            seen.add(key)
-            unique.append(row)
-    return unique
-
-
-def newest_per_key(rows: Sequence[Row]) -> tuple[list, list, list, list]:
-    """Columns (sensor ids, metric ids, times, values) of the newest row per (sensor,
-    metric); of equal times the first row wins."""
+    unique: list[Row] = []
     newest: dict[tuple[int, int], Row] = {}
     for row in rows:
-        key = (row[1], row[2])
-        held = newest.get(key)
-        if held is None or row[0] > held[0]:
-            newest[key] = row
-    sensors, metrics, times, values = [], [], [], []
-    for time_, sensor_id, metric_id, value in newest.values():
-        sensors.append(sensor_id)
-        metrics.append(metric_id)
-        times.append(time_)
-        values.append(value)
-    return sensors, metrics, times, values
+        time_, sensor_id, metric_id, _ = row
+        key = (time_, sensor_id, metric_id)
+        if key in seen:
+            continue
+        seen.add(key)
+        unique.append(row)
+        held = newest.get((sensor_id, metric_id))
+        if held is None or time_ > held[0]:
+            newest[(sensor_id, metric_id)] = row
+    return unique, list(newest.values())
+
+
+def _copy_rows(cur: psycopg.Cursor, table: str, rows: Sequence[Row]) -> None:
+    with cur.copy(f"COPY {table} {_COPY_COLUMNS}") as copy:
+        copy.set_types(_COPY_TYPES)
+        for row in rows:
+            copy.write_row(row)
 
 
 class BatchWriter:
@@ -127,7 +124,8 @@ class BatchWriter:
 
     def _prepare(self, conn: psycopg.Connection) -> None:
         if self._prepared_conn != id(conn):
-            conn.execute(_STAGING_DDL)
+            conn.execute(_STAGING_DDL.format(name="ingest_staging"))
+            conn.execute(_STAGING_DDL.format(name="ingest_latest"))
             self._prepared_conn = id(conn)
 
     def _ensure_partitions(self, conn: psycopg.Connection, rows: Sequence[Row]) -> None:
@@ -142,10 +140,8 @@ class BatchWriter:
         """COPY `rows` into readings in a savepoint; False (and nothing written) when one
         of them is stored already."""
         try:
-            with cur.connection.transaction(), cur.copy(f"COPY readings {_COPY_COLUMNS}") as copy:
-                copy.set_types(_COPY_TYPES)
-                for row in rows:
-                    copy.write_row(row)
+            with cur.connection.transaction():
+                _copy_rows(cur, "readings", rows)
         except errors.UniqueViolation:
             self._staging_batches_left = STAGING_AFTER_CONFLICT_BATCHES
             return False
@@ -153,10 +149,7 @@ class BatchWriter:
         return True
 
     def _via_staging(self, cur: psycopg.Cursor, rows: Sequence[Row]) -> int:
-        with cur.copy(f"COPY ingest_staging {_COPY_COLUMNS}") as copy:
-            copy.set_types(_COPY_TYPES)
-            for row in rows:
-                copy.write_row(row)
+        _copy_rows(cur, "ingest_staging", rows)
         cur.execute(_INSERT_FROM_STAGING)
         self.staging_writes += 1
         return cur.rowcount
@@ -182,12 +175,13 @@ class BatchWriter:
         with conn.transaction():
             if rows:
                 with conn.cursor() as cur:
-                    unique = unique_rows(rows)
+                    unique, newest = split_batch(rows)
                     if self._use_direct(unique) and self._try_direct(cur, unique):
                         inserted = len(unique)
                     else:
                         inserted = self._via_staging(cur, unique)
-                    cur.execute(_UPSERT_LATEST, newest_per_key(unique))
+                    _copy_rows(cur, "ingest_latest", newest)
+                    cur.execute(_UPSERT_LATEST)
             if dead_letters:
                 with (
                     conn.cursor() as cur,

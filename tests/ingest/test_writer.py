@@ -12,8 +12,7 @@ from ingest.writer import (
     STAGING_AFTER_CONFLICT_BATCHES,
     BatchWriter,
     DeadLetterRow,
-    newest_per_key,
-    unique_rows,
+    split_batch,
 )
 from models.db import sync_metrics
 from tests.ingest.conftest import Fleet, count
@@ -99,14 +98,17 @@ def test_rows_and_dead_letters_commit_together_or_not_at_all(db, fleet, metric):
     assert (result.inserted, result.dead_letters) == (3, 1)
 
 
-def test_unique_rows_keeps_the_first_of_each_key():
-    t = NOW
-    rows = [(t, 1, 1, 1.0), (t, 1, 1, 2.0), (t, 1, 2, 3.0), (t, 2, 1, 4.0), (t, 1, 2, 5.0)]
-    assert unique_rows(rows) == [(t, 1, 1, 1.0), (t, 1, 2, 3.0), (t, 2, 1, 4.0)]
-
-
-def test_newest_per_key_picks_the_latest_time_and_the_first_of_a_tie():
+def test_split_batch_keeps_the_first_of_each_key_and_the_newest_per_sensor_metric():
     t = NOW
     early = t - timedelta(minutes=1)
-    rows = [(early, 1, 1, 1.0), (t, 1, 1, 2.0), (t, 1, 1, 9.0), (early, 2, 1, 3.0)]
-    assert newest_per_key(rows) == ([1, 2], [1, 1], [t, early], [2.0, 3.0])
+    rows = [
+        (early, 1, 1, 1.0),
+        (t, 1, 1, 2.0),
+        (t, 1, 1, 9.0),  # repeats a key: dropped
+        (early, 1, 2, 3.0),
+        (early, 1, 2, 5.0),  # repeats a key: dropped
+        (t, 2, 1, 4.0),
+    ]
+    unique, newest = split_batch(rows)
+    assert unique == [(early, 1, 1, 1.0), (t, 1, 1, 2.0), (early, 1, 2, 3.0), (t, 2, 1, 4.0)]
+    assert sorted(newest) == sorted([(t, 1, 1, 2.0), (early, 1, 2, 3.0), (t, 2, 1, 4.0)])
