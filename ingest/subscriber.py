@@ -118,7 +118,11 @@ class IngestService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.totals = Totals()
-        self._queue: queue.Queue[Inbound] = queue.Queue()
+        # The broker should never send more than IOT_MQTT_RECEIVE_MAXIMUM unacknowledged
+        # messages, but Mosquitto before 2.0.13 overshoots its inflight quota once acks
+        # flow (tens of thousands under a flood, eclipse/mosquitto#2306). The bound keeps
+        # memory flat there too: when full, paho's thread waits and TCP pushes back.
+        self._queue: queue.Queue[Inbound] = queue.Queue(maxsize=settings.mqtt_receive_maximum)
         self._stop = threading.Event()
         self._accepting = True
         self._connected = threading.Event()
@@ -142,6 +146,7 @@ class IngestService:
             client_id=s.mqtt_client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
             manual_ack=True,
+            fast_publish=True,
         )
         if s.mqtt_username:
             client.username_pw_set(s.mqtt_username, s.mqtt_password)
@@ -187,17 +192,22 @@ class IngestService:
             topic = message.topic
         except UnicodeDecodeError:
             topic = message._topic.decode("utf-8", "replace")
-        self._queue.put(
-            Inbound(
-                topic=topic,
-                payload=message.payload,
-                mid=message.mid,
-                qos=message.qos,
-                connection=client.connection,
-                arrival=datetime.now(UTC),
-                arrival_monotonic=time.monotonic(),
-            )
+        inbound = Inbound(
+            topic=topic,
+            payload=message.payload,
+            mid=message.mid,
+            qos=message.qos,
+            connection=client.connection,
+            arrival=datetime.now(UTC),
+            arrival_monotonic=time.monotonic(),
         )
+        while True:
+            try:
+                self._queue.put(inbound, timeout=0.2)
+                break
+            except queue.Full:
+                if not self._accepting:
+                    return  # as above; the worker may have stopped taking messages
         telemetry.UNACKED.inc()
 
     # --- database access with retry -------------------------------------------------------
