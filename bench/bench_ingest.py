@@ -3,10 +3,10 @@
 One invocation measures, on the same machine and data:
 
 * **ingest**: K ``python -m cli ingest`` processes on a shared subscription (K = 1, 2, 4),
-  fed pre-generated ChirpStack v4 uplinks from the simulator with QoS 1 by fast paho
-  publishers; time from the first publish until the last reading is committed
-  (polling ``count(*)``), messages/s and readings/s, median of ``--runs``; peak RSS of
-  the ingest processes (VmHWM);
+  fed pre-generated ChirpStack v4 uplinks from the simulator with QoS 1 by the same C
+  publishers as the broker limit (bench/mqtt_flood.c); time from the first publish until
+  the last reading is committed (polling ``count(*)``), messages/s and readings/s, median
+  of ``--runs``; peak RSS of the ingest processes (VmHWM);
 * **naive**: bench/naive_ingest.py (one INSERT + commit per message), same data, shorter;
 * **broker limit**: the same payloads through Mosquitto with C clients only
   (bench/mqtt_flood.c publishing, ``mosquitto_sub -C N -q 1`` receiving), messages/s;
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import multiprocessing
 import os
 import platform
 import re
@@ -37,7 +36,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -190,54 +188,45 @@ def readings_count(conn: psycopg.Connection) -> int:
 # --- publishing -------------------------------------------------------------------------
 
 
-def _publish_slice(port: int, tsv: str, part: int, parts: int, done: multiprocessing.Queue) -> None:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{part}")
-    client.max_inflight_messages_set(1000)
-    acked = [0]
-    lock = threading.Condition()
-
-    def on_publish(*args: object) -> None:
-        with lock:
-            acked[0] += 1
-            lock.notify()
-
-    client.on_publish = on_publish
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    lines = Path(tsv).read_bytes().split(b"\n")[part::parts]
-    sent = 0
-    for line in lines:
-        if not line:
-            continue
-        topic, payload = line.split(b"\t", 1)
-        with lock:
-            while sent - acked[0] >= 2000:
-                lock.wait()
-        client.publish(topic.decode(), payload, qos=1)
-        sent += 1
-    with lock:
-        while acked[0] < sent:
-            lock.wait()
-    done.put((part, sent, time.time()))
-    client.disconnect()
-    client.loop_stop()
+def split_for_publishers(
+    work: Workload, parts: int, workdir: Path, n: int | None = None
+) -> list[Path]:
+    """The first `n` messages' TSV lines dealt round-robin into `parts` files."""
+    lines = [line for line in work.tsv_path.read_bytes().split(b"\n") if line][:n]
+    files = []
+    for i in range(parts):
+        part = workdir / f"publish-{n}-{parts}-{i}.tsv"
+        part.write_bytes(b"\n".join(lines[i::parts]) + b"\n")
+        files.append(part)
+    return files
 
 
-def publish(port: int, tsv: Path, parts: int) -> tuple[float, float, int]:
-    """Publish the TSV with `parts` paho processes; (start, end of last PUBACK, count)."""
-    done: multiprocessing.Queue = multiprocessing.Queue()
-    ctx = multiprocessing.get_context("fork")
-    procs = [
-        ctx.Process(target=_publish_slice, args=(port, str(tsv), i, parts, done))
-        for i in range(parts)
-    ]
+def publish(port: int, files: list[Path], flood_bin: Path) -> tuple[float, float, int]:
+    """Publish each file with its own C publisher (bench/mqtt_flood.c, QoS 1, 1,000 in
+    flight), the same publishers as the broker limit, so every path is fed alike and the
+    publishers' CPU is small. Returns (start, end of the last PUBACK, messages)."""
     t0 = time.time()
-    for p in procs:
-        p.start()
-    results = [done.get() for _ in procs]
-    for p in procs:
-        p.join()
-    return t0, max(r[2] for r in results), sum(r[1] for r in results)
+    pubs = [
+        subprocess.Popen(
+            [
+                str(flood_bin),
+                "127.0.0.1",
+                str(port),
+                f"bench-pub-{uuid.uuid4().hex[:6]}-{i}",
+                str(f),
+                "1000",
+            ],
+            stdout=subprocess.PIPE,
+        )
+        for i, f in enumerate(files)
+    ]
+    sent = 0
+    for p in pubs:
+        out, _ = p.communicate(timeout=1800)
+        if p.returncode != 0:
+            raise RuntimeError(f"publisher exited with {p.returncode}")
+        sent += int(out.split()[0])
+    return t0, time.time(), sent
 
 
 # --- measurements -----------------------------------------------------------------------
@@ -267,7 +256,9 @@ def _wait_for_rows(conn: psycopg.Connection, expected: int, timeout_s: float) ->
     raise TimeoutError(f"only {readings_count(conn)} of {expected} readings after {timeout_s} s")
 
 
-def _ingest_env(database_url: str, port: int, k: int, run_id: str) -> dict[str, str]:
+def _ingest_env(
+    database_url: str, port: int, k: int, run_id: str, receive_maximum: int
+) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         IOT_DATABASE_URL=database_url,
@@ -276,6 +267,7 @@ def _ingest_env(database_url: str, port: int, k: int, run_id: str) -> dict[str, 
         IOT_MQTT_SHARE_GROUP=f"bench{run_id}",
         IOT_MQTT_TOPICS=json.dumps([f"{TOPIC_PREFIX}application/+/device/+/event/up"]),
         IOT_INGEST_METRICS_PORT="0",
+        IOT_MQTT_RECEIVE_MAXIMUM=str(receive_maximum),
         IOT_LOG_LEVEL="INFO",
     )
     return env
@@ -330,14 +322,21 @@ def _wait_subscribed(port: int, database_url: str, conn: psycopg.Connection, pro
 
 
 def run_ingest(
-    database_url: str, broker: Broker, work: Workload, k: int, publishers: int, workdir: Path
+    database_url: str,
+    broker: Broker,
+    work: Workload,
+    k: int,
+    files: list[Path],
+    flood_bin: Path,
+    workdir: Path,
+    receive_maximum: int,
 ) -> IngestRun:
     run_id = uuid.uuid4().hex[:6]
     with psycopg.connect(database_url, autocommit=True) as conn:
         reset(conn)
         procs = [
             _start_ingest(
-                _ingest_env(database_url, broker.port, i, run_id),
+                _ingest_env(database_url, broker.port, i, run_id, receive_maximum),
                 workdir / f"ingest-{run_id}-{i}.log",
             )
             for i in range(k)
@@ -345,7 +344,7 @@ def run_ingest(
         try:
             _wait_subscribed(broker.port, database_url, conn, procs)
             conn.execute("TRUNCATE readings, latest_readings, dead_letters")
-            t0, t_published, sent = publish(broker.port, work.tsv_path, publishers)
+            t0, t_published, sent = publish(broker.port, files, flood_bin)
             t_end = _wait_for_rows(conn, len(work.rows), timeout_s=900)
             rss = [_peak_rss_mib(p.pid) for p in procs]
         finally:
@@ -367,12 +366,15 @@ def run_ingest(
     )
 
 
-def run_naive(database_url: str, broker: Broker, work: Workload, n: int, workdir: Path) -> dict:
-    subset = work.messages[:n]
-    tsv = workdir / "naive.tsv"
-    with tsv.open("wb") as fh:
-        for topic, payload in subset:
-            fh.write(topic.encode() + b"\t" + payload + b"\n")
+def run_naive(
+    database_url: str,
+    broker: Broker,
+    work: Workload,
+    n: int,
+    files: list[Path],
+    flood_bin: Path,
+    workdir: Path,
+) -> dict:
     expected = sum(work.rows_per_message[:n])
     with psycopg.connect(database_url, autocommit=True) as conn:
         reset(conn)
@@ -391,7 +393,7 @@ def run_naive(database_url: str, broker: Broker, work: Workload, n: int, workdir
         )
         try:
             assert proc.stdout.readline().strip() == b"ready"
-            t0, _, sent = publish(broker.port, tsv, 1)
+            t0, _, sent = publish(broker.port, files, flood_bin)
             t_end = _wait_for_rows(conn, expected, timeout_s=1800)
             rss = _peak_rss_mib(proc.pid)
         finally:
@@ -407,15 +409,10 @@ def run_naive(database_url: str, broker: Broker, work: Workload, n: int, workdir
     }
 
 
-def broker_limit(broker: Broker, work: Workload, workdir: Path, flood_bin: Path) -> dict:
-    """Messages/s through the broker with C clients only: 2 publishers, 1 subscriber."""
+def broker_limit(broker: Broker, work: Workload, files: list[Path], flood_bin: Path) -> dict:
+    """Messages/s through the broker with C clients only: the ingest's publishers, one
+    C subscriber."""
     n = len(work.messages)
-    halves = []
-    lines = work.tsv_path.read_bytes().split(b"\n")[:n]
-    for i in range(2):
-        part = workdir / f"flood{i}.tsv"
-        part.write_bytes(b"\n".join(lines[i::2]) + b"\n")
-        halves.append(part)
     sub = subprocess.Popen(
         [
             "mosquitto_sub",
@@ -433,16 +430,7 @@ def broker_limit(broker: Broker, work: Workload, workdir: Path, flood_bin: Path)
         stdout=subprocess.DEVNULL,
     )
     time.sleep(1.0)
-    t0 = time.time()
-    pubs = [
-        subprocess.Popen(
-            [str(flood_bin), "127.0.0.1", str(broker.port), f"limit-pub-{i}", str(part), "1000"],
-            stdout=subprocess.PIPE,
-        )
-        for i, part in enumerate(halves)
-    ]
-    for p in pubs:
-        p.wait()
+    t0, _, _ = publish(broker.port, files, flood_bin)
     sub.wait(timeout=600)
     seconds = time.time() - t0
     return {"messages": n, "seconds": round(seconds, 2), "messages_per_s": round(n / seconds)}
@@ -500,6 +488,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--processes", type=int, nargs="*", default=[1, 2, 4])
     parser.add_argument("--publishers", type=int, default=2)
+    parser.add_argument(
+        "--receive-maximum",
+        type=int,
+        default=Settings.model_fields["mqtt_receive_maximum"].default,
+        help="IOT_MQTT_RECEIVE_MAXIMUM of the ingest processes (default: the setting's)",
+    )
     parser.add_argument("--naive-messages", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("bench-ingest-results.json"))
@@ -545,19 +539,40 @@ def main() -> int:
             "readings_per_message": round(work.readings_per_message, 3),
             "mean_message_bytes": round(statistics.mean(len(p) for _, p in work.messages)),
         }
+        files = split_for_publishers(work, args.publishers, workdir)
+        naive_files = split_for_publishers(work, args.publishers, workdir, args.naive_messages)
         runs: dict[str, list] = {"broker": [], "copy": [], "naive": []}
         for k in args.processes:
             runs[f"ingest_{k}"] = []
         for r in range(args.runs):
-            runs["broker"].append(broker_limit(broker, work, workdir, flood_bin))
+            runs["broker"].append(broker_limit(broker, work, files, flood_bin))
             runs["copy"].append(copy_limit(database_url, work))
             for k in args.processes:
                 runs[f"ingest_{k}"].append(
-                    asdict(run_ingest(database_url, broker, work, k, args.publishers, workdir))
+                    asdict(
+                        run_ingest(
+                            database_url,
+                            broker,
+                            work,
+                            k,
+                            files,
+                            flood_bin,
+                            workdir,
+                            args.receive_maximum,
+                        )
+                    )
                 )
             if r == 0:
                 runs["naive"].append(
-                    run_naive(database_url, broker, work, args.naive_messages, workdir)
+                    run_naive(
+                        database_url,
+                        broker,
+                        work,
+                        args.naive_messages,
+                        naive_files,
+                        flood_bin,
+                        workdir,
+                    )
                 )
             print(json.dumps({k: v[-1] for k, v in runs.items() if v}), flush=True)
         results["runs"] = runs
