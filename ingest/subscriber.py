@@ -481,6 +481,11 @@ class IngestService:
         self._thread = threading.Thread(target=self.run, name="ingest", daemon=True)
         self._thread.start()
 
+    @property
+    def backlog(self) -> int:
+        """Messages received and not yet taken by the worker."""
+        return self._queue.qsize()
+
     def wait_connected(self, timeout: float = 10.0) -> bool:
         return self._connected.wait(timeout)
 

@@ -335,3 +335,53 @@ def test_while_a_batch_commits_the_next_one_waits_ready_and_then_the_worker_wait
         locker.close()
         publisher.close()
         service.stop()
+
+
+def test_received_but_untaken_messages_stay_within_the_receive_maximum(
+    db, fleet, settings, tmp_path: Path
+) -> None:
+    """Mosquitto before 2.0.13 sends far more than the client's Receive Maximum once
+    acknowledgements flow; the ingest's own bound keeps its backlog (memory) within it
+    anyway, and nothing is lost."""
+    broker = PrivateBroker(tmp_path)
+    broker.start()
+    receive_maximum = 30
+    settings = settings.model_copy(
+        update={
+            "mqtt_port": broker.port,
+            "mqtt_receive_maximum": receive_maximum,
+            "batch_max_rows": 50,
+        }
+    )
+    service = IngestService(settings)
+    service.start()
+    publisher = None
+    peak = [0]
+    sampling = threading.Event()
+
+    def sample_backlog() -> None:
+        while not sampling.is_set():
+            peak[0] = max(peak[0], service.backlog)
+            time.sleep(0.0005)
+
+    sampler = threading.Thread(target=sample_backlog, daemon=True)
+    try:
+        assert service.wait_connected(10)
+        time.sleep(0.3)
+        publisher = StreamPublisher(broker.port)
+        sampler.start()
+        total = 3000
+        topic = fleet.native_topic("aarhus", "gw-co2-1")
+        for i in range(total):
+            publisher.publish(topic, sample(i))
+        publisher.wait_all_acknowledged()
+        wait_for(lambda: service.totals.committed_messages >= total, 60, "all committed")
+        sampling.set()
+        assert stored_samples(db, fleet.native_sensor) == (total, total)
+        assert 0 < peak[0] <= receive_maximum
+    finally:
+        sampling.set()
+        if publisher is not None:
+            publisher.close()
+        service.stop()
+        broker.stop()
