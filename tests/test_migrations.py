@@ -106,3 +106,11 @@ def test_rollups_follow_new_and_late_readings(db) -> None:
         "SELECT count, sum, min, max FROM readings_daily WHERE sensor_id = 7"
     ).fetchone() == (3, 2400.0, 400.0, 1200.0)
     assert db.execute("SELECT iot_refresh_rollups()").fetchone() == (0,)
+
+
+def test_latest_readings_leave_room_for_in_place_updates(db) -> None:
+    """Migration 0004: ingest's per-batch updates of latest values can be HOT."""
+    options = db.execute(
+        "SELECT reloptions FROM pg_class WHERE oid = 'latest_readings'::regclass"
+    ).fetchone()[0]
+    assert options == ["fillfactor=50"]
