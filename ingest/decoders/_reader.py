@@ -27,8 +27,22 @@ def check_fport(vendor: str, fport: int, allowed: Collection[int]) -> None:
         raise DecodeError(f"{vendor}: fPort {fport} carries no measurements (expected {expected})")
 
 
+_U8 = struct.Struct(">B")
+_I8 = struct.Struct(">b")
+_U16 = struct.Struct(">H")
+_I16 = struct.Struct(">h")
+_U32 = struct.Struct(">I")
+_I32 = struct.Struct(">i")
+_U16LE = struct.Struct("<H")
+_I16LE = struct.Struct("<h")
+_F32 = struct.Struct(">f")
+
+
 class ByteReader:
-    """Reads big- or little-endian integers and floats from a payload, checking bounds."""
+    """Reads big- or little-endian integers and floats from a payload, checking bounds.
+
+    Every uplink goes through here several times, so reads are one bounds check and one
+    precompiled ``struct.unpack_from`` each."""
 
     def __init__(self, payload: bytes, vendor: str, base: int = 0) -> None:
         """Read `payload`; `base` is its offset inside the uplink, for error messages."""
@@ -36,6 +50,7 @@ class ByteReader:
         self.vendor = vendor
         self.base = base
         self.offset = 0
+        self._size = len(self.payload)
 
     @property
     def position(self) -> int:
@@ -44,53 +59,65 @@ class ByteReader:
 
     @property
     def remaining(self) -> int:
-        return len(self.payload) - self.offset
+        return self._size - self.offset
 
     def at_end(self) -> bool:
-        return self.offset >= len(self.payload)
+        return self.offset >= self._size
+
+    def _truncated(self, size: int, field: str) -> DecodeError:
+        return DecodeError(
+            f"{self.vendor}: payload truncated in {field} at byte {self.position}: "
+            f"needs {size} byte(s), {self.remaining} left"
+        )
 
     def take(self, size: int, field: str) -> bytes:
         """The next `size` bytes; DecodeError when the payload ends first."""
-        if self.remaining < size:
-            raise DecodeError(
-                f"{self.vendor}: payload truncated in {field} at byte {self.position}: "
-                f"needs {size} byte(s), {self.remaining} left"
-            )
-        chunk = self.payload[self.offset : self.offset + size]
-        self.offset += size
-        return chunk
+        offset = self.offset
+        if offset + size > self._size:
+            raise self._truncated(size, field)
+        self.offset = offset + size
+        return self.payload[offset : offset + size]
 
-    def _unpack(self, fmt: str, field: str) -> int | float:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt), field))[0]
+    def _unpack(self, layout: struct.Struct, field: str):
+        offset = self.offset
+        end = offset + layout.size
+        if end > self._size:
+            raise self._truncated(layout.size, field)
+        self.offset = end
+        return layout.unpack_from(self.payload, offset)[0]
 
     def u8(self, field: str) -> int:
-        return int(self._unpack(">B", field))
+        offset = self.offset
+        if offset >= self._size:
+            raise self._truncated(1, field)
+        self.offset = offset + 1
+        return self.payload[offset]
 
     def i8(self, field: str) -> int:
-        return int(self._unpack(">b", field))
+        return self._unpack(_I8, field)
 
     def u16(self, field: str) -> int:
-        return int(self._unpack(">H", field))
+        return self._unpack(_U16, field)
 
     def i16(self, field: str) -> int:
-        return int(self._unpack(">h", field))
+        return self._unpack(_I16, field)
 
     def u32(self, field: str) -> int:
-        return int(self._unpack(">I", field))
+        return self._unpack(_U32, field)
 
     def i32(self, field: str) -> int:
-        return int(self._unpack(">i", field))
+        return self._unpack(_I32, field)
 
     def u16le(self, field: str) -> int:
-        return int(self._unpack("<H", field))
+        return self._unpack(_U16LE, field)
 
     def i16le(self, field: str) -> int:
-        return int(self._unpack("<h", field))
+        return self._unpack(_I16LE, field)
 
     def f32(self, field: str) -> float:
         """An IEEE-754 single-precision float; NaN and infinity are refused."""
         start = self.position
-        value = float(self._unpack(">f", field))
+        value = float(self._unpack(_F32, field))
         if not math.isfinite(value):
             raise DecodeError(f"{self.vendor}: {field} at byte {start} is not a finite number")
         return value
