@@ -17,10 +17,16 @@ uplink, a QoS 1 redelivery after a reconnect), so a sample is never stored twice
 ``latest_readings`` keeps the newest value per sensor and metric. The newest row per key
 is picked here and goes by binary COPY into a second temporary table to be upserted from
 there (passing it as arrays costs psycopg more than the database's whole write).
+
+Rows are encoded to PostgreSQL's binary COPY format here, once each, with one
+precompiled ``struct`` per row: the same bytes feed ``readings`` (or staging) and, for
+the newest rows, ``latest_readings``. That is a third of the cost of psycopg's
+``write_row`` per row, and this thread's CPU is the ingest's limit (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -40,7 +46,14 @@ CREATE TEMP TABLE IF NOT EXISTS {name} (
 """
 
 _COPY_COLUMNS = "(time, sensor_id, metric_id, value) FROM STDIN (FORMAT BINARY)"
-_COPY_TYPES = ["timestamptz", "int8", "int2", "float8"]
+# Binary COPY: signature, flags, header extension length; each row: field count, then
+# (length, value) per field: timestamptz as int8 microseconds since 2000-01-01 UTC, int8,
+# int2, float8; the end: field count -1.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_COPY_TRAILER = struct.pack(">h", -1)
+_COPY_ROW = struct.Struct(">hiqiqihid")
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 _INSERT_FROM_STAGING = """
 INSERT INTO readings (time, sensor_id, metric_id, value)
@@ -80,31 +93,52 @@ class WriteResult:
     dead_letters: int
 
 
-def split_batch(rows: Sequence[Row]) -> tuple[list[Row], list[Row]]:
-    """(`rows` without repeats of a (time, sensor, metric) key, the newest row per (sensor,
-    metric)). Of repeated keys and of equal times the first row wins, as with ``ON
-    CONFLICT DO NOTHING`` in row order."""
+@dataclass(frozen=True, slots=True)
+class EncodedBatch:
+    """A batch's rows in binary COPY format, repeats of a key removed."""
+
+    rows: int  # distinct (time, sensor, metric) keys
+    readings: bytes  # COPY data of those rows, in batch order
+    latest: bytes  # COPY data of the newest row per (sensor, metric)
+    oldest: datetime
+    newest: datetime
+
+
+def encode_batch(rows: Sequence[Row]) -> EncodedBatch:
+    """Encode `rows` (timezone-aware times) for COPY. Of repeated keys, and of rows of a
+    (sensor, metric) with equal times, the first wins, as with ``ON CONFLICT DO NOTHING``
+    in row order."""
     seen: set[tuple[datetime, int, int]] = set()
-    unique: list[Row] = []
-    newest: dict[tuple[int, int], Row] = {}
-    for row in rows:
-        time_, sensor_id, metric_id, _ = row
+    encoded: list[bytes] = []
+    newest: dict[tuple[int, int], tuple[datetime, bytes]] = {}
+    pack = _COPY_ROW.pack
+    oldest = latest = rows[0][0]
+    for time_, sensor_id, metric_id, value in rows:
         key = (time_, sensor_id, metric_id)
         if key in seen:
             continue
         seen.add(key)
-        unique.append(row)
+        data = pack(4, 8, (time_ - _PG_EPOCH) // _MICROSECOND, 8, sensor_id, 2, metric_id, 8, value)
+        encoded.append(data)
         held = newest.get((sensor_id, metric_id))
         if held is None or time_ > held[0]:
-            newest[(sensor_id, metric_id)] = row
-    return unique, list(newest.values())
+            newest[(sensor_id, metric_id)] = (time_, data)
+        if time_ < oldest:
+            oldest = time_
+        elif time_ > latest:
+            latest = time_
+    return EncodedBatch(
+        rows=len(encoded),
+        readings=_COPY_HEADER + b"".join(encoded) + _COPY_TRAILER,
+        latest=_COPY_HEADER + b"".join([data for _, data in newest.values()]) + _COPY_TRAILER,
+        oldest=oldest,
+        newest=latest,
+    )
 
 
-def _copy_rows(cur: psycopg.Cursor, table: str, rows: Sequence[Row]) -> None:
+def _copy(cur: psycopg.Cursor, table: str, data: bytes) -> None:
     with cur.copy(f"COPY {table} {_COPY_COLUMNS}") as copy:
-        copy.set_types(_COPY_TYPES)
-        for row in rows:
-            copy.write_row(row)
+        copy.write(data)
 
 
 class BatchWriter:
@@ -128,38 +162,39 @@ class BatchWriter:
             conn.execute(_STAGING_DDL.format(name="ingest_latest"))
             self._prepared_conn = id(conn)
 
-    def _ensure_partitions(self, conn: psycopg.Connection, rows: Sequence[Row]) -> None:
-        days = {row[0].date() for row in rows} - self._known_days
+    def _ensure_partitions(self, conn: psycopg.Connection, batch: EncodedBatch) -> None:
+        first, last = batch.oldest.date(), batch.newest.date()
+        span = {first + timedelta(days=i) for i in range((last - first).days + 1)}
+        days = span - self._known_days
         if not days:
             return
         # Outside the batch's transaction, so a new partition never waits for the batch.
         conn.execute("SELECT iot_ensure_partitions(%s, %s)", (min(days), max(days)))
         self._known_days |= days
 
-    def _try_direct(self, cur: psycopg.Cursor, rows: list[Row]) -> bool:
-        """COPY `rows` into readings in a savepoint; False (and nothing written) when one
-        of them is stored already."""
+    def _try_direct(self, cur: psycopg.Cursor, batch: EncodedBatch) -> bool:
+        """COPY the batch into readings in a savepoint; False (and nothing written) when
+        one of its rows is stored already."""
         try:
             with cur.connection.transaction():
-                _copy_rows(cur, "readings", rows)
+                _copy(cur, "readings", batch.readings)
         except errors.UniqueViolation:
             self._staging_batches_left = STAGING_AFTER_CONFLICT_BATCHES
             return False
         self.direct_writes += 1
         return True
 
-    def _via_staging(self, cur: psycopg.Cursor, rows: Sequence[Row]) -> int:
-        _copy_rows(cur, "ingest_staging", rows)
+    def _via_staging(self, cur: psycopg.Cursor, batch: EncodedBatch) -> int:
+        _copy(cur, "ingest_staging", batch.readings)
         cur.execute(_INSERT_FROM_STAGING)
         self.staging_writes += 1
         return cur.rowcount
 
-    def _use_direct(self, rows: Sequence[Row]) -> bool:
+    def _use_direct(self, batch: EncodedBatch) -> bool:
         if self._staging_batches_left > 0:
             self._staging_batches_left -= 1
             return False
-        oldest = min(row[0] for row in rows)
-        return oldest > datetime.now(UTC) - DIRECT_MAX_AGE
+        return batch.oldest > datetime.now(UTC) - DIRECT_MAX_AGE
 
     def write(
         self,
@@ -169,18 +204,18 @@ class BatchWriter:
     ) -> WriteResult:
         """Commit `rows` and `dead_letters` together; raises psycopg errors on failure."""
         self._prepare(conn)
-        if rows:
-            self._ensure_partitions(conn, rows)
+        batch = encode_batch(rows) if rows else None
+        if batch is not None:
+            self._ensure_partitions(conn, batch)
         inserted = 0
         with conn.transaction():
-            if rows:
+            if batch is not None:
                 with conn.cursor() as cur:
-                    unique, newest = split_batch(rows)
-                    if self._use_direct(unique) and self._try_direct(cur, unique):
-                        inserted = len(unique)
+                    if self._use_direct(batch) and self._try_direct(cur, batch):
+                        inserted = batch.rows
                     else:
-                        inserted = self._via_staging(cur, unique)
-                    _copy_rows(cur, "ingest_latest", newest)
+                        inserted = self._via_staging(cur, batch)
+                    _copy(cur, "ingest_latest", batch.latest)
                     cur.execute(_UPSERT_LATEST)
             if dead_letters:
                 with (

@@ -12,7 +12,6 @@ from ingest.writer import (
     STAGING_AFTER_CONFLICT_BATCHES,
     BatchWriter,
     DeadLetterRow,
-    split_batch,
 )
 from models.db import sync_metrics
 from tests.ingest.conftest import Fleet, count
@@ -98,17 +97,33 @@ def test_rows_and_dead_letters_commit_together_or_not_at_all(db, fleet, metric):
     assert (result.inserted, result.dead_letters) == (3, 1)
 
 
-def test_split_batch_keeps_the_first_of_each_key_and_the_newest_per_sensor_metric():
-    t = NOW
-    early = t - timedelta(minutes=1)
-    rows = [
-        (early, 1, 1, 1.0),
-        (t, 1, 1, 2.0),
-        (t, 1, 1, 9.0),  # repeats a key: dropped
-        (early, 1, 2, 3.0),
-        (early, 1, 2, 5.0),  # repeats a key: dropped
-        (t, 2, 1, 4.0),
+def test_rows_come_back_exactly_as_written(db, fleet, metric):
+    """The writer's own binary COPY encoding, checked by the database: microseconds, rows
+    on both sides of midnight and through both paths, extreme doubles."""
+    sensor = fleet.climate_sensor
+    midnight = NOW.replace(hour=0, minute=0, second=0)
+    times = [
+        NOW.replace(microsecond=123456),
+        midnight,
+        midnight - timedelta(microseconds=1),
+        NOW - timedelta(days=3, microseconds=999999),  # staging path
     ]
-    unique, newest = split_batch(rows)
-    assert unique == [(early, 1, 1, 1.0), (t, 1, 1, 2.0), (early, 1, 2, 3.0), (t, 2, 1, 4.0)]
-    assert sorted(newest) == sorted([(t, 1, 1, 2.0), (early, 1, 2, 3.0), (t, 2, 1, 4.0)])
+    values = [-12.5, 1e300, -0.0, 5e-324]
+    for rows in (
+        [(t, sensor, metric, v) for t, v in zip(times[:3], values, strict=False)],
+        [(times[3], sensor, metric, values[3])],
+    ):
+        BatchWriter().write(db, rows, [])
+    stored_rows = db.execute(
+        "SELECT time, sensor_id, metric_id, value FROM readings ORDER BY time DESC"
+    ).fetchall()
+    assert stored_rows == sorted(
+        [(t, sensor, metric, v) for t, v in zip(times, values, strict=True)], reverse=True
+    )
+
+
+def test_of_equal_times_the_first_row_is_the_latest_value(db, fleet, metric):
+    sensor = fleet.climate_sensor
+    BatchWriter().write(db, [(NOW, sensor, metric, 1.0), (NOW, sensor, metric, 2.0)], [])
+    assert db.execute("SELECT value FROM latest_readings").fetchall() == [(1.0,)]
+    assert db.execute("SELECT value FROM readings").fetchall() == [(1.0,)]
