@@ -108,31 +108,40 @@ def encode_batch(rows: Sequence[Row]) -> EncodedBatch:
     """Encode `rows` (timezone-aware times) for COPY. Of repeated keys, and of rows of a
     (sensor, metric) with equal times, the first wins, as with ``ON CONFLICT DO NOTHING``
     in row order."""
-    seen: set[tuple[datetime, int, int]] = set()
+    seen: set[tuple[int, int, int]] = set()
     encoded: list[bytes] = []
-    newest: dict[tuple[int, int], tuple[datetime, bytes]] = {}
+    newest: dict[tuple[int, int], tuple[int, bytes]] = {}
     pack = _COPY_ROW.pack
-    oldest = latest = rows[0][0]
+    # Keys and comparisons on integer microseconds: hashing and comparing aware datetimes
+    # costs several times more. A message's rows share one datetime object, so it is
+    # converted once per message.
+    last_time = None
+    micros = 0
+    oldest = latest = None
     for time_, sensor_id, metric_id, value in rows:
-        key = (time_, sensor_id, metric_id)
+        if time_ is not last_time:
+            last_time = time_
+            micros = (time_ - _PG_EPOCH) // _MICROSECOND
+            if oldest is None or micros < oldest:
+                oldest = micros
+            if latest is None or micros > latest:
+                latest = micros
+        key = (micros, sensor_id, metric_id)
         if key in seen:
             continue
         seen.add(key)
-        data = pack(4, 8, (time_ - _PG_EPOCH) // _MICROSECOND, 8, sensor_id, 2, metric_id, 8, value)
+        data = pack(4, 8, micros, 8, sensor_id, 2, metric_id, 8, value)
         encoded.append(data)
-        held = newest.get((sensor_id, metric_id))
-        if held is None or time_ > held[0]:
-            newest[(sensor_id, metric_id)] = (time_, data)
-        if time_ < oldest:
-            oldest = time_
-        elif time_ > latest:
-            latest = time_
+        pair = (sensor_id, metric_id)
+        held = newest.get(pair)
+        if held is None or micros > held[0]:
+            newest[pair] = (micros, data)
     return EncodedBatch(
         rows=len(encoded),
         readings=_COPY_HEADER + b"".join(encoded) + _COPY_TRAILER,
         latest=_COPY_HEADER + b"".join([data for _, data in newest.values()]) + _COPY_TRAILER,
-        oldest=oldest,
-        newest=latest,
+        oldest=_PG_EPOCH + oldest * _MICROSECOND,
+        newest=_PG_EPOCH + latest * _MICROSECOND,
     )
 
 
