@@ -45,10 +45,6 @@ KIND_METRIC = {"climate": "co2_ppm", "bin": "fill_pct", "parking": "occupied"}
 # Hourly rollup rows of one sensor are spread over the table (written hour by hour for
 # all sensors); with avg/min/max/count in the index a year of one sensor is an
 # index-only scan of ~40 pages instead of ~5,000 heap pages.
-COVERING_INDEX = (
-    "CREATE INDEX IF NOT EXISTS ix_readings_hourly_covering ON readings_hourly "
-    "(sensor_id, metric_id, bucket) INCLUDE (count, avg, min, max)"
-)
 SECTION_START = "<!-- bench_api:start -->"
 SECTION_END = "<!-- bench_api:end -->"
 
@@ -369,11 +365,7 @@ def write_section(results: dict, timings: dict, facts: dict, command: str) -> st
             if "load_s" in timings
             else ""
         )
-        + (
-            f"With the proposed covering index `{COVERING_INDEX.split(' ON ')[1]}`. "
-            if facts.get("covering_index")
-            else "Migrations' indexes only. "
-        )
+        + "Indexes as the migrations create them (0003: covering rollup indexes). "
         + "Requests over HTTP to uvicorn (one worker) with httpx, keep-alive, "
         "`Accept-Encoding: identity` unless noted.",
         "",
@@ -429,11 +421,6 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--database-url", help="reuse a database loaded by an earlier --keep")
     parser.add_argument("--no-write", action="store_true", help="don't touch BENCHMARKS.md")
-    parser.add_argument(
-        "--covering-index",
-        action="store_true",
-        help="add the proposed covering index on readings_hourly (not in the migrations yet)",
-    )
     args = parser.parse_args()
     command = "cd /work/main && .venv/bin/python " + shlex.join(
         ["bench/bench_api.py", *sys.argv[1:]]
@@ -453,12 +440,7 @@ def main() -> int:
             end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
             timings = load(url, args.sensors, args.readings_per_sensor, args.municipalities, end)
             print(f"loaded: {timings}", flush=True)
-        if args.covering_index:
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute(COVERING_INDEX)
-                conn.execute("VACUUM ANALYZE readings_hourly")
         facts = fleet_facts(url)
-        facts["covering_index"] = args.covering_index
         port = _free_port()
         proc = start_api(url, port, Path("/tmp") / f"bench_api_{port}.log")
         results = measure(f"http://127.0.0.1:{port}", facts, args.repeat, args.export_repeat)
