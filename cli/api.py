@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     configure_logging(settings)
     uvicorn.run(
-        "api.app:create_app",
+        "api.app:create_served_app",
         factory=True,
         host=args.host or settings.api_host,
         port=args.port or settings.api_port,

@@ -184,3 +184,27 @@ def test_health_is_503_with_json_when_the_database_is_unreachable(settings: Sett
     assert response.status_code == 503
     assert response.json()["status"] == "unavailable"
     assert response.headers["cache-control"] == "no-store"
+
+
+def test_the_served_app_keeps_the_garbage_collector_out_of_the_latency_tail(
+    settings: Settings,
+) -> None:
+    """`python -m cli api` serves create_served_app(): start-up objects frozen out of
+    collections and a larger young-generation threshold; create_app() alone leaves the
+    process's collector as it is."""
+    import gc
+
+    from api.app import GC_YOUNG_THRESHOLD, create_served_app
+
+    before = gc.get_threshold()
+    try:
+        with TestClient(create_app(settings)):
+            assert gc.get_threshold() == before
+        gc.unfreeze()
+        with TestClient(create_served_app(settings)) as client:
+            assert client.get("/health").status_code == 200
+            assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+            assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
