@@ -228,6 +228,12 @@ class IngestService:
                     session.writer.forget_connection()
                     telemetry.set_database_available(True)
                 return operation(session.conn)
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+                # The server rolled the transaction back whole; the connection is fine and
+                # running it again is safe.
+                telemetry.DB_RETRIES.inc()
+                log.warning("transaction_retried", during=what, error=str(exc).strip()[:200])
+                continue
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 if session.conn is not None:
                     session.conn.close()

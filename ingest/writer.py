@@ -61,9 +61,11 @@ SELECT time, sensor_id, metric_id, value FROM ingest_staging
 ON CONFLICT DO NOTHING
 """
 
+# In key order: ingest replicas upsert overlapping keys at the same time (a share group
+# deals messages, not sensors), and rows locked in one global order cannot deadlock.
 _UPSERT_LATEST = """
 INSERT INTO latest_readings (sensor_id, metric_id, time, value)
-SELECT sensor_id, metric_id, time, value FROM ingest_latest
+SELECT sensor_id, metric_id, time, value FROM ingest_latest ORDER BY sensor_id, metric_id
 ON CONFLICT (sensor_id, metric_id) DO UPDATE
 SET time = EXCLUDED.time, value = EXCLUDED.value
 WHERE latest_readings.time < EXCLUDED.time

@@ -385,3 +385,28 @@ def test_received_but_untaken_messages_stay_within_the_receive_maximum(
             publisher.close()
         service.stop()
         broker.stop()
+
+
+@pytest.mark.parametrize("sqlstate", ["40P01", "40001"], ids=["deadlock", "serialization"])
+def test_a_transaction_the_server_rolled_back_is_run_again_on_the_same_connection(
+    settings, sqlstate: str
+) -> None:
+    """Deadlocks and serialization failures abort only the transaction: the operation is
+    retried at once, not treated as the database being away (no reconnect, no backoff)."""
+    service = IngestService(settings)
+    pids: list[int] = []
+
+    def operation(conn: psycopg.Connection) -> int:
+        pids.append(conn.info.backend_pid)
+        if len(pids) == 1:
+            conn.execute(
+                f"DO $$ BEGIN RAISE EXCEPTION 'rolled back' USING ERRCODE = '{sqlstate}'; END $$"
+            )
+        return conn.info.backend_pid
+
+    session = service._commit_db
+    started = time.monotonic()
+    assert service._with_db(operation, "test", session) == pids[0]
+    assert len(pids) == 2 and pids[0] == pids[1]
+    assert time.monotonic() - started < 0.4  # no backoff (it starts at 0.5 s)
+    session.conn.close()

@@ -3,6 +3,7 @@ latest values kept newest-first."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -14,7 +15,7 @@ from ingest.writer import (
     DeadLetterRow,
 )
 from models.db import sync_metrics
-from tests.ingest.conftest import Fleet, count
+from tests.ingest.conftest import Fleet, count, wait_for
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -127,3 +128,44 @@ def test_of_equal_times_the_first_row_is_the_latest_value(db, fleet, metric):
     BatchWriter().write(db, [(NOW, sensor, metric, 1.0), (NOW, sensor, metric, 2.0)], [])
     assert db.execute("SELECT value FROM latest_readings").fetchall() == [(1.0,)]
     assert db.execute("SELECT value FROM readings").fetchall() == [(1.0,)]
+
+
+def test_latest_values_are_locked_in_key_order(db, fleet, metric, database_url):
+    """Two replicas upserting overlapping keys must lock them in one order or they can
+    deadlock. With the lower key held elsewhere, a batch listing the higher key first
+    waits on the lower one before it has locked the higher one."""
+    low, high = sorted([fleet.climate_sensor, fleet.native_sensor])
+    BatchWriter().write(db, [(NOW, low, metric, 1.0), (NOW, high, metric, 1.0)], [])
+    later = NOW + timedelta(seconds=1)
+    with (
+        psycopg.connect(database_url) as blocker,
+        psycopg.connect(database_url, autocommit=True) as writer_conn,
+        psycopg.connect(database_url) as probe,
+    ):
+        blocker.execute("SELECT 1 FROM latest_readings WHERE sensor_id = %s FOR UPDATE", (low,))
+        writer_pid = writer_conn.info.backend_pid
+        batch = [(later, high, metric, 2.0), (later, low, metric, 2.0)]
+        worker = threading.Thread(target=BatchWriter().write, args=(writer_conn, batch, []))
+        worker.start()
+        try:
+            wait_for(
+                lambda: (
+                    db.execute(
+                        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                        (writer_pid,),
+                    ).fetchone()[0]
+                    == "Lock"
+                ),
+                10,
+                "the writer waiting for the lower key",
+            )
+            # The higher key is free: the writer has not taken it out of order.
+            probe.execute(
+                "SELECT 1 FROM latest_readings WHERE sensor_id = %s FOR UPDATE NOWAIT", (high,)
+            )
+        finally:
+            probe.rollback()
+            blocker.rollback()
+            worker.join(10)
+    values = db.execute("SELECT value FROM latest_readings ORDER BY sensor_id").fetchall()
+    assert values == [(2.0,), (2.0,)]
