@@ -297,3 +297,24 @@ def test_downgrade_to_base_leaves_nothing_and_upgrade_works_again(
     migrate(timescale_url, timescaledb="on")
     with psycopg.connect(timescale_url) as conn:
         assert storage_backend(conn) == "timescaledb"
+
+
+def test_fresh_readings_go_straight_into_the_hypertable_and_repeats_are_absorbed(
+    tsdb: psycopg.Connection,
+) -> None:
+    """The writer's direct COPY path on a hypertable: a repeat raises the unique violation
+    that sends the batch through staging, and nothing is stored twice."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    rows = [(now - timedelta(minutes=m), 101, 1, float(m)) for m in range(30)]
+    _register_sensors(tsdb)
+    writer = BatchWriter()
+    assert writer.write(tsdb, rows, []).inserted == len(rows)
+    assert (writer.direct_writes, writer.staging_writes) == (1, 0)
+    newer = (now + timedelta(seconds=1), 101, 1, -1.0)
+    result = writer.write(tsdb, [*rows[:10], newer], [])
+    assert (result.inserted, result.duplicates) == (1, 10)
+    assert (writer.direct_writes, writer.staging_writes) == (1, 1)
+    assert tsdb.execute("SELECT count(*) FROM readings").fetchone() == (len(rows) + 1,)
+    assert tsdb.execute(
+        "SELECT time, value FROM latest_readings WHERE sensor_id = 101 AND metric_id = 1"
+    ).fetchone() == (newer[0], -1.0)
