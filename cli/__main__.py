@@ -29,9 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Exit status of a process stopped by SIGINT, as shells report it (128 + 2).
+INTERRUPTED = 130
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        # Ctrl-C in `make up` reaches every process of the terminal's group: the loops
+        # (maintenance, evaluate --every) stop quietly instead of printing a traceback.
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

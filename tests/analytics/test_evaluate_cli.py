@@ -51,3 +51,32 @@ def test_scheduler_keeps_running_through_a_database_outage():
         output, _ = proc.communicate(timeout=30)
     assert still_running, output
     assert output.count("event=evaluate.database_unavailable") >= 2, output
+
+
+def test_ctrl_c_stops_the_scheduler_quietly_with_status_130():
+    """`make up` passes Ctrl-C to every process of the terminal: the loops stop without a
+    traceback, exiting as shells expect of a process stopped by SIGINT."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "evaluate", "--every", "30"],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        lines = []
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "evaluate.database_unavailable" in line:
+                break  # the first round is done: now it sleeps until the next one
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = "".join(lines) + output
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output
