@@ -60,9 +60,9 @@ class _GivingUp(BaseException):
 
 @dataclass(slots=True)
 class _Session:
-    """One thread's database connection; the commit thread's also has the batch writer."""
+    """One thread's database connection and the writer whose temporary tables live in it
+    (the worker only looks devices up; the commit thread writes)."""
 
-    what: str
     conn: psycopg.Connection | None = None
     writer: BatchWriter = field(default_factory=BatchWriter)
 
@@ -126,8 +126,8 @@ class IngestService:
         self._stop = threading.Event()
         self._accepting = True
         self._connected = threading.Event()
-        self._lookup_db = _Session("lookup")
-        self._commit_db = _Session("commit")
+        self._lookup_db = _Session()
+        self._commit_db = _Session()
         # Batches from the worker to the commit thread; None ends the commit thread.
         self._to_commit: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
         self._commit_failed = threading.Event()
