@@ -17,8 +17,10 @@ buffer are parsed here in one pass, without paho's per-packet state machine, its
 ``threading.Condition`` per message): together more than half of the network thread's
 time in the ingest profile. ``on_message`` then gets a ``ReceivedMessage``, which has the
 receiving side of ``MQTTMessage`` (topic, payload, qos, mid, retain, dup) but no MQTT v5
-properties. Everything else (QoS 2, other packet types, packets split across reads, a
-malformed packet) goes through paho as before, from the same buffer.
+properties; in particular it does not resolve topic aliases, which a broker only uses
+when the client's CONNECT allows them (``TopicAliasMaximum``; the ingest never does).
+Everything else (QoS 2, other packet types, packets split across reads, a malformed
+packet) goes through paho as before, from the same buffer.
 
 It also closes the connection gracefully after its own DISCONNECT. paho closes the socket
 right after writing DISCONNECT; if the broker is still streaming messages, unread bytes
