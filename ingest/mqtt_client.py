@@ -11,16 +11,16 @@ reads from a buffer filled 64 KiB at a time and drains the buffer before going b
 Each incoming message also went through paho's topic matcher for per-topic callbacks,
 which the ingest does not use; without any, messages go straight to ``on_message``.
 
-With ``fast_publish=True`` the QoS 0 and 1 PUBLISH packets that lie complete in the
-buffer are parsed here in one pass, without paho's per-packet state machine, its
+With ``fast_publish=True`` the QoS 0 and 1 PUBLISH packets without MQTT v5 properties
+(what gateways and network servers send) that lie complete in the buffer are parsed here
+in one pass, without paho's per-packet state machine, its
 ``Properties`` objects and ``MQTTMessage`` (whose ``MQTTMessageInfo`` builds a
 ``threading.Condition`` per message): together more than half of the network thread's
 time in the ingest profile. ``on_message`` then gets a ``ReceivedMessage``, which has the
-receiving side of ``MQTTMessage`` (topic, payload, qos, mid, retain, dup) but no MQTT v5
-properties; in particular it does not resolve topic aliases, which a broker only uses
-when the client's CONNECT allows them (``TopicAliasMaximum``; the ingest never does).
-Everything else (QoS 2, other packet types, packets split across reads, a malformed
-packet) goes through paho as before, from the same buffer.
+receiving side of ``MQTTMessage`` (topic, payload, qos, mid, retain, dup). Everything
+else (QoS 2, packets with properties, so topic aliases and user properties too, other
+packet types, packets split across reads, a malformed packet) goes through paho as
+before, from the same buffer.
 
 It also closes the connection gracefully after its own DISCONNECT. paho closes the socket
 right after writing DISCONNECT; if the broker is still streaming messages, unread bytes
@@ -206,9 +206,8 @@ class BufferedClient(mqtt.Client):
                     i += 2
                 if v5:
                     properties_length, i = _varint(buf, i, end)
-                    if properties_length < 0:
-                        break
-                    i += properties_length
+                    if properties_length != 0:
+                        break  # properties (or a malformed length): paho's job
                 if i > end or (qos and mid == 0):
                     break
                 message = ReceivedMessage(
