@@ -140,10 +140,8 @@ def test_network_server_decoded_object_is_used_and_bin_fill_is_derived(
 def test_things_stack_uplink_takes_network_receive_time_and_best_gateway(
     db, fleet, ingest, publisher
 ) -> None:
-    received = datetime(2026, 11, 22, 8, 15, 3, 123456, tzinfo=UTC)
-    received = received.replace(
-        year=datetime.now(UTC).year, month=datetime.now(UTC).month, day=datetime.now(UTC).day
-    )
+    # An hour ago, whatever the time of day (later today would be refused as future).
+    received = datetime.now(UTC).replace(microsecond=123456) - timedelta(hours=1)
     publisher.publish(fleet.tts_topic("room-101"), tts_up(ELSYS_EUI, ELSYS_ERS_CO2_HEX, received))
     wait_for(lambda: count(db, "SELECT count(*) FROM readings") >= 7, what="TTS readings")
     values = readings_of(db, fleet.climate_sensor)
