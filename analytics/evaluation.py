@@ -143,42 +143,46 @@ def evaluate_climate(conn, sensors, metric_ids, since, until, t: AnalyticsThresh
             runs, rule, sensors, rows, f"CO2 at or above {threshold:g} ppm", "peak_ppm"
         )
         active += [ActiveCondition(**{**a.__dict__, "severity": severity}) for a in found]
-    temp = _padded(conn, sensors, rows, metric_ids["temperature_c"], since, until)
-    runs = climate.outside_band_episodes(
-        temp.time_s,
-        temp.value,
-        c.temperature_low_c,
-        c.temperature_high_c,
-        c.temperature_hysteresis_c,
-        c.comfort_min_duration_s,
-        c.max_gap_s,
-    )
-    active += _ongoing(
-        runs,
-        "climate.temperature",
-        sensors,
-        rows,
-        f"temperature outside {c.temperature_low_c:g}–{c.temperature_high_c:g} °C",
-        "max_outside_c",
-    )
-    hum = _padded(conn, sensors, rows, metric_ids["humidity_pct"], since, until)
-    runs = climate.outside_band_episodes(
-        hum.time_s,
-        hum.value,
-        c.humidity_low_pct,
-        c.humidity_high_pct,
-        c.humidity_hysteresis_pct,
-        c.comfort_min_duration_s,
-        c.max_gap_s,
-    )
-    active += _ongoing(
-        runs,
-        "climate.humidity",
-        sensors,
-        rows,
-        f"humidity outside {c.humidity_low_pct:g}–{c.humidity_high_pct:g} %",
-        "max_outside_pct",
-    )
+    for metric, rule, low, high, hysteresis, quantity, unit, value_key in (
+        (
+            "temperature_c",
+            "climate.temperature",
+            c.temperature_low_c,
+            c.temperature_high_c,
+            c.temperature_hysteresis_c,
+            "temperature",
+            "°C",
+            "max_outside_c",
+        ),
+        (
+            "humidity_pct",
+            "climate.humidity",
+            c.humidity_low_pct,
+            c.humidity_high_pct,
+            c.humidity_hysteresis_pct,
+            "humidity",
+            "%",
+            "max_outside_pct",
+        ),
+    ):
+        series = _padded(conn, sensors, rows, metric_ids[metric], since, until)
+        runs = climate.outside_band_episodes(
+            series.time_s,
+            series.value,
+            low,
+            high,
+            hysteresis,
+            c.comfort_min_duration_s,
+            c.max_gap_s,
+        )
+        active += _ongoing(
+            runs,
+            rule,
+            sensors,
+            rows,
+            f"{quantity} outside {low:g}–{high:g} {unit}",
+            value_key,
+        )
     return active, {"co2": co2}
 
 

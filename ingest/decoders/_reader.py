@@ -27,7 +27,6 @@ def check_fport(vendor: str, fport: int, allowed: Collection[int]) -> None:
         raise DecodeError(f"{vendor}: fPort {fport} carries no measurements (expected {expected})")
 
 
-_U8 = struct.Struct(">B")
 _I8 = struct.Struct(">b")
 _U16 = struct.Struct(">H")
 _I16 = struct.Struct(">h")
