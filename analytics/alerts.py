@@ -118,20 +118,18 @@ def acknowledge(
     None when the alert does not exist or belongs to another municipality. Acknowledging
     an acknowledged or resolved alert changes nothing and returns it as it is.
     """
-    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            """
-            UPDATE alerts SET status = 'acknowledged', acknowledged_at = now(),
-                              acknowledged_by = %s, updated_at = now()
-            WHERE id = %s AND municipality_id = %s AND status = 'open'
-            RETURNING *
-            """,
-            (by, alert_id, municipality_id),
-        )
-        row = cur.fetchone()
-        if row is None:
-            row = _get(cur, alert_id, municipality_id)
-    return row
+    return _transition(
+        conn,
+        """
+        UPDATE alerts SET status = 'acknowledged', acknowledged_at = now(),
+                          acknowledged_by = %s, updated_at = now()
+        WHERE id = %s AND municipality_id = %s AND status = 'open'
+        RETURNING *
+        """,
+        alert_id,
+        municipality_id,
+        by,
+    )
 
 
 def resolve(
@@ -141,25 +139,34 @@ def resolve(
 
     If the condition still holds, the next evaluation opens a new alert.
     """
+    return _transition(
+        conn,
+        """
+        UPDATE alerts SET status = 'resolved', resolved_at = now(),
+                          ended_at = coalesce(ended_at, now()), updated_at = now(),
+                          details = details || jsonb_build_object('resolved_by', %s::text)
+        WHERE id = %s AND municipality_id = %s AND status <> 'resolved'
+        RETURNING *
+        """,
+        alert_id,
+        municipality_id,
+        by,
+    )
+
+
+def _transition(
+    conn: psycopg.Connection, update: str, alert_id: int, municipality_id: int, by: str
+) -> dict[str, Any] | None:
+    """Run `update` (parameters: by, id, municipality) on the alert; when it changes
+    nothing (already in that state), the alert as it is; None when it is not that
+    municipality's or does not exist."""
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            """
-            UPDATE alerts SET status = 'resolved', resolved_at = now(),
-                              ended_at = coalesce(ended_at, now()), updated_at = now(),
-                              details = details || jsonb_build_object('resolved_by', %s::text)
-            WHERE id = %s AND municipality_id = %s AND status <> 'resolved'
-            RETURNING *
-            """,
-            (by, alert_id, municipality_id),
-        )
+        cur.execute(update, (by, alert_id, municipality_id))
         row = cur.fetchone()
         if row is None:
-            row = _get(cur, alert_id, municipality_id)
+            cur.execute(
+                "SELECT * FROM alerts WHERE id = %s AND municipality_id = %s",
+                (alert_id, municipality_id),
+            )
+            row = cur.fetchone()
     return row
-
-
-def _get(cur: psycopg.Cursor, alert_id: int, municipality_id: int) -> dict[str, Any] | None:
-    cur.execute(
-        "SELECT * FROM alerts WHERE id = %s AND municipality_id = %s", (alert_id, municipality_id)
-    )
-    return cur.fetchone()
