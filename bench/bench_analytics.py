@@ -22,7 +22,6 @@ import argparse
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -34,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analytics import bins, climate, health, parking
+from bench.report import cpu_model, write_section
 from tests.analytics import reference
 
 SECTION = "## Analytics (bench/bench_analytics.py)"
@@ -296,7 +296,7 @@ def main() -> None:
         [
             SECTION,
             "",
-            f"Machine: {_cpu()}, {os.cpu_count()} cores, shared: 1-minute load average "
+            f"Machine: {cpu_model()}, {os.cpu_count()} cores, shared: 1-minute load average "
             f"{load_at_start:.1f} at start; "
             f"Python {platform.python_version()}, NumPy {np.__version__}.",
             f"Command: `{command}`",
@@ -317,28 +317,7 @@ def main() -> None:
     )
     print(report)
     if args.write:
-        _write_section(Path(__file__).resolve().parents[1] / "BENCHMARKS.md", report)
-
-
-def _cpu() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def _write_section(path: Path, report: str) -> None:
-    """Replace our section (up to the next '## ' heading) or append it."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + report
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        rest = text[end + 1 :] if end >= 0 else ""
-        text = text[:start] + report.rstrip("\n") + ("\n\n" + rest if rest else "\n")
-    path.write_text(text.rstrip("\n") + "\n")
+        write_section(SECTION, report)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.report import cpu_model  # noqa: E402
 from models.db import create_database, drop_database, migrate, sync_metrics  # noqa: E402
 
 ADMIN_URL = os.environ.get("IOT_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -323,8 +324,6 @@ def _export(client: httpx.Client, fmt: str, month: dict, decode: bool = True) ->
 
 
 def machine() -> dict:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = re.search(r"Model name:\s*(.+)", lscpu)
     mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
     with psycopg.connect(ADMIN_URL) as conn:
         pg = conn.execute("SHOW server_version").fetchone()[0]
@@ -332,7 +331,7 @@ def machine() -> dict:
     from importlib.metadata import version
 
     return {
-        "cpu": model.group(1).strip() if model else platform.processor(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "ram_gib": round(mem_kb / 2**20, 1),
         "python": platform.python_version(),

@@ -50,6 +50,7 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.report import cpu_model  # noqa: E402
 from ingest.pipeline import Pipeline  # noqa: E402
 from models.db import create_database, drop_database, migrate, sync_metrics  # noqa: E402
 from models.settings import Settings  # noqa: E402
@@ -80,8 +81,6 @@ def _free_port() -> int:
 
 def machine() -> dict:
     """Model name, cores, RAM and versions of everything measured."""
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = re.search(r"Model name:\s*(.+)", lscpu)
     mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
     pg = subprocess.run(
         ["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", "SHOW server_version"],
@@ -90,7 +89,7 @@ def machine() -> dict:
     ).stdout.strip()
     mosq = subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout
     return {
-        "cpu": model.group(1).strip() if model else platform.processor(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "ram_gib": round(mem_kb / 1024 / 1024, 1),
         "python": platform.python_version(),

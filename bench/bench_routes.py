@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import subprocess
 import sys
 import time
 from importlib.metadata import version
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analytics.collection import pickup_volume_l, select_bins_to_collect
 from analytics.collection_sim import compare_policies, default_fleet, synthetic_bins
 from analytics.routes import CollectionJob, Depot, plan_routes
+from bench.report import cpu_model, write_section
 
 CENTRE = (56.169, 9.545)  # Silkeborg town centre
 DEPOT = Depot("Silkeborg genbrugsplads", 56.185, 9.520)
@@ -89,7 +89,7 @@ def main() -> None:
         f"Command: `.venv/bin/python bench/bench_routes.py --bins {args.bins} "
         f"--vehicles {args.vehicles} --days {args.days} --seed {args.seed} --write`",
         "",
-        f"Machine: {_cpu()}, {_cores()} cores (shared with other work while measured); "
+        f"Machine: {cpu_model()}, {_cores()} cores (shared with other work while measured); "
         f"Python {platform.python_version()}, pyvroom {version('pyvroom')}, "
         f"numpy {np.__version__}.",
         "",
@@ -124,7 +124,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if args.write:
-        _write_section(Path(__file__).resolve().parents[1] / "BENCHMARKS.md", report)
+        write_section(SECTION, report)
 
 
 def _summary(rate: float, dynamic, fixed) -> str:
@@ -139,30 +139,10 @@ def _change(new: float, old: float) -> str:
     return f"{(new - old) / old * 100:+.0f} %" if old else "n/a"
 
 
-def _cpu() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
 def _cores() -> int:
     import os
 
     return os.cpu_count() or 0
-
-
-def _write_section(path: Path, report: str) -> None:
-    """Replace our section (up to the next '## ' heading) or append it."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + report
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + report + (text[end + 1 :] if end >= 0 else "")
-    path.write_text(text.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+SECTION = "## Soak (bench/soak.py)"
 
+from bench.report import cpu_model, write_section  # noqa: E402
 from models.db import create_database, drop_database, migrate, sync_metrics  # noqa: E402
 from tests.processes import PrivateBroker, child_env  # noqa: E402
 
@@ -193,23 +195,16 @@ def main() -> int:
         drop_database(url)
 
     if args.write:
-        write_section(args, samples, sent[0], stored)
+        write_report(args, samples, sent[0], stored)
     return 0 if stored == sent[0] else 1
 
 
-def write_section(args: argparse.Namespace, samples: list, published: int, stored: int) -> None:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+def write_report(args: argparse.Namespace, samples: list, published: int, stored: int) -> None:
+    cpu = cpu_model()
     rows = "\n".join(
         f"| {t:.0f} | {s:,} | {st:,} | {b:,} | {r:.1f} |" for t, s, st, b, r in samples
     )
-    section = f"""## Soak (bench/soak.py)
+    section = f"""{SECTION}
 
 Sustained load on one ingest process: {args.rate:.0f} native messages/s (two readings
 each) from {args.sensors:,} sensors for {args.minutes:g} minutes, QoS 1, acknowledgement
@@ -225,15 +220,7 @@ Command: `.venv/bin/python bench/soak.py --minutes {args.minutes:g} --rate {args
 
 Final: {published:,} published, {stored:,} stored (CO2 readings, one per message).
 """
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"## Soak \(bench/soak.py\).*?(?=\n## |\Z)", re.S)
-    text = (
-        pattern.sub(section.rstrip() + "\n", text)
-        if pattern.search(text)
-        else (text.rstrip() + "\n\n" + section)
-    )
-    path.write_text(text)
+    write_section(SECTION, section)
 
 
 if __name__ == "__main__":
