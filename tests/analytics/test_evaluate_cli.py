@@ -21,6 +21,17 @@ def _env() -> dict[str, str]:
     return {**os.environ, "IOT_DATABASE_URL": url}
 
 
+def _scheduler(every_s: float) -> subprocess.Popen:
+    """`python -m cli evaluate --every` against an unreachable database, output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", "evaluate", "--every", str(every_s)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def test_single_run_without_database_exits_1_with_one_log_line_not_a_traceback():
     done = subprocess.run(
         [sys.executable, "-m", "cli", "evaluate"],
@@ -36,13 +47,7 @@ def test_single_run_without_database_exits_1_with_one_log_line_not_a_traceback()
 
 
 def test_scheduler_keeps_running_through_a_database_outage():
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "evaluate", "--every", "0.5"],
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _scheduler(every_s=0.5)
     try:
         time.sleep(4)
         still_running = proc.poll() is None
@@ -56,13 +61,7 @@ def test_scheduler_keeps_running_through_a_database_outage():
 def test_ctrl_c_stops_the_scheduler_quietly_with_status_130():
     """`make up` passes Ctrl-C to every process of the terminal: the loops stop without a
     traceback, exiting as shells expect of a process stopped by SIGINT."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "evaluate", "--every", "30"],
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _scheduler(every_s=30)
     try:
         deadline = time.monotonic() + 30
         lines = []

@@ -48,9 +48,7 @@ class Receiver:
 
     def start(self, topic: str, clean: bool = True, expiry: int = 0) -> None:
         if self.client._protocol == MQTTProtocolVersion.MQTTv5:
-            properties = Properties(PacketTypes.CONNECT)
-            properties.SessionExpiryInterval = expiry
-            self.client.connect("127.0.0.1", 1883, clean_start=clean, properties=properties)
+            self.client.connect("127.0.0.1", 1883, clean_start=clean, properties=_expiry(expiry))
         else:
             self.client.connect("127.0.0.1", 1883)
         self.client.loop_start()
