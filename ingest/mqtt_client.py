@@ -20,7 +20,13 @@ time in the ingest profile. ``on_message`` then gets a ``ReceivedMessage``, whic
 receiving side of ``MQTTMessage`` (topic, payload, qos, mid, retain, dup). Everything
 else (QoS 2, packets with properties, so topic aliases and user properties too, other
 packet types, packets split across reads, a malformed packet) goes through paho as
-before, from the same buffer.
+before, from the same buffer. A receiver that sets ``on_messages`` gets the fast path's
+messages of one read as one list instead (one hand-over to another thread per read, not
+per message); paho's own path still calls ``on_message``.
+
+``ack_current`` writes the PUBACKs of a whole batch as one outgoing packet: paho queues
+each ``ack()`` separately, wakes its network thread once per ack and sends each 4-byte
+PUBACK with its own ``send``.
 
 It also closes the connection gracefully after its own DISCONNECT. paho closes the socket
 right after writing DISCONNECT; if the broker is still streaming messages, unread bytes
@@ -35,14 +41,17 @@ from __future__ import annotations
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import paho.mqtt.client as mqtt
 
 _CHUNK_BYTES = 65536
 _PUBLISH = 0x30
+_PUBACK = 0x40
+_PUBACK_PACKET = struct.Struct(">BBH")  # command, remaining length 2, packet id
 # How long to wait for the broker to close its side after our DISCONNECT.
 _CLOSE_DRAIN_S = 3.0
 
@@ -113,6 +122,8 @@ class BufferedClient(mqtt.Client):
         self._connection_lock = threading.Lock()
         self._connection = 0
         self._topic_callbacks = False
+        # Called with the list of messages the fast path parsed from one read.
+        self.on_messages: Callable[[BufferedClient, list[ReceivedMessage]], None] | None = None
 
     @property
     def connection(self) -> int:
@@ -128,12 +139,21 @@ class BufferedClient(mqtt.Client):
         numbers the new connection under the same lock, and paho drops any acknowledgement
         queued before that when it resets its output queue, so none can slip through.
         """
+        pubacks: list[bytes] = []
         sent = 0
         with self._connection_lock:
             for mid, qos, connection in acks:
-                if connection == self._connection and qos > 0:
+                if connection != self._connection or qos == 0:
+                    continue
+                if qos == 1 and self._manual_ack:
+                    pubacks.append(_PUBACK_PACKET.pack(_PUBACK, 2, mid))
+                else:
                     self.ack(mid, qos)
-                    sent += 1
+                sent += 1
+            if pubacks:
+                # One queued packet holding every PUBACK: paho writes it with as few sends
+                # as the socket allows and treats it like any other non-PUBLISH packet.
+                self._packet_queue(_PUBACK, b"".join(pubacks), 0, 1)
         return sent
 
     def message_callback_add(self, sub: str, callback) -> None:
@@ -181,12 +201,15 @@ class BufferedClient(mqtt.Client):
         return rc
 
     def _dispatch_buffered_publishes(self) -> None:
-        """Hand every complete QoS 0/1 PUBLISH at the head of the buffer to on_message;
-        stop at the first packet paho must handle (or that is not complete yet)."""
+        """Hand every complete QoS 0/1 PUBLISH at the head of the buffer to on_message
+        (or to on_messages, as one list); stop at the first packet paho must handle (or
+        that is not complete yet), so messages keep their order."""
         buf = self._read_buffer
         size = len(buf)
         v5 = self._protocol == mqtt.MQTTv5
         auto_ack = not self._manual_ack
+        on_messages = self.on_messages
+        batch: list[ReceivedMessage] = []
         pos = 0
         try:
             while pos < size:
@@ -214,10 +237,20 @@ class BufferedClient(mqtt.Client):
                     bytes(buf[body + 2 : topic_end]), bytes(buf[i:end]), mid, qos, flags
                 )
                 pos = end  # before the callback: a message is never handed over twice
+                if on_messages is not None:
+                    batch.append(message)
+                    continue
                 self._handle_on_message(message)
                 if auto_ack and qos == 1:
                     self._send_puback(mid)
         finally:
+            if batch:
+                with self._in_callback_mutex:
+                    on_messages(self, batch)
+                if auto_ack:
+                    for message in batch:
+                        if message.qos == 1:
+                            self._send_puback(message.mid)
             if pos:
                 del buf[:pos]
                 with self._msgtime_mutex:

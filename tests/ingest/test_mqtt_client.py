@@ -169,3 +169,45 @@ def _expiry(seconds: int) -> Properties:
     properties = Properties(PacketTypes.CONNECT)
     properties.SessionExpiryInterval = seconds
     return properties
+
+
+def test_fast_path_hands_over_lists_and_one_write_acknowledges_them_all(publisher) -> None:
+    """on_messages gets each read's messages as one list; ack_current's single queued
+    packet of PUBACKs settles every one of them. The broker allows 20 unacknowledged
+    messages, so the stream only flows if those acks count, and the persistent session
+    has nothing to deliver again on the next connection."""
+    base = f"test/{uuid.uuid4().hex[:8]}"
+    client_id = f"test-lists-{uuid.uuid4().hex[:8]}"
+    receiver = Receiver(True, client_id=client_id, manual_ack=True)
+    lists: list[list[ReceivedMessage]] = []
+    acked: list[int] = []
+
+    def on_messages(client: BufferedClient, messages: list[ReceivedMessage]) -> None:
+        lists.append(list(messages))
+        acks = [(m.mid, m.qos, client.connection) for m in messages]
+        acked.append(client.ack_current(acks))
+
+    receiver.client.on_messages = on_messages
+    # The first packet of a read, still partly unread, goes through paho's own path.
+    receiver.client.on_message = lambda client, userdata, message: on_messages(client, [message])
+    receiver.start(f"{base}/#", clean=False, expiry=60)
+    sent = [(f"{base}/s/{i % 5}", b"%d" % i) for i in range(300)]
+    try:
+        for topic, payload in sent:
+            info = publisher.publish(topic, payload, qos=1)
+        info.wait_for_publish(10)
+        wait_for(lambda: sum(map(len, lists)) >= len(sent), 20, "every message")
+        messages = [m for chunk in lists for m in chunk]
+        assert max(map(len, lists)) > 1
+        assert sorted((m.topic, m.payload) for m in messages) == sorted(sent)
+        assert sum(acked) == len(sent)
+        time.sleep(0.5)
+    finally:
+        receiver.stop()
+    again = Receiver(False, client_id=client_id, manual_ack=True)
+    again.start(f"{base}/#", clean=False, expiry=60)
+    try:
+        time.sleep(1.0)
+        assert again.received == []
+    finally:
+        again.stop()
