@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 
 from ingest import telemetry
 from ingest.subscriber import IngestService
@@ -16,7 +17,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_ingest)
 
 
+# The commit thread waits for PostgreSQL about ten times per batch and after each reply
+# must take the GIL back from the worker, which by default keeps it for up to 5 ms: one
+# process then did 10,500 messages/s where it does 12,000 at 1 ms (BENCHMARKS.md).
+GIL_SWITCH_INTERVAL_S = 0.001
+
+
 def run_ingest(args: argparse.Namespace) -> int:
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     settings = get_settings()
     configure_logging(settings)
     telemetry.serve(settings.ingest_metrics_port)

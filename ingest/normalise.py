@@ -12,14 +12,20 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from analytics.bins import fill_level_pct
 from ingest.decoders import DecodeError, get_decoder
 from ingest.decoders.generic import normalise_object
 from ingest.devices import SensorInfo
-from ingest.metrics import METRICS
+from ingest.metrics import METRICS, Metric
 from ingest.uplink import Rejected, Sample, Uplink
 
 Row = tuple[datetime, int, int, float]  # time, sensor_id, metric_id, value
+# Metric name → (metric id, metric) for the metrics this database knows.
+MetricTable = dict[str, tuple[int, Metric]]
+
+
+def metric_table(metric_ids: dict[str, int]) -> MetricTable:
+    """The lookup `to_rows` uses, built once from the database's metric ids."""
+    return {name: (metric_ids[name], METRICS[name]) for name in METRICS if name in metric_ids}
 
 
 @dataclass(slots=True)
@@ -63,7 +69,7 @@ def to_rows(
     uplink: Uplink,
     sensor: SensorInfo,
     samples: list[Sample],
-    metric_ids: dict[str, int],
+    metrics: MetricTable,
     now: datetime,
     max_future_skew: timedelta,
     max_age: timedelta,
@@ -89,22 +95,25 @@ def to_rows(
                 "too_old",
                 f"sample time {at.isoformat()} is older than the accepted {max_age.days} days",
             )
-        values = dict(sample.values)
+        values = sample.values
         if sensor.kind == "bin" and sensor.bin_depth_mm and "distance_mm" in values:
-            values["fill_pct"] = float(
-                fill_level_pct(
+            values = {
+                **values,
+                "fill_pct": fill_level_of(
                     float(values["distance_mm"]), sensor.bin_depth_mm, sensor.mount_offset_mm or 0
-                )
-            )
+                ),
+            }
         for name, raw in values.items():
-            metric = METRICS.get(name)
-            metric_id = metric_ids.get(name)
-            if metric is None or metric_id is None:
+            known = metrics.get(name)
+            if known is None:
                 refused.append(f"{name}={raw} (not a known metric)")
                 reasons.add("unknown_metric")
                 continue
+            metric_id, metric = known
             value = float(raw)
-            if not math.isfinite(value) or not metric.accepts(value):
+            # Comparisons with NaN are false and the bounds are finite, so this refuses
+            # NaN and infinities too.
+            if not metric.min_value <= value <= metric.max_value:
                 refused.append(
                     f"{name}={raw} (outside {metric.min_value:g}..{metric.max_value:g} "
                     f"{metric.unit})"
@@ -116,8 +125,9 @@ def to_rows(
     if uplink.rssi_dbm is not None:
         # Radio quality is stored even for frames that carry no measurement (status frames).
         for name, value in (("rssi_dbm", uplink.rssi_dbm), ("snr_db", uplink.snr_db)):
-            if value is not None and name in metric_ids and METRICS[name].accepts(value):
-                rows.append((uplink.received_at, sensor.sensor_id, metric_ids[name], value))
+            known = metrics.get(name)
+            if value is not None and known is not None and known[1].accepts(value):
+                rows.append((uplink.received_at, sensor.sensor_id, known[0], value))
     if not rows and not refused:
         raise _reject(uplink, sensor, "no_measurements", "the message carried no measurements")
     if not measured and refused:
@@ -127,6 +137,15 @@ def to_rows(
     if refused and rows:
         reason = "out_of_range" if "out_of_range" in reasons else "unknown_metric"
     return Normalised(rows=rows, refused=refused, refused_reason=reason)
+
+
+def fill_level_of(distance_mm: float, bin_depth_mm: float, mount_offset_mm: float) -> float:
+    """`analytics.bins.fill_level_pct` for one reading, in plain floats: NumPy's per-call
+    overhead on a scalar is several times the arithmetic, once per bin uplink."""
+    if not bin_depth_mm > 0:
+        return math.nan
+    pct = 100.0 * (1.0 - (distance_mm - mount_offset_mm) / bin_depth_mm)
+    return math.nan if math.isnan(pct) else min(max(pct, 0.0), 100.0)
 
 
 def _reject(uplink: Uplink, sensor: SensorInfo, reason: str, detail: str) -> Rejected:

@@ -15,7 +15,7 @@ import psycopg
 
 from ingest.devices import DeviceDirectory, SensorInfo
 from ingest.formats import format_of
-from ingest.normalise import Row, decode_uplink, to_rows
+from ingest.normalise import Row, decode_uplink, metric_table, to_rows
 from ingest.uplink import Rejected, Uplink
 from models.logging import log
 from models.settings import Settings
@@ -43,6 +43,7 @@ class Pipeline:
     ) -> None:
         self.settings = settings
         self.metric_ids = metric_ids
+        self._metrics = metric_table(metric_ids)
         self.directory = directory or DeviceDirectory()
         # Never older than retention keeps: such a row would recreate a dropped partition
         # (or fail the batch for want of one) only to be dropped again.
@@ -74,7 +75,7 @@ class Pipeline:
                 uplink,
                 sensor,
                 samples,
-                self.metric_ids,
+                self._metrics,
                 datetime.now(UTC),
                 timedelta(seconds=self.settings.max_future_skew_s),
                 self.max_age,
