@@ -1,4 +1,5 @@
-"""Database commands: ``migrate`` and ``maintenance`` (partitions, rollups, retention)."""
+"""Database commands: ``migrate`` and ``maintenance`` (partitions, rollups, retention,
+latest values left behind by a stopped ingest process)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from ingest.latest import repair_stale as repair_stale_latest
 from models.db import create_database, migrate, storage_backend, sync_metrics
 from models.logging import configure_logging, log
 from models.settings import get_settings
@@ -48,6 +50,8 @@ def maintain_once(conn: psycopg.Connection, days_ahead: int, retention_days: int
         "SELECT iot_ensure_partitions(%s, %s)", (today, today + timedelta(days=days_ahead))
     ).fetchone()[0]
     refreshed = conn.execute("SELECT iot_refresh_rollups()").fetchone()[0]
+    # Latest values that a stopped ingest process held without upserting (ingest/latest.py).
+    repaired = repair_stale_latest(conn)
     dropped = 0
     if retention_days and storage_backend(conn) == "postgresql":
         dropped = conn.execute(
@@ -57,6 +61,7 @@ def maintain_once(conn: psycopg.Connection, days_ahead: int, retention_days: int
         "partitions_created": created,
         "hours_refreshed": refreshed,
         "partitions_dropped": dropped,
+        "latest_markers_repaired": repaired,
     }
 
 

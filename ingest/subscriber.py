@@ -1,16 +1,17 @@
 """The ingest service: MQTT in, committed rows out, acknowledgement only after commit.
 
-Threads: paho's network thread receives messages and puts them on a queue; a worker
-thread parses, decodes and validates them into a batch and hands each full batch to a
-commit thread, which commits it (readings and dead letters in one transaction, on its own
-connection) and only then acknowledges the batch's messages to the broker (paho's manual
-ack). The worker builds the next batch while the previous one commits; at most one batch
-waits for the commit thread, so three batches are held at most. Batches commit and are
-acknowledged in the order they were received. If the database is unreachable the commit
-thread retries with backoff and acknowledges nothing meanwhile; the worker stops when the
-waiting slot is full, the broker stops sending once IOT_MQTT_RECEIVE_MAXIMUM messages are
-unacknowledged, so memory stays bounded, and everything unacknowledged is redelivered
-after a crash (persistent session, QoS 1).
+Threads: paho's network thread receives messages and puts the messages of each socket
+read, as one list, on a bounded inbox; a worker thread parses, decodes, validates and
+encodes them into a batch and hands each full batch to a commit thread, which commits it
+(readings and dead letters in one transaction, on its own connection) and only then
+acknowledges the batch's messages to the broker (paho's manual ack, all PUBACKs of a
+batch in one write). The worker builds the next batch while the previous one commits; at
+most one batch waits for the commit thread, so three batches are held at most. Batches
+commit and are acknowledged in the order they were received. If the database is
+unreachable the commit thread retries with backoff and acknowledges nothing meanwhile;
+the worker stops when the waiting slot is full, the broker stops sending once
+IOT_MQTT_RECEIVE_MAXIMUM messages are unacknowledged, so memory stays bounded, and
+everything unacknowledged is redelivered after a crash (persistent session, QoS 1).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -29,13 +31,15 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
+from prometheus_client import Counter
 
 from ingest import telemetry
+from ingest.latest import LatestValues
 from ingest.mqtt_client import BufferedClient
 from ingest.normalise import Row
 from ingest.pipeline import Pipeline
 from ingest.uplink import Rejected
-from ingest.writer import BatchWriter, DeadLetterRow, WriteResult
+from ingest.writer import BatchEncoder, BatchWriter, DeadLetterRow, WriteResult
 from models.db import sync_metrics
 from models.logging import log
 from models.settings import Settings
@@ -78,10 +82,58 @@ class Inbound:
     arrival_monotonic: float
 
 
+class _Inbox:
+    """Received messages on their way from paho's thread to the worker, at most
+    `max_messages` at a time. Messages come and go in lists (one socket read's worth), so
+    the two threads meet once per read, not once per message."""
+
+    def __init__(self, max_messages: int) -> None:
+        self._max = max_messages
+        self._lists: deque[list[Inbound]] = deque()
+        self._count = 0
+        self._changed = threading.Condition()
+
+    def __len__(self) -> int:
+        return self._count
+
+    def put(self, messages: list[Inbound], accepting: Callable[[], bool]) -> int:
+        """Queue `messages`, waiting for room as needed; returns how many were queued
+        (fewer when `accepting()` turned false while waiting)."""
+        queued = 0
+        with self._changed:
+            while queued < len(messages):
+                room = self._max - self._count
+                if room <= 0:
+                    if not accepting():
+                        break
+                    self._changed.wait(0.2)
+                    continue
+                part = messages if queued == 0 and room >= len(messages) else None
+                if part is None:
+                    part = messages[queued : queued + room]
+                self._lists.append(part)
+                self._count += len(part)
+                queued += len(part)
+                self._changed.notify_all()
+        return queued
+
+    def get(self, timeout: float) -> list[Inbound] | None:
+        """The oldest list of messages, or None after `timeout` seconds without one."""
+        with self._changed:
+            if not self._lists and not self._changed.wait_for(lambda: self._lists, timeout):
+                return None
+            messages = self._lists.popleft()
+            self._count -= len(messages)
+            self._changed.notify_all()
+            return messages
+
+
 @dataclass(slots=True)
 class Batch:
     messages: list[Inbound] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
+    # The rows in COPY format, encoded by the worker as they come.
+    encoded: BatchEncoder = field(default_factory=BatchEncoder)
     dead_letters: list[DeadLetterRow] = field(default_factory=list)
     # Per message: its rows are rows[first:end]; its dead letter is dead_letters[letter]
     # (-1: none). Used to write message by message when the database refuses the batch.
@@ -122,17 +174,18 @@ class IngestService:
         # messages, but Mosquitto before 2.0.13 overshoots its inflight quota once acks
         # flow (tens of thousands under a flood, eclipse/mosquitto#2306). The bound keeps
         # memory flat there too: when full, paho's thread waits and TCP pushes back.
-        self._queue: queue.Queue[Inbound] = queue.Queue(maxsize=settings.mqtt_receive_maximum)
+        self._inbox = _Inbox(settings.mqtt_receive_maximum)
         self._stop = threading.Event()
         self._accepting = True
         self._connected = threading.Event()
         self._lookup_db = _Session()
-        self._commit_db = _Session()
+        self._commit_db = _Session(writer=BatchWriter(settings.latest_flush_interval_s))
         # Batches from the worker to the commit thread; None ends the commit thread.
         self._to_commit: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
         self._commit_failed = threading.Event()
         self._commit_error: Exception | None = None
         self._pipeline: Pipeline  # created in run(), once the metric ids are known
+        self._message_counters: dict[str, Counter] = {}
         self._client: BufferedClient = self._make_client()
         self._thread: threading.Thread | None = None
         self._give_up_at: float | None = None
@@ -156,6 +209,7 @@ class IngestService:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_messages = self._on_messages
         return client
 
     def _subscriptions(self) -> list[tuple[str, SubscribeOptions]]:
@@ -186,29 +240,35 @@ class IngestService:
         log.warning("mqtt_disconnected", reason=str(reason_code))
 
     def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        """A message paho parsed itself (QoS 2, MQTT v5 properties)."""
+        self._on_messages(client, [message])
+
+    def _on_messages(self, client: BufferedClient, messages: Sequence[mqtt.MQTTMessage]) -> None:
         if not self._accepting:
             return  # shutting down: not acknowledged, so the broker delivers it again
-        try:
-            topic = message.topic
-        except UnicodeDecodeError:
-            topic = message._topic.decode("utf-8", "replace")
-        inbound = Inbound(
-            topic=topic,
-            payload=message.payload,
-            mid=message.mid,
-            qos=message.qos,
-            connection=client.connection,
-            arrival=datetime.now(UTC),
-            arrival_monotonic=time.monotonic(),
-        )
-        while True:
+        arrival = datetime.now(UTC)
+        arrival_monotonic = time.monotonic()
+        connection = client.connection
+        inbound = []
+        for message in messages:
             try:
-                self._queue.put(inbound, timeout=0.2)
-                break
-            except queue.Full:
-                if not self._accepting:
-                    return  # as above; the worker may have stopped taking messages
-        telemetry.UNACKED.inc()
+                topic = message.topic
+            except UnicodeDecodeError:
+                topic = message._topic.decode("utf-8", "replace")
+            inbound.append(
+                Inbound(
+                    topic,
+                    message.payload,
+                    message.mid,
+                    message.qos,
+                    connection,
+                    arrival,
+                    arrival_monotonic,
+                )
+            )
+        # Those not queued (stopping while the inbox was full) are not acknowledged: the
+        # broker delivers them again.
+        telemetry.UNACKED.inc(self._inbox.put(inbound, lambda: self._accepting))
 
     # --- database access with retry -------------------------------------------------------
 
@@ -267,9 +327,15 @@ class IngestService:
         except _GivingUp:
             batch.messages.pop()  # not committed, so not acknowledged: delivered again
             raise
-        telemetry.MESSAGES.labels(outcome.format).inc()
+        counter = self._message_counters.get(outcome.format)
+        if counter is None:
+            counter = self._message_counters[outcome.format] = telemetry.MESSAGES.labels(
+                outcome.format
+            )
+        counter.inc()
         first = len(batch.rows)
         batch.rows.extend(outcome.rows)
+        batch.encoded.add(outcome.rows)
         letter = -1
         if outcome.rejection is not None:
             letter = len(batch.dead_letters)
@@ -299,7 +365,7 @@ class IngestService:
         def write(conn: psycopg.Connection) -> WriteResult:
             if not progress.singly:
                 try:
-                    result = writer.write(conn, batch.rows, batch.dead_letters)
+                    result = writer.write_encoded(conn, batch.encoded, batch.dead_letters)
                     progress.letters = batch.dead_letters
                     return result
                 except (psycopg.OperationalError, psycopg.InterfaceError):
@@ -317,6 +383,8 @@ class IngestService:
         result = self._with_db(write, "batch_commit", self._commit_db)
         elapsed = time.perf_counter() - started
         self._acknowledge(batch.messages)
+        if writer.latest.due():
+            self._flush_latest()
         now = time.monotonic()
         for message in batch.messages:
             telemetry.LAG_SECONDS.observe(now - message.arrival_monotonic)
@@ -381,11 +449,20 @@ class IngestService:
         telemetry.UNACKED.dec(len(messages))
 
     def _commit_loop(self) -> None:
-        """The commit thread: commit and acknowledge handed-over batches in order. After a
+        """The commit thread: commit and acknowledge handed-over batches in order, and
+        upsert deferred latest values when they are due and no batch comes. After a
         failure it keeps taking batches without committing them, so the worker never
         waits for it; their messages stay unacknowledged and the broker delivers them
         again."""
-        while (batch := self._to_commit.get()) is not None:
+        latest = self._commit_db.writer.latest
+        while True:
+            try:
+                batch = self._to_commit.get(timeout=self._latest_wait(latest))
+            except queue.Empty:
+                self._flush_latest()
+                continue
+            if batch is None:
+                break
             if self._commit_failed.is_set():
                 continue
             try:
@@ -396,6 +473,24 @@ class IngestService:
                 log.exception("commit_failed", messages=len(batch.messages))
                 self._commit_error = exc
                 self._commit_failed.set()
+        if not self._commit_failed.is_set():
+            self._flush_latest()
+
+    @staticmethod
+    def _latest_wait(latest: LatestValues) -> float | None:
+        """How long to wait for a batch before upserting held latest values ourselves."""
+        if not len(latest):
+            return None
+        return max(0.0, latest.seconds_until_due())
+
+    def _flush_latest(self) -> None:
+        writer = self._commit_db.writer
+        try:
+            keys = self._with_db(writer.flush_latest, "latest_flush", self._commit_db)
+            telemetry.LATEST_FLUSHED.inc(keys)
+        except _GivingUp:
+            # Their markers stay in latest_pending; the maintenance job repairs them.
+            log.error("latest_values_not_flushed", keys=len(writer.latest))
 
     def _hand_over(self, batch: Batch) -> None:
         """Queue `batch` for the commit thread; waits while one batch is already waiting."""
@@ -411,7 +506,7 @@ class IngestService:
         try:
             self._consume()
         except _GivingUp:
-            log.error("shutdown_without_database", unacknowledged=self._queue.qsize())
+            log.error("shutdown_without_database", unacknowledged=len(self._inbox))
         finally:
             self._to_commit.put(None)
             committer.join()
@@ -425,22 +520,23 @@ class IngestService:
                 timeout = max(0.0, min(IDLE_FLUSH_S, remaining))
             else:
                 timeout = 0.2
-            try:
-                message = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                message = None
-            if message is not None:
+            messages = self._inbox.get(timeout)
+            for message in messages or ():
                 if not batch.messages:
                     batch.started = time.monotonic()
                 self._process(message, batch)
+                if (
+                    len(batch.rows) >= s.batch_max_rows
+                    or time.monotonic() - batch.started >= s.batch_max_delay_s
+                ):
+                    self._hand_over(batch)
+                    batch = Batch()
             if batch.messages and (
-                message is None
-                or len(batch.rows) >= s.batch_max_rows
-                or time.monotonic() - batch.started >= s.batch_max_delay_s
+                messages is None or time.monotonic() - batch.started >= s.batch_max_delay_s
             ):
                 self._hand_over(batch)
                 batch = Batch()
-            if self._stop.is_set() and not batch.messages and self._queue.empty():
+            if self._stop.is_set() and not batch.messages and not len(self._inbox):
                 return
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -490,7 +586,7 @@ class IngestService:
     @property
     def backlog(self) -> int:
         """Messages received and not yet taken by the worker."""
-        return self._queue.qsize()
+        return len(self._inbox)
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
         return self._connected.wait(timeout)

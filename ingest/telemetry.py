@@ -36,6 +36,11 @@ LAG_SECONDS = Histogram(
     "From a message's arrival at ingest to the commit of its rows",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+LATEST_FLUSHED = Counter(
+    "iot_ingest_latest_values_upserted_total",
+    "Keys upserted into latest_readings (several readings of a key within a flush interval "
+    "count once)",
+)
 DB_RETRIES = Counter("iot_ingest_db_retries_total", "Database operations retried after failure")
 MQTT_CONNECTED = Gauge("iot_ingest_mqtt_connected", "1 while connected to the MQTT broker")
 DB_AVAILABLE = Gauge(

@@ -16,7 +16,9 @@ uplink, a QoS 1 redelivery after a reconnect), so a sample is never stored twice
 
 ``latest_readings`` keeps the newest value per sensor and metric. The newest row per key
 is picked here and goes by binary COPY into a second temporary table to be upserted from
-there (passing it as arrays costs psycopg more than the database's whole write).
+there (passing it as arrays costs psycopg more than the database's whole write). With a
+flush interval, batches defer that upsert and one of them makes it for all
+(ingest/latest.py).
 
 Rows are encoded to PostgreSQL's binary COPY format here, once each, with one
 precompiled ``struct`` per row: the same bytes feed ``readings`` (or staging) and, for
@@ -27,14 +29,16 @@ the newest rows, ``latest_readings``. That is a third of the cost of psycopg's
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 from psycopg import errors
 
+from ingest.latest import UPSERT_DEFERRED, UPSERT_FROM_STAGING, Encoded, LatestValues
 from ingest.normalise import Row
+from models.logging import log
 
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS {name} (
@@ -59,16 +63,6 @@ _INSERT_FROM_STAGING = """
 INSERT INTO readings (time, sensor_id, metric_id, value)
 SELECT time, sensor_id, metric_id, value FROM ingest_staging
 ON CONFLICT DO NOTHING
-"""
-
-# In key order: ingest replicas upsert overlapping keys at the same time (a share group
-# deals messages, not sensors), and rows locked in one global order cannot deadlock.
-_UPSERT_LATEST = """
-INSERT INTO latest_readings (sensor_id, metric_id, time, value)
-SELECT sensor_id, metric_id, time, value FROM ingest_latest ORDER BY sensor_id, metric_id
-ON CONFLICT (sensor_id, metric_id) DO UPDATE
-SET time = EXCLUDED.time, value = EXCLUDED.value
-WHERE latest_readings.time < EXCLUDED.time
 """
 
 # Rows older than this always take the staging path (see the module docstring).
@@ -101,50 +95,112 @@ class EncodedBatch:
 
     rows: int  # distinct (time, sensor, metric) keys
     readings: bytes  # COPY data of those rows, in batch order
-    latest: bytes  # COPY data of the newest row per (sensor, metric)
+    newest: dict[tuple[int, int], Encoded]  # the newest row per (sensor, metric)
+    sensors: set[int]
     oldest: datetime
-    newest: datetime
+    latest_time: datetime
 
 
-def encode_batch(rows: Sequence[Row]) -> EncodedBatch:
-    """Encode `rows` (timezone-aware times) for COPY. Of repeated keys, and of rows of a
-    (sensor, metric) with equal times, the first wins, as with ``ON CONFLICT DO NOTHING``
-    in row order."""
-    seen: set[tuple[int, int, int]] = set()
-    encoded: list[bytes] = []
-    newest: dict[tuple[int, int], tuple[int, bytes]] = {}
-    pack = _COPY_ROW.pack
-    # Keys and comparisons on integer microseconds: hashing and comparing aware datetimes
-    # costs several times more. A message's rows share one datetime object, so it is
-    # converted once per message.
-    last_time = None
-    micros = 0
-    oldest = latest = None
-    for time_, sensor_id, metric_id, value in rows:
-        if time_ is not last_time:
-            last_time = time_
-            micros = (time_ - _PG_EPOCH) // _MICROSECOND
-            if oldest is None or micros < oldest:
-                oldest = micros
-            if latest is None or micros > latest:
-                latest = micros
-        key = (micros, sensor_id, metric_id)
-        if key in seen:
-            continue
-        seen.add(key)
-        data = pack(4, 8, micros, 8, sensor_id, 2, metric_id, 8, value)
-        encoded.append(data)
-        pair = (sensor_id, metric_id)
-        held = newest.get(pair)
-        if held is None or micros > held[0]:
-            newest[pair] = (micros, data)
-    return EncodedBatch(
-        rows=len(encoded),
-        readings=_COPY_HEADER + b"".join(encoded) + _COPY_TRAILER,
-        latest=_COPY_HEADER + b"".join([data for _, data in newest.values()]) + _COPY_TRAILER,
-        oldest=_PG_EPOCH + oldest * _MICROSECOND,
-        newest=_PG_EPOCH + latest * _MICROSECOND,
+class BatchEncoder:
+    """Encodes rows for COPY as they are added, so that the thread building a batch does
+    this work and the thread committing the previous batch only waits for the database.
+
+    Of repeated keys, and of rows of a (sensor, metric) with equal times, the first wins,
+    as with ``ON CONFLICT DO NOTHING`` in row order. Rows need timezone-aware times."""
+
+    __slots__ = (
+        "_encoded",
+        "_last_time",
+        "_micros",
+        "_newest",
+        "_newest_micros",
+        "_oldest",
+        "_repeated",
+        "_sensors",
+        "added",
     )
+
+    def __init__(self) -> None:
+        self._encoded: list[bytes] = []
+        # The newest row per (sensor, metric): (its time in microseconds, its bytes).
+        self._newest: dict[tuple[int, int], Encoded] = {}
+        self._sensors: set[int] = set()
+        # Keys of every row of a (sensor, metric) that came more than once; most pairs
+        # come once per batch, and those never pay for a key of their own.
+        self._repeated: set[tuple[int, int, int]] = set()
+        self._oldest: int | None = None
+        self._newest_micros = 0
+        self._micros = 0
+        self._last_time: datetime | None = None
+        self.added = 0  # rows added, repeats included
+
+    @property
+    def rows(self) -> int:
+        """Distinct (time, sensor, metric) keys so far."""
+        return len(self._encoded)
+
+    def add(self, rows: Sequence[Row]) -> None:
+        encoded, newest = self._encoded, self._newest
+        pack = _COPY_ROW.pack
+        # Keys and comparisons on integer microseconds: hashing and comparing aware
+        # datetimes costs several times more. A message's rows share one datetime object,
+        # so it is converted once per message.
+        last_time, micros = self._last_time, self._micros
+        last_sensor = None
+        for time_, sensor_id, metric_id, value in rows:
+            if sensor_id != last_sensor:
+                last_sensor = sensor_id
+                self._sensors.add(sensor_id)
+            if time_ is not last_time:
+                last_time = time_
+                micros = (time_ - _PG_EPOCH) // _MICROSECOND
+                if self._oldest is None or micros < self._oldest:
+                    self._oldest = micros
+                if micros > self._newest_micros:
+                    self._newest_micros = micros
+            pair = (sensor_id, metric_id)
+            held = newest.get(pair)
+            if held is None:
+                data = pack(4, 8, micros, 8, sensor_id, 2, metric_id, 8, value)
+                encoded.append(data)
+                newest[pair] = (micros, data)
+            elif self._add_repeat(pair, held[0], micros):
+                data = pack(4, 8, micros, 8, sensor_id, 2, metric_id, 8, value)
+                encoded.append(data)
+                if micros > held[0]:
+                    newest[pair] = (micros, data)
+        self._last_time, self._micros = last_time, micros
+        self.added += len(rows)
+
+    def _add_repeat(self, pair: tuple[int, int], held_micros: int, micros: int) -> bool:
+        """Note another row of `pair`; False when its exact key is in the batch already."""
+        repeated = self._repeated
+        # The pair's first row has no key in the set yet: the row held as newest is the
+        # only one of the pair before its first repeat.
+        repeated.add((held_micros, *pair))
+        key = (micros, *pair)
+        if key in repeated:
+            return False
+        repeated.add(key)
+        return True
+
+    def finish(self) -> EncodedBatch | None:
+        """The batch so far; None when no row was added."""
+        if self._oldest is None:
+            return None
+        return EncodedBatch(
+            rows=len(self._encoded),
+            readings=_encoded(self._encoded),
+            newest=self._newest,
+            sensors=self._sensors,
+            oldest=_PG_EPOCH + self._oldest * _MICROSECOND,
+            latest_time=_PG_EPOCH + self._newest_micros * _MICROSECOND,
+        )
+
+
+def _encoded(rows: Iterable[bytes]) -> bytes:
+    """COPY data of rows encoded by BatchEncoder."""
+    return _COPY_HEADER + b"".join(rows) + _COPY_TRAILER
 
 
 def _copy(cur: psycopg.Cursor, table: str, data: bytes) -> None:
@@ -152,12 +208,32 @@ def _copy(cur: psycopg.Cursor, table: str, data: bytes) -> None:
         copy.write(data)
 
 
+def _copy_dead_letters(cur: psycopg.Cursor, dead_letters: Sequence[DeadLetterRow]) -> None:
+    with cur.copy(
+        "COPY dead_letters (topic, payload, reason, detail, municipality_id, device_id, "
+        "received_at) FROM STDIN"
+    ) as copy:
+        for d in dead_letters:
+            copy.write_row(
+                (
+                    d.topic,
+                    d.payload,
+                    d.reason,
+                    d.detail,
+                    d.municipality_id,
+                    d.device_id,
+                    d.received_at,
+                )
+            )
+
+
 class BatchWriter:
     """Owns the per-connection staging table, the partitions known to exist and the
     choice of path. Expects an autocommit connection: each write is one transaction."""
 
-    def __init__(self) -> None:
+    def __init__(self, latest_flush_interval_s: float = 0.0) -> None:
         self._known_days: set[date] = set()
+        self.latest = LatestValues(latest_flush_interval_s)
         self._prepared_conn: int | None = None
         self._staging_batches_left = 0
         self.direct_writes = 0
@@ -174,7 +250,7 @@ class BatchWriter:
             self._prepared_conn = id(conn)
 
     def _ensure_partitions(self, conn: psycopg.Connection, batch: EncodedBatch) -> None:
-        first, last = batch.oldest.date(), batch.newest.date()
+        first, last = batch.oldest.date(), batch.latest_time.date()
         span = {first + timedelta(days=i) for i in range((last - first).days + 1)}
         days = span - self._known_days
         if not days:
@@ -195,6 +271,31 @@ class BatchWriter:
         self.direct_writes += 1
         return True
 
+    def flush_latest(self, conn: psycopg.Connection) -> int:
+        """Upsert the deferred latest values and delete their markers, in one transaction;
+        returns how many keys were upserted. Call when `latest.due()` and when stopping.
+
+        A database refusal other than a lost connection (a sensor deleted in the same
+        instant) drops the held values and leaves their markers for `repair_stale`, so
+        one bad key never blocks the rest."""
+        if not len(self.latest):
+            return 0
+        self._prepare(conn)
+        rows = self.latest.rows()
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                _copy(cur, "ingest_latest", _encoded(rows))
+                cur.execute(UPSERT_DEFERRED)
+                self.latest.unmark(cur)
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise
+        except psycopg.Error as exc:
+            log.error("latest_flush_refused", keys=len(rows), error=str(exc).strip()[:300])
+            self.latest.flushed()
+            return 0
+        self.latest.flushed()
+        return len(rows)
+
     def _via_staging(self, cur: psycopg.Cursor, batch: EncodedBatch) -> int:
         _copy(cur, "ingest_staging", batch.readings)
         cur.execute(_INSERT_FROM_STAGING)
@@ -214,40 +315,42 @@ class BatchWriter:
         dead_letters: Sequence[DeadLetterRow],
     ) -> WriteResult:
         """Commit `rows` and `dead_letters` together; raises psycopg errors on failure."""
+        encoder = BatchEncoder()
+        encoder.add(rows)
+        return self.write_encoded(conn, encoder, dead_letters)
+
+    def write_encoded(
+        self,
+        conn: psycopg.Connection,
+        encoder: BatchEncoder,
+        dead_letters: Sequence[DeadLetterRow],
+    ) -> WriteResult:
+        """Commit the rows added to `encoder` and `dead_letters` together."""
         self._prepare(conn)
-        batch = encode_batch(rows) if rows else None
+        batch = encoder.finish()
         if batch is not None:
             self._ensure_partitions(conn, batch)
         inserted = 0
-        with conn.transaction():
+        marker = None
+        with conn.transaction(), conn.cursor() as cur:
             if batch is not None:
-                with conn.cursor() as cur:
-                    if self._use_direct(batch) and self._try_direct(cur, batch):
-                        inserted = batch.rows
-                    else:
-                        inserted = self._via_staging(cur, batch)
-                    _copy(cur, "ingest_latest", batch.latest)
-                    cur.execute(_UPSERT_LATEST)
+                if self._use_direct(batch) and self._try_direct(cur, batch):
+                    inserted = batch.rows
+                else:
+                    inserted = self._via_staging(cur, batch)
+                if self.latest.flush_interval_s > 0:
+                    marker = self.latest.mark(cur, batch.sensors, batch.oldest)
+                else:
+                    # The foreign key of latest_readings refuses rows of a sensor deleted
+                    # since the device cache was loaded, and so the whole batch.
+                    _copy(cur, "ingest_latest", _encoded(row for _, row in batch.newest.values()))
+                    cur.execute(UPSERT_FROM_STAGING)
             if dead_letters:
-                with (
-                    conn.cursor() as cur,
-                    cur.copy(
-                        "COPY dead_letters (topic, payload, reason, detail, municipality_id, "
-                        "device_id, received_at) FROM STDIN"
-                    ) as copy,
-                ):
-                    for d in dead_letters:
-                        copy.write_row(
-                            (
-                                d.topic,
-                                d.payload,
-                                d.reason,
-                                d.detail,
-                                d.municipality_id,
-                                d.device_id,
-                                d.received_at,
-                            )
-                        )
+                _copy_dead_letters(cur, dead_letters)
+        if marker is not None:
+            self.latest.deferred(batch.newest, marker)
         return WriteResult(
-            inserted=inserted, duplicates=len(rows) - inserted, dead_letters=len(dead_letters)
+            inserted=inserted,
+            duplicates=encoder.added - inserted,
+            dead_letters=len(dead_letters),
         )

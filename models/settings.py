@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     # --- ingest -------------------------------------------------------------------------
     batch_max_rows: int = Field(5000, ge=1)
     batch_max_delay_s: float = Field(0.5, gt=0)
+    latest_flush_interval_s: float = Field(
+        1.0,
+        ge=0,
+        description="How long ingest may hold the newest values before upserting them into "
+        "latest_readings together (0: with every batch).",
+    )
     max_message_bytes: int = Field(64 * 1024, ge=256)
     max_future_skew_s: float = Field(300.0, ge=0)
     max_past_age_days: int = Field(

@@ -218,6 +218,18 @@ class LatestReading(Base):
     value: Mapped[float] = mapped_column(Double)
 
 
+class LatestPending(Base):
+    """Sensors whose latest values an ingest process holds in memory, one row per batch
+    that deferred them (migration 0005, ingest/latest.py)."""
+
+    __tablename__ = "latest_pending"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now(), index=True)
+    oldest: Mapped[datetime] = mapped_column(Timestamp)
+    sensor_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+
+
 class DeadLetter(Base):
     """A message that could not be stored, kept with its raw bytes and the reason."""
 

@@ -268,7 +268,12 @@ def test_reinserting_readings_is_a_no_op_also_into_compressed_chunks(
 def test_partition_and_rollup_functions_are_harmless_no_ops(tsdb: psycopg.Connection) -> None:
     today = datetime.now(UTC).date()
     done = maintain_once(tsdb, days_ahead=7, retention_days=30)
-    assert done == {"partitions_created": 0, "hours_refreshed": 0, "partitions_dropped": 0}
+    assert done == {
+        "partitions_created": 0,
+        "hours_refreshed": 0,
+        "partitions_dropped": 0,
+        "latest_markers_repaired": 0,
+    }
     assert tsdb.execute("SELECT iot_ensure_partitions(%s, %s)", (today, today)).fetchone() == (0,)
     assert tsdb.execute("SELECT iot_refresh_rollups()").fetchone() == (0,)
     # TimescaleDB makes chunks as rows arrive; nothing was created ahead.

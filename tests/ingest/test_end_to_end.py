@@ -110,10 +110,19 @@ def test_chirpstack_uplink_is_decoded_with_the_device_models_decoder(
     }
     times = {r[0] for r in db.execute("SELECT DISTINCT time FROM readings")}
     assert times == {sent_at}
-    latest = count(
-        db, "SELECT count(*) FROM latest_readings WHERE sensor_id = %s", (fleet.climate_sensor,)
+    # Latest values follow within IOT_LATEST_FLUSH_INTERVAL_S (1 s by default).
+    wait_for(
+        lambda: (
+            count(
+                db,
+                "SELECT count(*) FROM latest_readings WHERE sensor_id = %s",
+                (fleet.climate_sensor,),
+            )
+            == 7
+        ),
+        timeout=5,
+        what="the latest values",
     )
-    assert latest == 7
 
 
 def test_network_server_decoded_object_is_used_and_bin_fill_is_derived(

@@ -3,14 +3,18 @@ latest values kept newest-first."""
 
 from __future__ import annotations
 
+import struct
 import threading
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingest.writer import (
     STAGING_AFTER_CONFLICT_BATCHES,
+    BatchEncoder,
     BatchWriter,
     DeadLetterRow,
 )
@@ -169,3 +173,49 @@ def test_latest_values_are_locked_in_key_order(db, fleet, metric, database_url):
             worker.join(10)
     values = db.execute("SELECT value FROM latest_readings ORDER BY sensor_id").fetchall()
     assert values == [(2.0,), (2.0,)]
+
+
+_ROW = struct.Struct(">hiqiqihid")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 5), st.integers(1, 3), st.integers(1, 2), st.floats(-9, 9)),
+        max_size=40,
+    ),
+    st.integers(1, 5),
+)
+def test_encoder_keeps_the_first_row_per_key_and_the_newest_per_sensor_and_metric(
+    picks, split
+) -> None:
+    """BatchEncoder against a plain reference, rows added in several calls as messages
+    come: repeats of a key dropped (first wins), newest per (sensor, metric) with the
+    first of equal times."""
+    times = [NOW - timedelta(seconds=s) for s in range(6)]
+    rows = [(times[t], sensor, metric, value) for t, sensor, metric, value in picks]
+    encoder = BatchEncoder()
+    for i in range(0, len(rows), split):
+        encoder.add(rows[i : i + split])
+    batch = encoder.finish()
+    if not rows:
+        assert batch is None
+        return
+
+    def micros(t: datetime) -> int:
+        return (t - datetime(2000, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+    first: dict[tuple, tuple] = {}
+    newest: dict[tuple, tuple] = {}
+    for t, sensor, metric, value in rows:
+        first.setdefault((micros(t), sensor, metric), (micros(t), sensor, metric, value))
+        held = newest.get((sensor, metric))
+        if held is None or micros(t) > held[0]:
+            newest[(sensor, metric)] = (micros(t), sensor, metric, value)
+    body = batch.readings[19:-2]  # header, trailer
+    decoded = [_ROW.unpack_from(body, i) for i in range(0, len(body), _ROW.size)]
+    assert [(r[2], r[4], r[6], r[8]) for r in decoded] == list(first.values())
+    assert {pair: _ROW.unpack(row)[2::2] for pair, (_, row) in batch.newest.items()} == newest
+    assert batch.sensors == {sensor for _, sensor, _, _ in rows}
+    assert encoder.added == len(rows)
+    assert (batch.oldest, batch.latest_time) == (min(r[0] for r in rows), max(r[0] for r in rows))
