@@ -457,20 +457,24 @@ class IngestService:
         latest = self._commit_db.writer.latest
         while True:
             try:
-                batch = self._to_commit.get(timeout=self._latest_wait(latest))
+                wait = None if self._commit_failed.is_set() else self._latest_wait(latest)
+                batch = self._to_commit.get(timeout=wait)
             except queue.Empty:
-                self._flush_latest()
-                continue
-            if batch is None:
-                break
+                batch = None  # no batch came in time: only the latest values are due
+            else:
+                if batch is None:
+                    break
             if self._commit_failed.is_set():
                 continue
             try:
-                self._flush(batch)
+                if batch is None:
+                    self._flush_latest()
+                else:
+                    self._flush(batch)
             except _GivingUp:
                 self._commit_failed.set()
             except Exception as exc:  # a bug: stop the service rather than hang it
-                log.exception("commit_failed", messages=len(batch.messages))
+                log.exception("commit_failed", messages=len(batch.messages) if batch else 0)
                 self._commit_error = exc
                 self._commit_failed.set()
         if not self._commit_failed.is_set():
