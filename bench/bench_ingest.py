@@ -177,7 +177,9 @@ def build_workload(
 
 
 def reset(conn: psycopg.Connection) -> None:
-    conn.execute("TRUNCATE readings, latest_readings, dead_letters, rollup_dirty_hours")
+    conn.execute(
+        "TRUNCATE readings, latest_readings, latest_pending, dead_letters, rollup_dirty_hours"
+    )
 
 
 def readings_count(conn: psycopg.Connection) -> int:
@@ -377,7 +379,7 @@ def run_ingest(
         ]
         try:
             _wait_subscribed(broker.port, database_url, conn, procs)
-            conn.execute("TRUNCATE readings, latest_readings, dead_letters")
+            conn.execute("TRUNCATE readings, latest_readings, latest_pending, dead_letters")
             t0, t_published, sent = publish(broker.port, files, flood_bin)
             tail = _tail_keys(work, len(work.messages))
             t_end = _wait_for_rows(conn, len(work.rows), tail, timeout_s=900)
