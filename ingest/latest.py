@@ -90,7 +90,6 @@ class LatestValues:
         self._rows: Newest = {}
         self._markers: list[int] = []
         self._since: float | None = None  # monotonic time of the oldest deferred batch
-        self.flushes = 0
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -141,7 +140,6 @@ class LatestValues:
         self._rows.clear()
         self._markers.clear()
         self._since = None
-        self.flushes += 1
 
 
 def _merge_into(rows: Newest, newer: Newest) -> None:

@@ -108,9 +108,7 @@ class _Inbox:
                         break
                     self._changed.wait(0.2)
                     continue
-                part = messages if queued == 0 and room >= len(messages) else None
-                if part is None:
-                    part = messages[queued : queued + room]
+                part = messages[queued : queued + room]
                 self._lists.append(part)
                 self._count += len(part)
                 queued += len(part)

@@ -273,7 +273,8 @@ class BatchWriter:
 
     def flush_latest(self, conn: psycopg.Connection) -> int:
         """Upsert the deferred latest values and delete their markers, in one transaction;
-        returns how many keys were upserted. Call when `latest.due()` and when stopping.
+        returns how many keys were upserted (not counting those that held a newer value
+        already). Call when `latest.due()` and when stopping.
 
         A database refusal other than a lost connection (a sensor deleted in the same
         instant) drops the held values and leaves their markers for `repair_stale`, so
@@ -286,6 +287,7 @@ class BatchWriter:
             with conn.transaction(), conn.cursor() as cur:
                 _copy(cur, "ingest_latest", _encoded(rows))
                 cur.execute(UPSERT_DEFERRED)
+                upserted = cur.rowcount
                 self.latest.unmark(cur)
         except (psycopg.OperationalError, psycopg.InterfaceError):
             raise
@@ -294,7 +296,7 @@ class BatchWriter:
             self.latest.flushed()
             return 0
         self.latest.flushed()
-        return len(rows)
+        return upserted
 
     def _via_staging(self, cur: psycopg.Cursor, batch: EncodedBatch) -> int:
         _copy(cur, "ingest_staging", batch.readings)

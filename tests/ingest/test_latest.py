@@ -30,6 +30,14 @@ def latest(db: psycopg.Connection) -> dict[int, tuple[datetime, float]]:
     return {sensor: (time, value) for sensor, time, value in rows}
 
 
+def new_sensor(db: psycopg.Connection, fleet: Fleet, external_id: str) -> int:
+    return db.execute(
+        "INSERT INTO sensors (municipality_id, external_id, kind) "
+        "VALUES (%s, %s, 'climate') RETURNING id",
+        (fleet.municipality_id, external_id),
+    ).fetchone()[0]
+
+
 def markers(db: psycopg.Connection) -> int:
     return count(db, "SELECT count(*) FROM latest_pending")
 
@@ -85,11 +93,7 @@ def test_values_a_stopped_process_held_are_repaired_from_readings(db, fleet, met
 
 def test_a_deferred_batch_of_a_deleted_sensor_is_refused(db, fleet, metric):
     writer = BatchWriter(latest_flush_interval_s=3600)
-    gone = db.execute(
-        "INSERT INTO sensors (municipality_id, external_id, kind) "
-        "VALUES (%s, 'room-gone', 'climate') RETURNING id",
-        (fleet.municipality_id,),
-    ).fetchone()[0]
+    gone = new_sensor(db, fleet, "room-gone")
     db.execute("DELETE FROM sensors WHERE id = %s", (gone,))
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
         writer.write(db, [(NOW, gone, metric, 1.0), (NOW, fleet.climate_sensor, metric, 2.0)], [])
@@ -100,15 +104,11 @@ def test_a_deferred_batch_of_a_deleted_sensor_is_refused(db, fleet, metric):
 
 def test_a_sensor_deleted_before_the_flush_is_skipped_and_the_rest_upserted(db, fleet, metric):
     writer = BatchWriter(latest_flush_interval_s=3600)
-    doomed = db.execute(
-        "INSERT INTO sensors (municipality_id, external_id, kind) "
-        "VALUES (%s, 'room-doomed', 'climate') RETURNING id",
-        (fleet.municipality_id,),
-    ).fetchone()[0]
+    doomed = new_sensor(db, fleet, "room-doomed")
     writer.write(db, [(NOW, doomed, metric, 1.0), (NOW, fleet.climate_sensor, metric, 2.0)], [])
     db.execute("DELETE FROM readings WHERE sensor_id = %s", (doomed,))
     db.execute("DELETE FROM sensors WHERE id = %s", (doomed,))
-    assert writer.flush_latest(db) == 2
+    assert writer.flush_latest(db) == 1
     assert latest(db) == {fleet.climate_sensor: (NOW, 2.0)}
 
 
