@@ -38,8 +38,8 @@ LAG_SECONDS = Histogram(
 )
 LATEST_FLUSHED = Counter(
     "iot_ingest_latest_values_upserted_total",
-    "Keys upserted into latest_readings (several readings of a key within a flush interval "
-    "count once)",
+    "Keys upserted into latest_readings by deferred flushes (several readings of a key "
+    "within a flush interval count once; not counted with IOT_LATEST_FLUSH_INTERVAL_S=0)",
 )
 DB_RETRIES = Counter("iot_ingest_db_retries_total", "Database operations retried after failure")
 MQTT_CONNECTED = Gauge("iot_ingest_mqtt_connected", "1 while connected to the MQTT broker")

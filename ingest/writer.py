@@ -17,8 +17,8 @@ uplink, a QoS 1 redelivery after a reconnect), so a sample is never stored twice
 ``latest_readings`` keeps the newest value per sensor and metric. The newest row per key
 is picked here and goes by binary COPY into a second temporary table to be upserted from
 there (passing it as arrays costs psycopg more than the database's whole write). With a
-flush interval, batches defer that upsert and one of them makes it for all
-(ingest/latest.py).
+flush interval, a batch leaves a marker instead and `flush_latest` upserts what the
+batches since the last flush held, in a transaction of its own (ingest/latest.py).
 
 Rows are encoded to PostgreSQL's binary COPY format here, once each, with one
 precompiled ``struct`` per row: the same bytes feed ``readings`` (or staging) and, for
@@ -133,11 +133,6 @@ class BatchEncoder:
         self._micros = 0
         self._last_time: datetime | None = None
         self.added = 0  # rows added, repeats included
-
-    @property
-    def rows(self) -> int:
-        """Distinct (time, sensor, metric) keys so far."""
-        return len(self._encoded)
 
     def add(self, rows: Sequence[Row]) -> None:
         encoded, newest = self._encoded, self._newest
