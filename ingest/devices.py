@@ -69,6 +69,15 @@ class DeviceDirectory:
             self._store(SensorInfo(*row))
         self._loaded_at = time.monotonic()
 
+    def cached(self, dev_eui: str | None, key: tuple[str, str] | None) -> SensorInfo | None:
+        """The sensor for a DevEUI, else for a (municipality slug, external id), when it
+        is loaded and no reload is due; None means "ask the database" (a lookup)."""
+        if time.monotonic() - self._loaded_at >= self.reload_every_s:
+            return None
+        if dev_eui:
+            return self._by_eui.get(dev_eui)
+        return self._by_external.get(key) if key else None
+
     def invalidate(self) -> None:
         """Forget everything; the next lookup reloads (after a registry change)."""
         self._loaded_at = float("-inf")

@@ -51,6 +51,7 @@ class Pipeline:
         if settings.retention_days:
             days = min(days, settings.retention_days)
         self.max_age = timedelta(days=days)
+        self.max_future_skew = timedelta(seconds=settings.max_future_skew_s)
 
     def handle(self, with_db: WithDb, topic: str, payload: bytes, arrival: datetime) -> Outcome:
         """Judge one message. Database errors propagate (the caller retries); everything
@@ -67,9 +68,12 @@ class Pipeline:
                     f"{self.settings.max_message_bytes} (IOT_MAX_MESSAGE_BYTES)",
                 )
             uplink = parser(topic, payload, arrival)
-            sensor = self._check_sensor(
-                uplink, with_db(lambda c: self._sensor_for(c, uplink)), with_db
+            sensor = self.directory.cached(
+                uplink.dev_eui, (uplink.municipality_slug or "", uplink.external_id or "")
             )
+            if sensor is None:
+                sensor = with_db(lambda c: self._sensor_for(c, uplink))
+            sensor = self._check_sensor(uplink, sensor, with_db)
             samples = decode_uplink(uplink, sensor)
             result = to_rows(
                 uplink,
@@ -77,7 +81,7 @@ class Pipeline:
                 samples,
                 self._metrics,
                 datetime.now(UTC),
-                timedelta(seconds=self.settings.max_future_skew_s),
+                self.max_future_skew,
                 self.max_age,
             )
             rejection = None

@@ -35,6 +35,8 @@ _I32 = struct.Struct(">i")
 _U16LE = struct.Struct("<H")
 _I16LE = struct.Struct("<h")
 _F32 = struct.Struct(">f")
+# Runs of big-endian 16-bit words by length, made as first needed.
+_U16_WORDS: dict[int, struct.Struct] = {}
 
 
 class ByteReader:
@@ -84,6 +86,19 @@ class ByteReader:
             raise self._truncated(layout.size, field)
         self.offset = end
         return layout.unpack_from(self.payload, offset)[0]
+
+    def u16s(self, count: int, field: str) -> tuple[int, ...]:
+        """The next `count` big-endian 16-bit words, read at once; a truncation is
+        reported at the first word cut short, as "<field> word <index>"."""
+        layout = _U16_WORDS.get(count) or _U16_WORDS.setdefault(count, struct.Struct(f">{count}H"))
+        offset = self.offset
+        end = offset + layout.size
+        if end > self._size:
+            whole = (self._size - offset) // 2
+            self.offset = offset + 2 * whole
+            raise self._truncated(2, f"{field} word {whole}")
+        self.offset = end
+        return layout.unpack_from(self.payload, offset)
 
     def u8(self, field: str) -> int:
         offset = self.offset

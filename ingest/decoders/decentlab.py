@@ -13,7 +13,7 @@ The per-model sensor tables and conversion formulas are in each product's data s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ingest.decoders import DecodeError, DeviceModelSpec, Measurements
@@ -29,24 +29,29 @@ DATA_FPORTS = (1,)
 @dataclass(frozen=True)
 class _Sensor:
     words: int
-    convert: Callable[[list[int], Measurements], None]
+    convert: Callable[[Sequence[int], Measurements], None]
 
 
-def _battery(x: list[int], out: Measurements) -> None:
+# Field names for truncation errors, by a sensor's index in its model's table (flags has
+# 16 bits).
+_SENSOR_FIELDS = tuple(f"sensor {index}" for index in range(16))
+
+
+def _battery(x: Sequence[int], out: Measurements) -> None:
     out["battery_v"] = x[0] / 1000.0
 
 
-def _sht_climate(x: list[int], out: Measurements) -> None:
+def _sht_climate(x: Sequence[int], out: Measurements) -> None:
     # Sensirion SHT3x transfer functions, as the DL-IAM data sheet gives them.
     out["temperature_c"] = 175.0 * x[0] / 65535.0 - 45.0
     out["humidity_pct"] = 100.0 * x[1] / 65535.0
 
 
-def _pressure(x: list[int], out: Measurements) -> None:
+def _pressure(x: Sequence[int], out: Measurements) -> None:
     out["pressure_pa"] = float(x[0] * 2)
 
 
-def _ambient_light(x: list[int], out: Measurements) -> None:
+def _ambient_light(x: Sequence[int], out: Measurements) -> None:
     # x[0] is the visible + infrared channel, x[1] the infrared channel; the raw channel
     # counts are dropped: only the illuminance computed from them means anything to users.
     visible_ir, ir = float(x[0]), float(x[1])
@@ -54,21 +59,21 @@ def _ambient_light(x: list[int], out: Measurements) -> None:
     out["light_lux"] = lux
 
 
-def _co2(x: list[int], out: Measurements) -> None:
+def _co2(x: Sequence[int], out: Measurements) -> None:
     # x[1] is the CO2 sensor's status word and x[2] its raw IR reading: diagnostics only.
     out["co2_ppm"] = float(x[0] - 32768)
 
 
-def _activity(x: list[int], out: Measurements) -> None:
+def _activity(x: Sequence[int], out: Measurements) -> None:
     # The PIR activity counter counts motion events within the measurement interval.
     out["motion_count"] = float(x[0])
 
 
-def _tvoc(x: list[int], out: Measurements) -> None:
+def _tvoc(x: Sequence[int], out: Measurements) -> None:
     out["tvoc_ppb"] = float(x[0])
 
 
-def _distance(x: list[int], out: Measurements) -> None:
+def _distance(x: Sequence[int], out: Measurements) -> None:
     # x[1] is the number of valid ultrasonic samples behind the median distance; with no
     # valid sample the distance word is meaningless, so it is not reported.
     if x[1] > 0:
@@ -110,8 +115,7 @@ def _decode(payload: bytes, fport: int, model: str, sensors: tuple[_Sensor, ...]
     out: Measurements = {}
     for index, sensor in enumerate(sensors):
         if flags & (1 << index):
-            words = [reader.u16(f"sensor {index} word {w}") for w in range(sensor.words)]
-            sensor.convert(words, out)
+            sensor.convert(reader.u16s(sensor.words, _SENSOR_FIELDS[index]), out)
     reader.expect_end()
     return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
+from functools import lru_cache
 
 from ingest.formats import chirpstack, native, thethings
 from ingest.uplink import Rejected, Uplink
@@ -21,6 +22,9 @@ _ROUTES: list[tuple[re.Pattern[str], str, Parser]] = [
 ]
 
 
+# Topics name the device, so a fleet has one per device; remembering the answer spares each
+# message the pattern searches (refused topics raise, and are not remembered).
+@lru_cache(maxsize=1 << 16)
 def format_of(topic: str) -> tuple[str, Parser]:
     """(format name, parser) for `topic`; Rejected('unsupported_topic') when none reads it."""
     for pattern, name, parser in _ROUTES:

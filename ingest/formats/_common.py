@@ -100,9 +100,13 @@ def best_radio(rx: Any) -> tuple[float | None, float | None]:
     for gateway in rx:
         if not isinstance(gateway, dict):
             continue
-        rssi = gateway.get("rssi", gateway.get("channel_rssi"))
-        snr = gateway.get("snr", gateway.get("loRaSNR"))
+        rssi = gateway.get("rssi")
+        if rssi is None:
+            rssi = gateway.get("channel_rssi")
         is_number = isinstance(rssi, int | float) and not isinstance(rssi, bool)
         if is_number and (best[0] is None or rssi > best[0]):
+            snr = gateway.get("snr")
+            if snr is None:
+                snr = gateway.get("loRaSNR")
             best = (float(rssi), float(snr) if isinstance(snr, int | float) else None)
     return best
