@@ -66,8 +66,11 @@ class Settings(BaseSettings):
     # --- ingest -------------------------------------------------------------------------
     batch_max_rows: int = Field(5000, ge=1)
     batch_max_delay_s: float = Field(0.5, gt=0)
+    # 5 s: invisible next to sensors that report every few minutes and dashboards that
+    # refresh every 30 s, and while a backlog drains each key is upserted once per
+    # interval, not once per second (BENCHMARKS.md: PostgreSQL 88 -> 61 us per message).
     latest_flush_interval_s: float = Field(
-        1.0,
+        5.0,
         ge=0,
         description="How long ingest may hold the newest values before upserting them into "
         "latest_readings together (0: with every batch).",

@@ -12,6 +12,7 @@ import orjson
 
 from ingest import telemetry
 from ingest.subscriber import IngestService
+from models.settings import Settings
 from tests.ingest.conftest import BIN_EUI, ELSYS_ERS_CO2_HEX, ELSYS_EUI, count, wait_for
 from tests.processes import free_port
 
@@ -110,7 +111,7 @@ def test_chirpstack_uplink_is_decoded_with_the_device_models_decoder(
     }
     times = {r[0] for r in db.execute("SELECT DISTINCT time FROM readings")}
     assert times == {sent_at}
-    # Latest values follow within IOT_LATEST_FLUSH_INTERVAL_S (1 s by default).
+    # Latest values follow within IOT_LATEST_FLUSH_INTERVAL_S (5 s by default).
     wait_for(
         lambda: (
             count(
@@ -120,7 +121,7 @@ def test_chirpstack_uplink_is_decoded_with_the_device_models_decoder(
             )
             == 7
         ),
-        timeout=5,
+        timeout=Settings.model_fields["latest_flush_interval_s"].default + 5,
         what="the latest values",
     )
 
