@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 
 from ingest import telemetry
+from ingest.garbage import collect_periodically
 from ingest.subscriber import IngestService
 from models.logging import configure_logging
 from models.settings import get_settings
@@ -36,5 +38,10 @@ def run_ingest(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    service.run()
+    stop_collecting = threading.Event()
+    collect_periodically(settings.ingest_gc_interval_s, stop_collecting)
+    try:
+        service.run()
+    finally:
+        stop_collecting.set()
     return 0

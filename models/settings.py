@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         "uplinks for another municipality's sensor are dead letters (municipality_mismatch).",
     )
     ingest_metrics_port: int = Field(9101, ge=0, le=65535, description="0 disables it.")
+    ingest_gc_interval_s: float = Field(
+        60.0,
+        ge=0,
+        description="Ingest collects cyclic garbage this often instead of Python collecting "
+        "by allocation count (0: Python's automatic collection).",
+    )
 
     # --- API ----------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
