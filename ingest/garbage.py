@@ -3,12 +3,11 @@
 CPython's collector runs whenever allocations outnumber deallocations by 700, and every
 message leaves rows, a batch entry and the like alive until its batch commits: the
 collector then walked those young objects about once per 40 messages and the whole heap
-every few seconds: about 8 % of the ingest process's CPU was spent inside it
-(BENCHMARKS.md). Ingest makes
-no reference cycles per message (40,000 messages with the collector off left none to
-collect), so `collect_periodically` freezes what start-up allocated, turns the automatic
-collector off and runs a full collection every interval instead, for the cycles that
-rare paths (errors, reconnects) may leave.
+every few seconds, and about 8 % of the ingest process's CPU was spent inside it
+(BENCHMARKS.md). Ingest makes no reference cycles per message (40,000 messages with the
+collector off left none to collect), so `collect_periodically` freezes what start-up
+allocated, turns the automatic collector off and runs a full collection every interval
+instead, for the cycles that rare paths (errors, reconnects) may leave.
 """
 
 from __future__ import annotations
