@@ -9,6 +9,7 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 
 import orjson
+from prometheus_client import REGISTRY
 
 from ingest import telemetry
 from ingest.subscriber import IngestService
@@ -220,6 +221,11 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+def _chirpstack_messages_counted() -> float:
+    value = REGISTRY.get_sample_value("iot_ingest_messages_total", {"format": "chirpstack"})
+    return value or 0.0
+
+
 def test_health_is_ok_only_with_broker_and_database_and_metrics_count_messages(
     db, fleet, settings, publisher
 ) -> None:
@@ -241,10 +247,12 @@ def test_health_is_ok_only_with_broker_and_database_and_metrics_count_messages(
         service.start()
         assert service.wait_connected(10)
         time.sleep(0.3)
+        received_before = _chirpstack_messages_counted()
         publisher.publish(
             fleet.chirpstack_topic(ELSYS_EUI), chirpstack_up(ELSYS_EUI, ELSYS_ERS_CO2_HEX)
         )
         wait_for(lambda: service.totals.committed_messages == 1, what="a committed message")
+        assert _chirpstack_messages_counted() == received_before + 1
         status, body = _get(port, "/health")
         assert status == 200
         assert orjson.loads(body) == {
