@@ -205,6 +205,17 @@ def test_native_single_and_batch() -> None:
             b'{"deviceInfo": {"devEui": "a81758fffe030001"}, "data": "not base64!"}',
             "invalid_message",
         ),
+        (  # padding in the middle
+            "application/a/device/b/event/up",
+            b'{"deviceInfo": {"devEui": "a81758fffe030001"}, "data": "AQ==AA"}',
+            "invalid_message",
+        ),
+        (  # outside ASCII
+            "application/a/device/b/event/up",
+            '{"deviceInfo": {"devEui": "a81758fffe030001"}, "data": "AQé="}'.encode(),
+            "invalid_message",
+        ),
+        ("application/a/device/b/event/up", b'{"deviceInfo": {"devEui": 7}}', "invalid_message"),
         (
             "application/a/device/b/event/up",
             b'{"deviceInfo": {"devEui": "a81758fffe030001"}, "fPort": 300}',
