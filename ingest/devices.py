@@ -58,7 +58,7 @@ class DeviceDirectory:
 
     def reload_if_due(self, conn: psycopg.Connection) -> None:
         """Reload the whole registry when the last load is older than `reload_every_s`."""
-        if time.monotonic() - self._loaded_at < self.reload_every_s:
+        if not self._reload_due():
             return
         rows = conn.execute(_SELECT).fetchall()
         self._by_eui.clear()
@@ -69,14 +69,19 @@ class DeviceDirectory:
             self._store(SensorInfo(*row))
         self._loaded_at = time.monotonic()
 
-    def cached(self, dev_eui: str | None, key: tuple[str, str] | None) -> SensorInfo | None:
-        """The sensor for a DevEUI, else for a (municipality slug, external id), when it
-        is loaded and no reload is due; None means "ask the database" (a lookup)."""
-        if time.monotonic() - self._loaded_at >= self.reload_every_s:
+    def _reload_due(self) -> bool:
+        return time.monotonic() - self._loaded_at >= self.reload_every_s
+
+    def cached(
+        self, dev_eui: str | None, municipality_slug: str | None, external_id: str | None
+    ) -> SensorInfo | None:
+        """The sensor for a DevEUI, else for (municipality slug, external id), when it is
+        loaded and no reload is due; None means "ask the database" (a lookup)."""
+        if self._reload_due():
             return None
         if dev_eui:
             return self._by_eui.get(dev_eui)
-        return self._by_external.get(key) if key else None
+        return self._by_external.get((municipality_slug, external_id))
 
     def invalidate(self) -> None:
         """Forget everything; the next lookup reloads (after a registry change)."""

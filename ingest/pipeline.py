@@ -69,7 +69,7 @@ class Pipeline:
                 )
             uplink = parser(topic, payload, arrival)
             sensor = self.directory.cached(
-                uplink.dev_eui, (uplink.municipality_slug or "", uplink.external_id or "")
+                uplink.dev_eui, uplink.municipality_slug, uplink.external_id
             )
             if sensor is None:
                 sensor = with_db(lambda c: self._sensor_for(c, uplink))
