@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/bench_pipeline.py [--messages 3000] [--no-valgrind]
 
-Builds the same ChirpStack workload as bench/bench_ingest.py (simulator fleet of 3,000
-classrooms, 1,500 bins and 1,500 parking bays, seed 1) in a fresh database, then measures
+Builds bench/bench_ingest.py's ChirpStack workload (simulator fleet of 3,000 classrooms,
+1,500 bins and 1,500 parking bays, seed 1, `build_workload`) in a fresh database, then measures
 `Pipeline.handle` and `BatchEncoder` over it, in batches of 600 messages (about one
 5,000-row batch):
 
@@ -28,8 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
-from itertools import islice
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -47,25 +46,16 @@ WARM_MESSAGES = 6000  # enough that nearly every device has been seen once
 
 
 def build(url: str, path: Path, messages: int) -> None:
-    """Seed the fleet into the database at `url`; write its uplinks and metric ids to
-    `path`."""
+    """Seed bench_ingest's fleet into the database at `url`; write its uplinks and the
+    metric ids to `path`."""
+    from bench.bench_ingest import build_workload
     from models.db import migrate, sync_metrics
-    from simulator.fleet import build_fleet
-    from simulator.seed import seed_fleet
-    from simulator.stream import FleetStream
 
     migrate(url, timescaledb="off")
     with psycopg.connect(url, autocommit=True) as conn:
         metric_ids = sync_metrics(conn)
-        fleet = build_fleet(
-            classrooms=3000, bins=1500, parking_bays=1500, seed=1, network="chirpstack"
-        )
-        seed_fleet(conn, fleet)
-    total = WARM_MESSAGES + messages
-    start = datetime.now(UTC) - timedelta(seconds=total / 7.0 + 3600)
-    stream = FleetStream(fleet, start, seed=1, duplicate_share=0.0, malformed_share=0.0)
-    uplinks = [(u.topic, u.payload) for u in islice(stream.uplinks(), total)]
-    path.write_bytes(pickle.dumps((url, uplinks, metric_ids)))
+        work = build_workload(conn, url, WARM_MESSAGES + messages, path.parent, seed=1)
+    path.write_bytes(pickle.dumps((url, work.messages, metric_ids)))
 
 
 def load(path: Path) -> tuple[Pipeline, list[tuple[str, bytes]], psycopg.Connection]:
