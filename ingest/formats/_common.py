@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 
 from ingest.uplink import Rejected
@@ -94,8 +95,21 @@ def fport_of(value: Any, field: str) -> int | None:
     return value
 
 
+class Gateway(msgspec.Struct, frozen=True, gc=False):
+    """What ingest reads of one gateway's reception (ChirpStack ``rxInfo[]``, The Things
+    Stack ``rx_metadata[]``), typed; other fields are skipped unread."""
+
+    rssi: float | None = None
+    channel_rssi: float | None = None
+    snr: float | None = None
+    lora_snr: float | None = msgspec.field(default=None, name="loRaSNR")
+    ns_time: str | None = msgspec.field(default=None, name="nsTime")
+
+
 def best_radio(rx: Any) -> tuple[float | None, float | None]:
-    """(rssi_dbm, snr_db) of the gateway that heard the uplink best."""
+    """(rssi_dbm, snr_db) of the gateway that heard the uplink best, from the gateways
+    as decoded JSON: entries that are not objects, or whose RSSI is not a number, are
+    skipped."""
     best: tuple[float | None, float | None] = (None, None)
     if not isinstance(rx, list):
         return best
@@ -112,3 +126,14 @@ def best_radio(rx: Any) -> tuple[float | None, float | None]:
                 snr = gateway.get("loRaSNR")
             best = (float(rssi), float(snr) if isinstance(snr, int | float) else None)
     return best
+
+
+def best_gateway(gateways: Iterable[Gateway] | None) -> tuple[float | None, float | None]:
+    """`best_radio` for typed gateways (whose numbers the decoder has checked)."""
+    best_rssi = best_snr = None
+    for gateway in gateways or ():
+        rssi = gateway.rssi if gateway.rssi is not None else gateway.channel_rssi
+        if rssi is not None and (best_rssi is None or rssi > best_rssi):
+            best_rssi = rssi
+            best_snr = gateway.snr if gateway.snr is not None else gateway.lora_snr
+    return best_rssi, best_snr

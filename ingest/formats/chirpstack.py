@@ -4,14 +4,28 @@ Topic ``application/<application id>/device/<DevEUI>/event/up``. Fields read: ``
 (receive time, RFC 3339; absent when no gateway had GPS/NTP time), ``deviceInfo.devEui``,
 ``deviceInfo.applicationId``, ``fPort``, ``data`` (base64 FRMPayload), ``object`` (decoded by
 the device profile's codec, when configured) and ``rxInfo[].rssi/snr``.
+
+A message is first decoded against the types of just those fields (`UpEvent`), which
+skips the rest of it (gateway contexts, locations, metadata: most of its bytes) without
+building objects for it; that was the largest single cost of a message. A message that
+does not fit those types, or is not JSON, is read field by field instead
+(`_parse_loosely`), which either refuses it with a reason or takes what it can use, as
+for any message (a gateway entry that is not an object is skipped, not fatal). Both
+readings give the same uplink for every message the typed one accepts
+(tests/ingest/test_formats.py).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
+
+import msgspec
 
 from ingest.formats._common import (
+    Gateway,
     as_object,
+    best_gateway,
     best_radio,
     decode_base64,
     fport_of,
@@ -26,7 +40,53 @@ NAME = "chirpstack"
 TOPIC_PATTERN = r"application/[^/]+/device/[^/]+/event/up"
 
 
+class DeviceInfo(msgspec.Struct, frozen=True, gc=False, rename="camel"):
+    dev_eui: str | None = None
+    application_id: str | None = None
+
+
+class UpEvent(msgspec.Struct, frozen=True, gc=False, rename="camel"):
+    device_info: DeviceInfo
+    time: str | None = None
+    f_port: int | None = None
+    data: str | None = None
+    object: dict[str, Any] | None = None
+    rx_info: list[Gateway] | None = None
+
+
+_decode_event = msgspec.json.Decoder(UpEvent).decode
+
+
 def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
+    try:
+        event = _decode_event(payload)
+    except msgspec.DecodeError:
+        return _parse_loosely(payload, arrival)
+    device = event.device_info
+    dev_eui = normalise_dev_eui(device.dev_eui, "deviceInfo.devEui")
+    received_at = arrival
+    if event.time:
+        received_at = parse_time(event.time, "time")
+    else:
+        for rx in event.rx_info or ():
+            if rx.ns_time:
+                received_at = parse_time(rx.ns_time, "rxInfo.nsTime")
+                break
+    rssi, snr = best_gateway(event.rx_info)
+    return Uplink(
+        format=NAME,
+        received_at=received_at,
+        dev_eui=dev_eui,
+        application_id=device.application_id or None,
+        fport=fport_of(event.f_port, "fPort"),
+        payload=decode_base64(event.data, "data"),
+        decoded=optional_object(event.object),
+        rssi_dbm=rssi,
+        snr_db=snr,
+    )
+
+
+def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
     event = load_json_object(payload)
     device = as_object(event.get("deviceInfo"), "deviceInfo")
     dev_eui = normalise_dev_eui(device.get("devEui"), "deviceInfo.devEui")

@@ -5,14 +5,22 @@ Topic ``v3/<application id>@<tenant>/devices/<device id>/up``. Fields read:
 ``uplink_message.received_at`` (network server receive time), ``f_port``, ``frm_payload``
 (base64), ``decoded_payload`` (from the payload formatter, when configured) and
 ``rx_metadata[].rssi/snr``.
+
+Decoded first against the types of just those fields, and field by field when the
+message does not fit them, as ChirpStack's (ingest/formats/chirpstack.py says why).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
+
+import msgspec
 
 from ingest.formats._common import (
+    Gateway,
     as_object,
+    best_gateway,
     best_radio,
     decode_base64,
     fport_of,
@@ -27,15 +35,75 @@ NAME = "thethings"
 TOPIC_PATTERN = r"v3/[^/]+/devices/[^/]+/up"
 
 
+class ApplicationIds(msgspec.Struct, frozen=True, gc=False):
+    application_id: str | None = None
+
+
+class EndDeviceIds(msgspec.Struct, frozen=True, gc=False):
+    dev_eui: str | None = None
+    device_id: str | None = None
+    application_ids: ApplicationIds | None = None
+
+
+class UplinkMessage(msgspec.Struct, frozen=True, gc=False):
+    received_at: str | None = None
+    f_port: int | None = None
+    frm_payload: str | None = None
+    decoded_payload: dict[str, Any] | None = None
+    rx_metadata: list[Gateway] | None = None
+
+
+class UpMessage(msgspec.Struct, frozen=True, gc=False):
+    end_device_ids: EndDeviceIds
+    uplink_message: UplinkMessage
+    received_at: str | None = None
+
+
+_decode_message = msgspec.json.Decoder(UpMessage).decode
+
+
+def _without_dev_eui(device_id: Any) -> Rejected:
+    return Rejected(
+        "invalid_message",
+        "end_device_ids.dev_eui is missing; enable DevEUI in the integration's message",
+        device_id=str(device_id or "") or None,
+    )
+
+
 def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
+    try:
+        message = _decode_message(payload)
+    except msgspec.DecodeError:
+        return _parse_loosely(payload, arrival)
+    ids = message.end_device_ids
+    if not ids.dev_eui:
+        raise _without_dev_eui(ids.device_id)
+    dev_eui = normalise_dev_eui(ids.dev_eui, "end_device_ids.dev_eui")
+    uplink = message.uplink_message
+    received_at = arrival
+    if uplink.received_at:
+        received_at = parse_time(uplink.received_at, "uplink_message.received_at")
+    elif message.received_at:
+        received_at = parse_time(message.received_at, "uplink_message.received_at")
+    rssi, snr = best_gateway(uplink.rx_metadata)
+    return Uplink(
+        format=NAME,
+        received_at=received_at,
+        dev_eui=dev_eui,
+        application_id=ids.application_ids.application_id if ids.application_ids else None,
+        fport=fport_of(uplink.f_port, "uplink_message.f_port"),
+        payload=decode_base64(uplink.frm_payload, "uplink_message.frm_payload"),
+        decoded=optional_object(uplink.decoded_payload),
+        rssi_dbm=rssi,
+        snr_db=snr,
+    )
+
+
+def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
     message = load_json_object(payload)
     ids = as_object(message.get("end_device_ids"), "end_device_ids")
     if not ids.get("dev_eui"):
-        raise Rejected(
-            "invalid_message",
-            "end_device_ids.dev_eui is missing; enable DevEUI in the integration's message",
-            device_id=str(ids.get("device_id") or "") or None,
-        )
+        raise _without_dev_eui(ids.get("device_id"))
     dev_eui = normalise_dev_eui(ids.get("dev_eui"), "end_device_ids.dev_eui")
     uplink = as_object(message.get("uplink_message"), "uplink_message")
     received_at = arrival
