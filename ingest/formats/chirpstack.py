@@ -12,7 +12,8 @@ does not fit those types, or is not JSON, is read field by field instead
 (`_parse_loosely`), which either refuses it with a reason or takes what it can use, as
 for any message (a gateway entry that is not an object is skipped, not fatal). Both
 readings give the same uplink for every message the typed one accepts
-(tests/ingest/test_formats.py).
+(tests/ingest/test_typed_formats.py). The one difference: what is skipped is not checked,
+so invalid UTF-8 inside a field ingest does not read passes.
 """
 
 from __future__ import annotations
