@@ -85,13 +85,23 @@ class Inbound:
 class _Inbox:
     """Received messages on their way from paho's thread to the worker, at most
     `max_messages` at a time. Messages come and go in lists (one socket read's worth), so
-    the two threads meet once per read, not once per message."""
+    the two threads meet once per read, not once per message.
 
-    def __init__(self, max_messages: int) -> None:
+    When the inbox is full, paho's thread waits until the worker has taken it down to
+    half, not for every list taken: waking a thread costs more than the handful of
+    messages one list holds (a cross-CPU wake-up is the dearest thing a virtual machine
+    does), and while it waits TCP pushes back on the broker anyway."""
+
+    def __init__(self, max_messages: int, recheck_s: float = 0.2) -> None:
         self._max = max_messages
+        self._recheck_s = recheck_s  # how often a waiting putter looks at accepting()
+        self._low_water = max_messages // 2
         self._lists: deque[list[Inbound]] = deque()
         self._count = 0
-        self._changed = threading.Condition()
+        lock = threading.Lock()
+        self._not_empty = threading.Condition(lock)
+        self._room = threading.Condition(lock)
+        self._room_wanted = False
 
     def __len__(self) -> int:
         return self._count
@@ -100,29 +110,32 @@ class _Inbox:
         """Queue `messages`, waiting for room as needed; returns how many were queued
         (fewer when `accepting()` turned false while waiting)."""
         queued = 0
-        with self._changed:
+        with self._room:
             while queued < len(messages):
                 room = self._max - self._count
                 if room <= 0:
                     if not accepting():
                         break
-                    self._changed.wait(0.2)
+                    self._room_wanted = True
+                    self._room.wait(self._recheck_s)
                     continue
                 part = messages[queued : queued + room]
                 self._lists.append(part)
                 self._count += len(part)
                 queued += len(part)
-                self._changed.notify_all()
+                self._not_empty.notify()
         return queued
 
     def get(self, timeout: float) -> list[Inbound] | None:
         """The oldest list of messages, or None after `timeout` seconds without one."""
-        with self._changed:
-            if not self._lists and not self._changed.wait_for(lambda: self._lists, timeout):
+        with self._not_empty:
+            if not self._lists and not self._not_empty.wait_for(lambda: self._lists, timeout):
                 return None
             messages = self._lists.popleft()
             self._count -= len(messages)
-            self._changed.notify_all()
+            if self._room_wanted and self._count <= self._low_water:
+                self._room_wanted = False
+                self._room.notify()
             return messages
 
 
