@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ingest.latest import repair_stale
+from ingest.latest import _merge_into, repair_stale
 from ingest.subscriber import IngestService
 from ingest.writer import BatchWriter
 from models.db import sync_metrics
@@ -125,3 +127,22 @@ def test_ingest_flushes_held_values_when_it_stops(db, fleet, settings, publisher
     service.stop()
     assert count(db, "SELECT count(*) FROM latest_readings") == 7
     assert markers(db) == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    held=st.dictionaries(st.tuples(st.integers(1, 4), st.integers(1, 3)), st.integers(0, 5)),
+    newer=st.dictionaries(st.tuples(st.integers(1, 4), st.integers(1, 3)), st.integers(0, 5)),
+)
+def test_merging_a_batch_keeps_the_newer_row_per_key_and_the_held_one_on_a_tie(held, newer):
+    rows = {pair: (micros, b"held") for pair, micros in held.items()}
+    batch = {pair: (micros, b"newer") for pair, micros in newer.items()}
+    _merge_into(rows, batch)
+    assert rows.keys() == held.keys() | newer.keys()
+    for pair, (micros, source) in rows.items():
+        if pair not in newer:
+            assert (micros, source) == (held[pair], b"held")
+        elif pair not in held or newer[pair] > held[pair]:
+            assert (micros, source) == (newer[pair], b"newer")
+        else:
+            assert (micros, source) == (held[pair], b"held")
