@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
@@ -311,9 +312,11 @@ def _ingest_env(
     return env
 
 
-def _start_ingest(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+def _start_ingest(
+    env: dict[str, str], log_path: Path, wrapper: Sequence[str] = ()
+) -> subprocess.Popen:
     return subprocess.Popen(
-        [PYTHON, "-m", "cli", "ingest"],
+        [*wrapper, PYTHON, "-m", "cli", "ingest"],
         cwd=REPO,
         env=env,
         stdout=log_path.open("wb"),
@@ -368,7 +371,10 @@ def run_ingest(
     flood_bin: Path,
     workdir: Path,
     receive_maximum: int,
+    wrapper: Sequence[str] = (),
 ) -> IngestRun:
+    """K ingest processes (each run under `wrapper`, e.g. valgrind, when given) drain
+    `work` as the publishers send it; timed from the first publish to the last row."""
     run_id = uuid.uuid4().hex[:6]
     with psycopg.connect(database_url, autocommit=True) as conn:
         reset(conn)
@@ -376,6 +382,7 @@ def run_ingest(
             _start_ingest(
                 _ingest_env(database_url, broker.port, i, run_id, receive_maximum),
                 workdir / f"ingest-{run_id}-{i}.log",
+                wrapper,
             )
             for i in range(k)
         ]
@@ -521,6 +528,24 @@ def copy_limit(database_url: str, work: Workload) -> dict:
 # --- main -------------------------------------------------------------------------------
 
 
+def compile_flood(workdir: Path) -> Path:
+    """Build the C publisher (bench/mqtt_flood.c) into `workdir`."""
+    flood_bin = workdir / "mqtt_flood"
+    subprocess.run(
+        [
+            "cc",
+            "-O2",
+            "-o",
+            str(flood_bin),
+            str(REPO / "bench" / "mqtt_flood.c"),
+            "-l:libmosquitto.so.1",
+            "-lpthread",
+        ],
+        check=True,
+    )
+    return flood_bin
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200_000)
@@ -540,19 +565,7 @@ def main() -> int:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    flood_bin = workdir / "mqtt_flood"
-    subprocess.run(
-        [
-            "cc",
-            "-O2",
-            "-o",
-            str(flood_bin),
-            str(REPO / "bench" / "mqtt_flood.c"),
-            "-l:libmosquitto.so.1",
-            "-lpthread",
-        ],
-        check=True,
-    )
+    flood_bin = compile_flood(workdir)
     database_url = f"postgresql://postgres@127.0.0.1:5432/bench_ingest_{uuid.uuid4().hex[:8]}"
     create_database(database_url)
     broker = Broker(workdir)
