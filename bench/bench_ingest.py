@@ -15,8 +15,10 @@ One invocation measures, on the same machine and data:
 
 Everything runs against a private Mosquitto (bench/mosquitto-bench.conf written to a temp
 dir; its queue limits are raised so a flood is queued, not dropped) and a fresh database
-on the local PostgreSQL. Every path runs once per run, and the ratios are taken within
-each run (then the median over runs): the speed of a shared machine drifts between runs.
+on the local PostgreSQL. Every path runs in every run, and the ratios are taken within
+each run (then the median over runs): the speed of a shared machine drifts within
+minutes. The limits are measured before the first ingest path and after each one, and an
+ingest path is held against the mean of the lower limit just before and just after it.
 See BENCHMARKS.md for results and the exact command.
 
     .venv/bin/python bench/bench_ingest.py --messages 200000 --runs 3
@@ -596,26 +598,38 @@ def main() -> int:
         runs: dict[str, list] = {"broker": [], "copy": [], "naive": []}
         for k in args.processes:
             runs[f"ingest_{k}"] = []
-        for _ in range(args.runs):
+
+        def lower_limit() -> float:
+            """Measure both limits now; the lower, in messages/s."""
             runs["broker"].append(broker_limit(broker, work, files, flood_bin))
             runs["copy"].append(copy_limit(database_url, work))
+            copy_msgs = runs["copy"][-1]["readings_per_s"] / work.readings_per_message
+            return min(runs["broker"][-1]["messages_per_s"], copy_msgs)
+
+        for _ in range(args.runs):
+            # The machine's speed drifts within minutes, so the limits are measured right
+            # before and right after each ingest path, and that path is held against the
+            # mean of the two.
+            before = lower_limit()
             for k in args.processes:
-                runs[f"ingest_{k}"].append(
-                    asdict(
-                        run_ingest(
-                            database_url,
-                            broker,
-                            work,
-                            k,
-                            files,
-                            flood_bin,
-                            workdir,
-                            args.receive_maximum,
-                        )
+                run = asdict(
+                    run_ingest(
+                        database_url,
+                        broker,
+                        work,
+                        k,
+                        files,
+                        flood_bin,
+                        workdir,
+                        args.receive_maximum,
                     )
                 )
-            # Every run: the machine's speed may drift between runs, so each run's ingest
-            # is compared with the naive baseline and the limits of the same run.
+                after = lower_limit()
+                run["lower_limit_around"] = [round(before), round(after)]
+                runs[f"ingest_{k}"].append(run)
+                before = after
+            # Every run: each run's ingest is compared with the naive baseline of the same
+            # run.
             runs["naive"].append(
                 run_naive(
                     database_url,
@@ -656,16 +670,15 @@ def summarise(runs: dict, readings_per_message: float) -> dict:
         "naive_messages_per_s": round(naive_msgs),
         "ingest": {},
     }
-    # Per run: each run's ingest against the same run's limits and naive baseline.
-    run_limits = [
-        min(b["messages_per_s"], c["readings_per_s"] / readings_per_message)
-        for b, c in zip(runs["broker"], runs["copy"], strict=True)
-    ]
+    # Per run: each ingest path against the lower limit measured just before and just
+    # after it, and against the same run's naive baseline.
     run_naive = [n["messages_per_s"] for n in runs["naive"]]
     for key, rows in runs.items():
         if key.startswith("ingest_"):
             msgs = med(rows, "messages_per_s")
-            to_limit = [r["messages_per_s"] / lim for r, lim in zip(rows, run_limits, strict=True)]
+            to_limit = [
+                r["messages_per_s"] / statistics.mean(r["lower_limit_around"]) for r in rows
+            ]
             to_naive = [r["messages_per_s"] / n for r, n in zip(rows, run_naive, strict=True)]
             summary["ingest"][key] = {
                 "messages_per_s": round(msgs),
