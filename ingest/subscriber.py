@@ -88,9 +88,9 @@ class _Inbox:
     the two threads meet once per read, not once per message.
 
     When the inbox is full, paho's thread waits until the worker has taken it down to
-    half, not for every list taken: waking a thread costs more than the handful of
-    messages one list holds (a cross-CPU wake-up is the dearest thing a virtual machine
-    does), and while it waits TCP pushes back on the broker anyway."""
+    half, not for every list taken: waking a thread (on a virtual machine, one on another
+    CPU means an exit to the hypervisor) cost more than handing over the few messages one
+    list holds, and while it waits TCP pushes back on the broker anyway."""
 
     def __init__(self, max_messages: int, recheck_s: float = 0.2) -> None:
         self._max = max_messages
