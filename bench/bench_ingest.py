@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -263,6 +264,69 @@ class IngestRun:
     readings_per_s: float
     publish_seconds: float
     peak_rss_mib: list[float] = field(default_factory=list)
+    # CPU time per message from the first publish to the last row, by program (µs), and
+    # the share of both cores left idle meanwhile.
+    cpu_us_per_message: dict[str, float] = field(default_factory=dict)
+    idle_share: float = 0.0
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid`, all its threads (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def _postgres_pids() -> list[int]:
+    """The local PostgreSQL's processes (server, backends, background workers)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(b"postgres"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def _cpu_totals() -> tuple[int, int]:
+    """(idle, all) clock ticks of the whole machine so far, from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+class CpuMeter:
+    """CPU seconds of the ingest processes, PostgreSQL, Mosquitto and the C publishers
+    between `start` and `stop`, and the machine's idle share."""
+
+    def __init__(self, ingest_pids: list[int], broker_pid: int) -> None:
+        self._groups = {
+            "ingest": ingest_pids,
+            "postgresql": _postgres_pids(),
+            "mosquitto": [broker_pid],
+        }
+
+    def _read(self) -> dict[str, float]:
+        seconds = {g: sum(_cpu_seconds(p) for p in pids) for g, pids in self._groups.items()}
+        # The publishers have exited by the end: counted as waited-for children.
+        seconds["publishers"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+        seconds["publishers"] += resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime
+        return seconds
+
+    def start(self) -> None:
+        self._before, self._ticks_before = self._read(), _cpu_totals()
+
+    def stop(self, messages: int) -> tuple[dict[str, float], float]:
+        after, (idle, total) = self._read(), _cpu_totals()
+        per_message = {g: round((after[g] - self._before[g]) / messages * 1e6, 1) for g in after}
+        idle_share = (idle - self._ticks_before[0]) / max(1, total - self._ticks_before[1])
+        return per_message, round(idle_share, 3)
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -409,9 +473,12 @@ def run_ingest(
             _wait_subscribed(broker.port, database_url, conn, procs)
             conn.execute("TRUNCATE readings, latest_pending, dead_letters")
             seed_latest(conn, work)
+            meter = CpuMeter([p.pid for p in procs], broker.proc.pid)
+            meter.start()
             t0, t_published, sent = publish(broker.port, files, flood_bin)
             tail = _tail_keys(work, len(work.messages))
             t_end = _wait_for_rows(conn, len(work.rows), tail, timeout_s=900)
+            cpu, idle = meter.stop(sent)
             rss = [_peak_rss_mib(p.pid) for p in procs]
         finally:
             for p in procs:
@@ -429,6 +496,8 @@ def run_ingest(
         readings_per_s=round(len(work.rows) / seconds),
         publish_seconds=round(t_published - t0, 2),
         peak_rss_mib=[round(r, 1) for r in rss],
+        cpu_us_per_message=cpu,
+        idle_share=idle,
     )
 
 
@@ -708,6 +777,11 @@ def summarise(runs: dict, readings_per_message: float) -> dict:
                 "publish_seconds_median": med(rows, "publish_seconds"),
                 "seconds_median": med(rows, "seconds"),
                 "peak_rss_mib_max": max(max(r["peak_rss_mib"]) for r in rows),
+                "cpu_us_per_message_median": {
+                    group: statistics.median(r["cpu_us_per_message"][group] for r in rows)
+                    for group in rows[0]["cpu_us_per_message"]
+                },
+                "idle_share_median": statistics.median(r["idle_share"] for r in rows),
             }
     return summary
 
@@ -737,6 +811,20 @@ def render_markdown(results: dict) -> str:
             f"{row['readings_per_s']:,} | {row['ratio_to_lower_limit']} "
             f"({_span(row['ratio_to_lower_limit_range'])}) | {row['ratio_to_naive']} "
             f"({_span(row['ratio_to_naive_range'])}) | {row['peak_rss_mib_max']} MiB |"
+        )
+    lines += [
+        "",
+        "CPU per message while ingest drains the flood (µs, median over the runs; idle: "
+        "the share of both cores unused):",
+        "",
+        "| path | ingest | PostgreSQL | Mosquitto | C publishers | idle |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, row in s["ingest"].items():
+        cpu = row["cpu_us_per_message_median"]
+        lines.append(
+            f"| ingest, {key.split('_')[1]} | {cpu['ingest']} | {cpu['postgresql']} | "
+            f"{cpu['mosquitto']} | {cpu['publishers']} | {row['idle_share_median']:.0%} |"
         )
     return "\n".join(lines)
 
