@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from ingest.uplink import Rejected
+from ingest.uplink import Rejected, Uplink
 
 _DEV_EUI = re.compile(r"^[0-9a-f]{16}$")
 
@@ -85,6 +85,33 @@ def as_object(value: Any, field: str) -> Mapping[str, Any]:
 def optional_object(value: Any) -> Mapping[str, Any] | None:
     """A decoded-payload object when the network server sent a non-empty one."""
     return value if isinstance(value, dict) and value else None
+
+
+def network_server_uplink(
+    fmt: str,
+    *,
+    received_at: datetime,
+    dev_eui: str,
+    application_id: str | None,
+    fport: tuple[Any, str],
+    data: tuple[Any, str],
+    decoded: Any,
+    radio: tuple[float | None, float | None],
+) -> Uplink:
+    """The uplink of a LoRaWAN network server's message from its fields as read, however
+    they were read: `fport` and `data` are (value, field name), checked in that order."""
+    rssi, snr = radio
+    return Uplink(
+        format=fmt,
+        received_at=received_at,
+        dev_eui=dev_eui,
+        application_id=application_id,
+        fport=fport_of(*fport),
+        payload=decode_base64(*data),
+        decoded=optional_object(decoded),
+        rssi_dbm=rssi,
+        snr_db=snr,
+    )
 
 
 def fport_of(value: Any, field: str) -> int | None:

@@ -28,11 +28,9 @@ from ingest.formats._common import (
     as_object,
     best_gateway,
     best_radio,
-    decode_base64,
-    fport_of,
     load_json_object,
+    network_server_uplink,
     normalise_dev_eui,
-    optional_object,
     parse_time,
 )
 from ingest.uplink import Uplink
@@ -73,17 +71,15 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
             if rx.ns_time:
                 received_at = parse_time(rx.ns_time, "rxInfo.nsTime")
                 break
-    rssi, snr = best_gateway(event.rx_info)
-    return Uplink(
-        format=NAME,
+    return network_server_uplink(
+        NAME,
         received_at=received_at,
         dev_eui=dev_eui,
         application_id=device.application_id or None,
-        fport=fport_of(event.f_port, "fPort"),
-        payload=decode_base64(event.data, "data"),
-        decoded=optional_object(event.object),
-        rssi_dbm=rssi,
-        snr_db=snr,
+        fport=(event.f_port, "fPort"),
+        data=(event.data, "data"),
+        decoded=event.object,
+        radio=best_gateway(event.rx_info),
     )
 
 
@@ -99,15 +95,13 @@ def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
             if isinstance(rx, dict) and rx.get("nsTime"):
                 received_at = parse_time(rx["nsTime"], "rxInfo.nsTime")
                 break
-    rssi, snr = best_radio(event.get("rxInfo"))
-    return Uplink(
-        format=NAME,
+    return network_server_uplink(
+        NAME,
         received_at=received_at,
         dev_eui=dev_eui,
         application_id=str(device.get("applicationId") or "") or None,
-        fport=fport_of(event.get("fPort"), "fPort"),
-        payload=decode_base64(event.get("data"), "data"),
-        decoded=optional_object(event.get("object")),
-        rssi_dbm=rssi,
-        snr_db=snr,
+        fport=(event.get("fPort"), "fPort"),
+        data=(event.get("data"), "data"),
+        decoded=event.get("object"),
+        radio=best_radio(event.get("rxInfo")),
     )

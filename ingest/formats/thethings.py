@@ -22,11 +22,9 @@ from ingest.formats._common import (
     as_object,
     best_gateway,
     best_radio,
-    decode_base64,
-    fport_of,
     load_json_object,
+    network_server_uplink,
     normalise_dev_eui,
-    optional_object,
     parse_time,
 )
 from ingest.uplink import Rejected, Uplink
@@ -85,17 +83,15 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
         received_at = parse_time(uplink.received_at, "uplink_message.received_at")
     elif message.received_at:
         received_at = parse_time(message.received_at, "uplink_message.received_at")
-    rssi, snr = best_gateway(uplink.rx_metadata)
-    return Uplink(
-        format=NAME,
+    return network_server_uplink(
+        NAME,
         received_at=received_at,
         dev_eui=dev_eui,
         application_id=ids.application_ids.application_id if ids.application_ids else None,
-        fport=fport_of(uplink.f_port, "uplink_message.f_port"),
-        payload=decode_base64(uplink.frm_payload, "uplink_message.frm_payload"),
-        decoded=optional_object(uplink.decoded_payload),
-        rssi_dbm=rssi,
-        snr_db=snr,
+        fport=(uplink.f_port, "uplink_message.f_port"),
+        data=(uplink.frm_payload, "uplink_message.frm_payload"),
+        decoded=uplink.decoded_payload,
+        radio=best_gateway(uplink.rx_metadata),
     )
 
 
@@ -112,17 +108,15 @@ def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
             received_at = parse_time(source[field], f"uplink_message.{field}")
             break
     application = ids.get("application_ids")
-    rssi, snr = best_radio(uplink.get("rx_metadata"))
-    return Uplink(
-        format=NAME,
+    return network_server_uplink(
+        NAME,
         received_at=received_at,
         dev_eui=dev_eui,
         application_id=(application or {}).get("application_id")
         if isinstance(application, dict)
         else None,
-        fport=fport_of(uplink.get("f_port"), "uplink_message.f_port"),
-        payload=decode_base64(uplink.get("frm_payload"), "uplink_message.frm_payload"),
-        decoded=optional_object(uplink.get("decoded_payload")),
-        rssi_dbm=rssi,
-        snr_db=snr,
+        fport=(uplink.get("f_port"), "uplink_message.f_port"),
+        data=(uplink.get("frm_payload"), "uplink_message.frm_payload"),
+        decoded=uplink.get("decoded_payload"),
+        radio=best_radio(uplink.get("rx_metadata")),
     )
