@@ -46,6 +46,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from itertools import islice
 from pathlib import Path
 
@@ -149,6 +150,17 @@ class Workload:
     def readings_per_message(self) -> float:
         return len(self.rows) / len(self.messages)
 
+    @cached_property
+    def latest_keys(self) -> tuple[list[int], list[int]]:
+        """(sensor ids, metric ids) of every (sensor, metric) the rows hold, in key order."""
+        keys = sorted({(sensor, metric) for _, sensor, metric, _ in self.rows})
+        return [k[0] for k in keys], [k[1] for k in keys]
+
+    @cached_property
+    def first_time(self) -> datetime:
+        """The oldest reading's time."""
+        return min(time_ for time_, _, _, _ in self.rows)
+
 
 def build_workload(
     conn: psycopg.Connection, database_url: str, n: int, workdir: Path, seed: int
@@ -194,14 +206,14 @@ def seed_latest(conn: psycopg.Connection, work: Workload) -> None:
     would. (Into an empty table every key's first insert also pays two foreign-key
     checks, 2/3 of a flush of 40,000 new keys here: a fleet reporting for the first
     time, all at once.)"""
-    keys = sorted({(sensor, metric) for _, sensor, metric, _ in work.rows})
-    before = min(time_ for time_, _, _, _ in work.rows) - timedelta(days=1)
+    sensors, metrics = work.latest_keys
+    before = work.first_time - timedelta(days=1)
     conn.execute("TRUNCATE latest_readings")
     conn.execute(
         "INSERT INTO latest_readings (sensor_id, metric_id, time, value) "
         "SELECT sensor_id, metric_id, %s, 0 FROM unnest(%s::bigint[], %s::smallint[]) "
         "AS k(sensor_id, metric_id)",
-        (before, [k[0] for k in keys], [k[1] for k in keys]),
+        (before, sensors, metrics),
     )
 
 
@@ -315,8 +327,8 @@ class CpuMeter:
     def _read(self) -> dict[str, float]:
         seconds = {g: sum(_cpu_seconds(p) for p in pids) for g, pids in self._groups.items()}
         # The publishers have exited by the end: counted as waited-for children.
-        seconds["publishers"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
-        seconds["publishers"] += resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        seconds["publishers"] = children.ru_utime + children.ru_stime
         return seconds
 
     def start(self) -> None:
