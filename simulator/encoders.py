@@ -184,12 +184,19 @@ ENCODERS: dict[tuple[str, str], Encoder] = {
 }
 
 
-def truncate_frame(frame: Frame) -> Frame:
-    """The same frame with its last byte cut off, as a radio glitch or bad firmware gives.
+# Frames that stay valid with their last byte cut off: a Bosch heartbeat without its
+# optional temperature byte is a valid heartbeat, not a malformed one.
+_OPTIONAL_LAST_BYTE: frozenset[tuple[str, str, int]] = frozenset({("Bosch", "TPS110", 2)})
 
-    For the multi-value formats above this always leaves a value incomplete, so a correct
-    decoder must refuse it.
+
+def truncate_frame(frame: Frame, vendor: str, model: str) -> Frame | None:
+    """The same frame with its last byte cut off, as a radio glitch or bad firmware gives,
+    or None when what is left would still be a valid frame of the product.
+
+    In the other formats above every byte belongs to a value, so the cut frame always leaves
+    one incomplete and a correct decoder must refuse it. A one-byte frame has nothing left to
+    cut, and a frame whose last byte is optional would pass as a shorter valid one.
     """
-    if len(frame.payload) < 2:
-        raise ValueError("a one-byte frame has nothing left to truncate")
+    if len(frame.payload) < 2 or (vendor, model, frame.fport) in _OPTIONAL_LAST_BYTE:
+        return None
     return Frame(frame.fport, frame.payload[:-1])

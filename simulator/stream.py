@@ -327,9 +327,11 @@ class FleetStream:
         extra: str | None = None
         if rnd.random() < self.malformed_share:
             choice = rnd.choice(MALFORMED_KINDS)
-            if choice == TRUNCATED_PAYLOAD and len(frame.payload) >= 2:
-                kind, frame = TRUNCATED_PAYLOAD, truncate_frame(frame)
-            elif choice != TRUNCATED_PAYLOAD:
+            if choice == TRUNCATED_PAYLOAD:
+                cut = truncate_frame(frame, device.vendor, device.model)
+                if cut is not None:
+                    kind, frame = TRUNCATED_PAYLOAD, cut
+            else:
                 extra = choice
         time = datetime.fromtimestamp(round(time_s, 3), UTC)
         receptions = self._receptions(device)

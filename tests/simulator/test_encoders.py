@@ -128,15 +128,29 @@ def test_parking_status_frame_decodes_to_occupied(vendor, model):
         assert float(decoded["occupied"]) == occupied
 
 
-@pytest.mark.parametrize(
-    ("vendor", "model"),
-    [k for k in sorted(REPORTED_METRICS) if len(REPORTED_METRICS[k]) > 2],
-)
-def test_truncated_frame_is_refused_by_the_decoder(vendor, model):
+@pytest.mark.parametrize(("vendor", "model"), sorted(REPORTED_METRICS))
+@pytest.mark.parametrize("heartbeat", [False, True])
+def test_a_frame_cut_short_is_refused_by_the_decoder_or_not_cut(vendor, model, heartbeat):
     values = {m: TYPICAL[m] for m in REPORTED_METRICS[(vendor, model)]}
-    frame = truncate_frame(ENCODERS[(vendor, model)](values, False, 7))
+    frame = ENCODERS[(vendor, model)](values, heartbeat, 7)
+    cut = truncate_frame(frame, vendor, model)
+    if cut is None:
+        # Not cut because the shorter frame would pass as a valid one (or nothing is left).
+        assert len(frame.payload) == 1 or _decoder_for(vendor, model)(
+            frame.payload[:-1], frame.fport
+        )
+        return
+    assert cut == (frame.fport, frame.payload[:-1])
     with pytest.raises(DecodeError):
-        _decoder_for(vendor, model)(frame.payload, frame.fport)
+        _decoder_for(vendor, model)(cut.payload, cut.fport)
+
+
+def test_multi_value_frames_are_cut_and_the_bosch_heartbeat_is_not():
+    elsys = encode_elsys_ers({"temperature_c": 21.0, "co2_ppm": 600.0})
+    assert truncate_frame(elsys, "Elsys", "ERS CO2") is not None
+    heartbeat = ENCODERS[("Bosch", "TPS110")]({"occupied": 1.0, "temperature_c": 8.0}, True, 1)
+    assert len(heartbeat.payload) == 2
+    assert truncate_frame(heartbeat, "Bosch", "TPS110") is None
 
 
 def test_values_outside_the_wire_range_are_clipped_not_wrapped():

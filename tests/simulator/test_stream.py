@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
+from ingest.decoders import DecodeError, device_models, get_decoder
 from simulator.fleet import MUNICIPALITIES, build_fleet
 from simulator.publisher import run_paced
 from simulator.stream import (
@@ -109,6 +110,7 @@ def test_duplicate_differs_from_its_original_only_in_the_gateway():
 def test_malformed_messages_come_in_three_kinds_at_about_the_requested_share():
     stream = FleetStream(build_fleet(seed=4), START, duplicate_share=0.0, malformed_share=0.05)
     messages = _take(stream, 6000)
+    decoder_of = {(m.vendor, m.model): m.decoder for m in device_models()}
     kinds = {
         k: sum(m.kind == k for m in messages) for k in (BAD_JSON, TRUNCATED_PAYLOAD, UNKNOWN_DEVICE)
     }
@@ -120,6 +122,16 @@ def test_malformed_messages_come_in_three_kinds_at_about_the_requested_share():
                 orjson.loads(m.payload)
         if m.kind == UNKNOWN_DEVICE:
             assert m.dev_eui not in stream.fleet.by_eui
+        if m.kind == TRUNCATED_PAYLOAD:
+            # Counted as malformed, so the decoder of the device's model must refuse it.
+            device = stream.fleet.by_eui[m.dev_eui]
+            decoder = get_decoder(decoder_of[(device.vendor, device.model)])
+            with pytest.raises(DecodeError):
+                decoder(m.frame.payload, m.frame.fport)
+    truncated = {
+        stream.fleet.by_eui[m.dev_eui].kind for m in messages if m.kind == TRUNCATED_PAYLOAD
+    }
+    assert truncated == {"climate", "bin"}  # parking frames are one byte or end optionally
 
 
 def test_every_device_reports_on_its_interval_and_times_are_ordered_within_a_step():
