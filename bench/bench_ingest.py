@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -237,12 +237,16 @@ def split_for_publishers(
     return files
 
 
-def publish(port: int, files: list[Path], flood_bin: Path) -> tuple[float, float, int]:
+def publish(
+    port: int, files: list[Path], flood_bin: Path, on_start: Callable[[], None] | None = None
+) -> tuple[float, float, int]:
     """Publish each file with its own C publisher (bench/mqtt_flood.c, QoS 1, 1,000 in
     flight), the same publishers as the broker limit, so every path is fed alike and the
-    publishers take little of the machine (about 3 µs of CPU per message). Returns (start,
-    end of the last PUBACK, messages)."""
-    t0 = time.time()
+    publishers take little of the machine (about 3 µs of CPU per message).
+
+    The publishers start together once each has read its file and connected, so that their
+    start-up is not timed; `on_start` is called just before. Returns (time of the start,
+    time of the last PUBACK, messages)."""
     pubs = [
         subprocess.Popen(
             [
@@ -253,14 +257,24 @@ def publish(port: int, files: list[Path], flood_bin: Path) -> tuple[float, float
                 str(f),
                 "1000",
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
         for i, f in enumerate(files)
     ]
+    for p in pubs:
+        if p.stdout.readline() != b"ready\n":
+            raise RuntimeError(f"publisher exited with {p.wait()} before it was ready")
+    if on_start is not None:
+        on_start()
+    t0 = time.time()
+    for p in pubs:
+        p.stdin.write(b"go\n")
+        p.stdin.close()
     sent = 0
     for p in pubs:
-        out, _ = p.communicate(timeout=1800)
-        if p.returncode != 0:
+        out = p.stdout.read()
+        if p.wait(timeout=1800) != 0:
             raise RuntimeError(f"publisher exited with {p.returncode}")
         sent += int(out.split()[0])
     return t0, time.time(), sent
@@ -487,8 +501,7 @@ def run_ingest(
             conn.execute("TRUNCATE readings, latest_pending, dead_letters")
             seed_latest(conn, work)
             meter = CpuMeter([p.pid for p in procs], broker.proc.pid)
-            meter.start()
-            t0, t_published, sent = publish(broker.port, files, flood_bin)
+            t0, t_published, sent = publish(broker.port, files, flood_bin, meter.start)
             tail = _tail_keys(work, len(work.messages))
             t_end = _wait_for_rows(conn, len(work.rows), tail, timeout_s=900)
             cpu, idle = meter.stop(sent)

@@ -15,8 +15,10 @@
  * while messages are still queued (about two thirds were never sent in our runs), and
  * `--repeat` waits for each PUBACK before the next publish.
  *
- * Input: a file of lines "topic<TAB>payload". Output: "<messages> <seconds>", the seconds
- * from the first PUBLISH to the last PUBACK.
+ * Input: a file of lines "topic<TAB>payload". Once the packets are encoded and the broker
+ * has accepted the connection it prints "ready" and waits for a line (or end of file) on
+ * stdin, so that several publishers start together and their start-up is not timed.
+ * Output: "<messages> <seconds>", the seconds from the first PUBLISH to the last PUBACK.
  * Build: cc -O2 -o mqtt_flood mqtt_flood.c
  */
 #include <errno.h>
@@ -187,6 +189,11 @@ int main(int argc, char **argv) {
     int fd = connect_tcp(argv[1], argv[2]);
     mqtt_connect(fd, argv[3]);
     if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) die("fcntl");
+
+    printf("ready\n");
+    fflush(stdout);
+    char go[16];
+    (void)!fgets(go, sizeof go, stdin);
 
     size_t sent_bytes = 0, acked = 0, pending = 0;
     uint8_t acks[64 * 1024];
