@@ -88,6 +88,8 @@ STALE_AFTER_S = 60.0
 # An encoded row (ingest/writer.py) with its time, microseconds since 2000-01-01.
 Encoded = tuple[int, bytes]
 Newest = dict[tuple[int, int], Encoded]  # (sensor, metric) → its newest row
+# Below every time a row can have: what "the newest held" is while nothing is held.
+_BEFORE_ALL = -(1 << 63)
 
 
 class LatestValues:
@@ -99,6 +101,7 @@ class LatestValues:
         self._rows: Newest = {}
         self._markers: list[int] = []
         self._since: float | None = None  # monotonic time of the oldest deferred batch
+        self._newest_micros = _BEFORE_ALL  # the newest time among the held rows
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -139,8 +142,11 @@ class LatestValues:
 
     # After the transaction commits:
 
-    def deferred(self, newest: Newest, marker: int) -> None:
-        _merge_into(self._rows, newest)
+    def deferred(self, newest: Newest, marker: int, oldest_micros: int, newest_micros: int) -> None:
+        """Hold a committed batch's newest rows; their times lie between `oldest_micros`
+        and `newest_micros` (microseconds since 2000-01-01)."""
+        _merge_into(self._rows, newest, oldest_micros, self._newest_micros)
+        self._newest_micros = max(self._newest_micros, newest_micros)
         self._markers.append(marker)
         if self._since is None:
             self._since = time.monotonic()
@@ -149,10 +155,20 @@ class LatestValues:
         self._rows.clear()
         self._markers.clear()
         self._since = None
+        self._newest_micros = _BEFORE_ALL
 
 
-def _merge_into(rows: Newest, newer: Newest) -> None:
-    """Keep in `rows` the newer of each key's two rows (the held one on equal times)."""
+def _merge_into(rows: Newest, newer: Newest, newer_oldest: int, rows_newest: int) -> None:
+    """Keep in `rows` the newer of each key's two rows (the held one on equal times).
+
+    No row of `newer` is older than `newer_oldest`, and none of `rows` newer than
+    `rows_newest` (microseconds)."""
+    if newer_oldest > rows_newest:
+        # Every row of the batch is newer than all that is held, as whenever uplinks come
+        # in order (every batch of bench_ingest's flood): one update instead of a lookup
+        # and a comparison per key, 0.17 instead of 0.39 ms for a batch of 5,000 keys.
+        rows.update(newer)
+        return
     for pair, row in newer.items():
         held = rows.get(pair)
         if held is None or row[0] > held[0]:

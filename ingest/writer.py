@@ -99,6 +99,8 @@ class EncodedBatch:
     sensors: set[int]
     oldest: datetime
     latest_time: datetime
+    oldest_micros: int  # the same two times in microseconds since 2000-01-01
+    newest_micros: int
 
 
 class BatchEncoder:
@@ -190,6 +192,8 @@ class BatchEncoder:
             sensors=self._sensors,
             oldest=_PG_EPOCH + self._oldest * _MICROSECOND,
             latest_time=_PG_EPOCH + self._newest_micros * _MICROSECOND,
+            oldest_micros=self._oldest,
+            newest_micros=self._newest_micros,
         )
 
 
@@ -345,7 +349,7 @@ class BatchWriter:
             if dead_letters:
                 _copy_dead_letters(cur, dead_letters)
         if marker is not None:
-            self.latest.deferred(batch.newest, marker)
+            self.latest.deferred(batch.newest, marker, batch.oldest_micros, batch.newest_micros)
         return WriteResult(
             inserted=inserted,
             duplicates=encoder.added - inserted,

@@ -219,3 +219,7 @@ def test_encoder_keeps_the_first_row_per_key_and_the_newest_per_sensor_and_metri
     assert batch.sensors == {sensor for _, sensor, _, _ in rows}
     assert encoder.added == len(rows)
     assert (batch.oldest, batch.latest_time) == (min(r[0] for r in rows), max(r[0] for r in rows))
+    assert (batch.oldest_micros, batch.newest_micros) == (
+        micros(batch.oldest),
+        micros(batch.latest_time),
+    )
