@@ -97,10 +97,17 @@ class EncodedBatch:
     readings: bytes  # COPY data of those rows, in batch order
     newest: dict[tuple[int, int], Encoded]  # the newest row per (sensor, metric)
     sensors: set[int]
-    oldest: datetime
-    latest_time: datetime
-    oldest_micros: int  # the same two times in microseconds since 2000-01-01
+    # The oldest and the newest time among the rows, microseconds since 2000-01-01.
+    oldest_micros: int
     newest_micros: int
+
+    @property
+    def oldest(self) -> datetime:
+        return _PG_EPOCH + self.oldest_micros * _MICROSECOND
+
+    @property
+    def latest_time(self) -> datetime:
+        return _PG_EPOCH + self.newest_micros * _MICROSECOND
 
 
 class BatchEncoder:
@@ -190,8 +197,6 @@ class BatchEncoder:
             readings=_encoded(self._encoded),
             newest=self._newest,
             sensors=self._sensors,
-            oldest=_PG_EPOCH + self._oldest * _MICROSECOND,
-            latest_time=_PG_EPOCH + self._newest_micros * _MICROSECOND,
             oldest_micros=self._oldest,
             newest_micros=self._newest_micros,
         )
