@@ -91,7 +91,8 @@ def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
     if event.get("time"):
         received_at = parse_time(event["time"], "time")
     else:
-        for rx in event.get("rxInfo") or ():
+        rx_info = event.get("rxInfo")
+        for rx in rx_info if isinstance(rx_info, list) else ():
             if isinstance(rx, dict) and rx.get("nsTime"):
                 received_at = parse_time(rx["nsTime"], "rxInfo.nsTime")
                 break

@@ -224,3 +224,14 @@ def test_a_message_off_the_types_is_read_field_by_field() -> None:
     uplink = chirpstack.parse("topic", payload, ARRIVAL)
     assert (uplink.rssi_dbm, uplink.snr_db) == (-87.0, 8.25)
     assert uplink.received_at == datetime(2026, 11, 22, 8, 15, 3, 123456, tzinfo=UTC)
+
+
+def test_gateways_that_are_not_a_list_are_skipped_also_when_looking_for_a_time() -> None:
+    # Without "time" the receive time is looked for in rxInfo[].nsTime; a number there
+    # once raised TypeError (an internal-error dead letter) instead of being skipped.
+    event = copy.deepcopy(CHIRPSTACK_UP)
+    event["time"] = ""
+    event["rxInfo"] = 1.0
+    uplink = chirpstack.parse("topic", orjson.dumps(event), ARRIVAL)
+    assert uplink.received_at == ARRIVAL
+    assert (uplink.rssi_dbm, uplink.snr_db) == (None, None)
