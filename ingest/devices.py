@@ -1,7 +1,9 @@
-"""Which sensor sent a message: a cached view of the sensor registry for ingest.
+"""Which sensor sent a message, and which municipality a network-server application
+belongs to: a cached view of the sensor registry and of `network_applications` for ingest.
 
-The whole registry is loaded at start-up and reloaded periodically (100,000 sensors take
-well under a second), so the hot path never waits for the database. A device not in the
+The whole registry and every application mapping are loaded at start-up and reloaded
+periodically (100,000 sensors take well under a second), so the hot path never waits for
+the database. A device not in the
 cache is looked up once; an unknown answer is remembered for a short while so that a
 flood from an unregistered device does not hammer the database.
 """
@@ -20,6 +22,19 @@ FROM sensors s
 JOIN municipalities m ON m.id = s.municipality_id
 LEFT JOIN device_models dm ON dm.id = s.device_model_id
 """
+_SELECT_APPLICATIONS = """
+SELECT a.network, a.application_id, a.municipality_id, m.slug
+FROM network_applications a
+JOIN municipalities m ON m.id = a.municipality_id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationOwner:
+    """The municipality a network-server application is mapped to."""
+
+    municipality_id: int
+    municipality_slug: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +63,8 @@ class DeviceDirectory:
         # under the wrong municipality from one naming a sensor nobody registered.
         self._external_owners: dict[str, set[str]] = {}
         self._unknown: dict[object, float] = {}
+        # (network, application id as the topic names it) -> its municipality.
+        self._applications: dict[tuple[str, str], ApplicationOwner] = {}
         self._loaded_at = float("-inf")
 
     def _store(self, info: SensorInfo) -> None:
@@ -57,10 +74,15 @@ class DeviceDirectory:
         self._external_owners.setdefault(info.external_id, set()).add(info.municipality_slug)
 
     def reload_if_due(self, conn: psycopg.Connection) -> None:
-        """Reload the whole registry when the last load is older than `reload_every_s`."""
+        """Reload the whole registry and the application mapping when the last load is
+        older than `reload_every_s`."""
         if not self._reload_due():
             return
         rows = conn.execute(_SELECT).fetchall()
+        self._applications = {
+            (network, application_id): ApplicationOwner(municipality_id, slug)
+            for network, application_id, municipality_id, slug in conn.execute(_SELECT_APPLICATIONS)
+        }
         self._by_eui.clear()
         self._by_external.clear()
         self._external_owners.clear()
@@ -71,6 +93,15 @@ class DeviceDirectory:
 
     def _reload_due(self) -> bool:
         return time.monotonic() - self._loaded_at >= self.reload_every_s
+
+    def reload_due(self) -> bool:
+        """True when the next lookup should reload (nothing loaded yet, or too old)."""
+        return self._reload_due()
+
+    def application_owner(self, network: str, application_id: str) -> ApplicationOwner | None:
+        """The municipality `application_id` of `network` (a wire format's name) is mapped
+        to, from the last load (call `reload_if_due` first); None when it is unmapped."""
+        return self._applications.get((network, application_id))
 
     def cached(
         self, dev_eui: str | None, municipality_slug: str | None, external_id: str | None

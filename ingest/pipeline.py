@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import psycopg
 
-from ingest.devices import DeviceDirectory, SensorInfo
+from ingest.devices import ApplicationOwner, DeviceDirectory, SensorInfo
 from ingest.formats import format_of
 from ingest.normalise import Row, decode_uplink, metric_table, to_rows
 from ingest.uplink import Rejected, Uplink
@@ -68,12 +68,15 @@ class Pipeline:
                     f"{self.settings.max_message_bytes} (IOT_MAX_MESSAGE_BYTES)",
                 )
             uplink = parser(topic, payload, arrival)
+            if self.directory.reload_due():
+                with_db(self.directory.reload_if_due)
+            owner = self._application_owner(uplink)
             sensor = self.directory.cached(
                 uplink.dev_eui, uplink.municipality_slug, uplink.external_id
             )
             if sensor is None:
                 sensor = with_db(lambda c: self._sensor_for(c, uplink))
-            sensor = self._check_sensor(uplink, sensor, with_db)
+            sensor = self._check_sensor(uplink, owner, sensor, with_db)
             samples = decode_uplink(uplink, sensor)
             result = to_rows(
                 uplink,
@@ -108,35 +111,70 @@ class Pipeline:
         assert uplink.municipality_slug is not None and uplink.external_id is not None
         return self.directory.by_external_id(conn, uplink.municipality_slug, uplink.external_id)
 
+    def _application_owner(self, uplink: Uplink) -> ApplicationOwner | None:
+        """The municipality the uplink's network-server application (from its topic) is
+        mapped to; None for native uplinks, and for unmapped applications when the operator
+        allows them. Rejected('unmapped_application') otherwise."""
+        if uplink.application_id is None:
+            return None
+        owner = self.directory.application_owner(uplink.format, uplink.application_id)
+        if owner is None and not self.settings.allow_unmapped_applications:
+            raise Rejected(
+                "unmapped_application",
+                f"{uplink.format} application {uplink.application_id!r} is mapped to no "
+                "municipality; map it (`python -m cli admin map-application` or the staff "
+                "API), then replay",
+                device_id=uplink.device_id,
+            )
+        return owner
+
     def _check_sensor(
-        self, uplink: Uplink, sensor: SensorInfo | None, with_db: WithDb
+        self,
+        uplink: Uplink,
+        owner: ApplicationOwner | None,
+        sensor: SensorInfo | None,
+        with_db: WithDb,
     ) -> SensorInfo:
         if sensor is None:
             if uplink.external_id is not None:
                 owners = self.directory.municipalities_using(uplink.external_id)
                 if owners and uplink.municipality_slug not in owners:
+                    # Said without naming who has such a sensor: the sender is not to learn.
                     raise Rejected(
                         "municipality_mismatch",
-                        f"sensor {uplink.external_id!r} belongs to {', '.join(sorted(owners))}, "
-                        f"not to {uplink.municipality_slug!r} named in the topic",
+                        f"{uplink.municipality_slug!r} named in the topic has no sensor "
+                        f"{uplink.external_id!r}; another municipality's sensor cannot be "
+                        "written from it",
                         device_id=uplink.device_id,
                     )
-            registered = self._maybe_register(uplink, with_db)
+            registered = self._maybe_register(uplink, owner, with_db)
             raise Rejected(
                 "unknown_device",
                 registered
                 or f"no sensor is registered for {uplink.device_id}; register it, then replay",
                 device_id=uplink.device_id,
+                municipality_id=owner.municipality_id if owner else None,
             )
-        expected = self.settings.application_municipalities.get(uplink.application_id or "")
-        if expected is not None and expected != sensor.municipality_slug:
+        # The topic names an application mapped to a municipality, or (native) the
+        # municipality itself: the sensor must be that municipality's, whatever the body
+        # claims. Said without naming whose sensor it is.
+        if owner is not None and sensor.municipality_id != owner.municipality_id:
             raise Rejected(
                 "municipality_mismatch",
-                f"application {uplink.application_id!r} belongs to {expected!r} "
-                f"(IOT_APPLICATION_MUNICIPALITIES) but sensor {sensor.sensor_id} "
-                f"belongs to {sensor.municipality_slug!r}",
+                f"{uplink.device_id} is not a sensor of {owner.municipality_slug!r}, the "
+                f"municipality {uplink.format} application {uplink.application_id!r} is "
+                "mapped to",
                 device_id=uplink.device_id,
-                municipality_id=sensor.municipality_id,
+                municipality_id=owner.municipality_id,
+            )
+        if uplink.municipality_slug is not None and (
+            sensor.municipality_slug != uplink.municipality_slug
+        ):
+            raise Rejected(
+                "municipality_mismatch",
+                f"{uplink.device_id} is not a sensor of {uplink.municipality_slug!r} named "
+                "in the topic",
+                device_id=uplink.device_id,
             )
         if sensor.status == "retired":
             raise Rejected(
@@ -155,20 +193,20 @@ class Pipeline:
             )
         return sensor
 
-    def _maybe_register(self, uplink: Uplink, with_db: WithDb) -> str | None:
-        """Register an unknown LoRaWAN device as pending, when configured and its
-        application belongs to a known municipality. Returns a note for the dead letter."""
-        s = self.settings
-        slug = s.application_municipalities.get(uplink.application_id or "")
-        if not (s.auto_register_unknown and uplink.dev_eui and slug):
+    def _maybe_register(
+        self, uplink: Uplink, owner: ApplicationOwner | None, with_db: WithDb
+    ) -> str | None:
+        """Register an unknown LoRaWAN device as pending, when configured, as a sensor of the
+        municipality its application is mapped to. Returns a note for the dead letter."""
+        if not (self.settings.auto_register_unknown and uplink.dev_eui and owner):
             return None
+        municipality_id = owner.municipality_id
 
         def register(conn: psycopg.Connection) -> int | None:
             row = conn.execute(
                 "INSERT INTO sensors (municipality_id, dev_eui, external_id, kind, status) "
-                "SELECT id, %s, %s, 'other', 'pending' FROM municipalities WHERE slug = %s "
-                "ON CONFLICT DO NOTHING RETURNING id",
-                (uplink.dev_eui, uplink.dev_eui, slug),
+                "VALUES (%s, %s, %s, 'other', 'pending') ON CONFLICT DO NOTHING RETURNING id",
+                (municipality_id, uplink.dev_eui, uplink.dev_eui),
             ).fetchone()
             return row[0] if row else None
 
@@ -176,6 +214,7 @@ class Pipeline:
         if sensor_id is None:
             return None
         self.directory.invalidate()
+        slug = owner.municipality_slug
         log.info("device_auto_registered", dev_eui=uplink.dev_eui, municipality=slug)
         return (
             f"registered {uplink.device_id} as pending sensor {sensor_id} of {slug}; "

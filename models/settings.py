@@ -86,13 +86,14 @@ class Settings(BaseSettings):
     auto_register_unknown: bool = Field(
         False,
         description="Register unknown LoRaWAN devices as pending sensors (still dead-lettered) "
-        "when their application is listed in IOT_APPLICATION_MUNICIPALITIES.",
+        "of the municipality their network-server application is mapped to.",
     )
-    application_municipalities: dict[str, str] = Field(
-        default_factory=dict,
-        description="Network-server application id → municipality slug, as JSON: "
-        '{"b1c2...": "aarhus"}. Used for auto-registration, and a listed application\'s '
-        "uplinks for another municipality's sensor are dead letters (municipality_mismatch).",
+    allow_unmapped_applications: bool = Field(
+        False,
+        description="Take uplinks of network-server applications mapped to no municipality "
+        "(`admin map-application`), binding them to no municipality: any sensor's DevEUI is "
+        "then accepted from such an application. Off: they are unmapped_application dead "
+        "letters.",
     )
     ingest_metrics_port: int = Field(9101, ge=0, le=65535, description="0 disables it.")
     ingest_gc_interval_s: float = Field(

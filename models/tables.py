@@ -170,6 +170,37 @@ class Sensor(Base):
     )
 
 
+NETWORKS = ("chirpstack", "thethings")
+
+
+class NetworkApplication(Base):
+    """A LoRaWAN network-server application and the municipality its uplinks belong to
+    (migration 0006). Ingest binds uplinks by it; `broker-acl` grants topics by it."""
+
+    __tablename__ = "network_applications"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    # The wire format's name: "chirpstack" (v4) or "thethings" (The Things Stack v3).
+    network: Mapped[str] = mapped_column(Text)
+    # As the topic names it: ChirpStack's application UUID, TTS's "<app id>@<tenant>".
+    application_id: Mapped[str] = mapped_column(Text)
+    municipality_id: Mapped[int] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("network", "application_id"),
+        CheckConstraint(
+            "network IN (" + ", ".join(f"'{n}'" for n in NETWORKS) + ")", name="network_known"
+        ),
+        CheckConstraint(
+            "application_id ~ '^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$'",
+            name="application_id_topic_level",
+        ),
+    )
+
+
 class MetricRow(Base):
     """The metric vocabulary, kept in step with ingest/metrics.py at start-up."""
 

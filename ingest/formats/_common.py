@@ -76,6 +76,18 @@ def normalise_dev_eui(value: Any, field: str) -> str:
     return eui
 
 
+def require_agreement(topic_value: str, body_value: Any, field: str, device_id: str) -> None:
+    """Rejected('topic_mismatch') unless the body's `field` is absent or names what the topic
+    does. The topic is what the broker's ACL vouches for; the body is the sender's word."""
+    if body_value is None or body_value == "" or body_value == topic_value:
+        return
+    raise Rejected(
+        "topic_mismatch",
+        f"{field} {str(body_value)[:80]!r} in the body is not {topic_value!r} named in the topic",
+        device_id=device_id,
+    )
+
+
 def as_object(value: Any, field: str) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise Rejected("invalid_message", f"{field} must be a JSON object")

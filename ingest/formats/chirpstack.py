@@ -1,6 +1,9 @@
 """ChirpStack v4 application integration, JSON marshaler: the ``event/up`` message.
 
-Topic ``application/<application id>/device/<DevEUI>/event/up``. Fields read: ``time``
+Topic ``application/<application id>/device/<DevEUI>/event/up``. The application and the
+device are the topic's (the broker's ACL confines a network server to its applications'
+topics); the body's ``deviceInfo.devEui`` and ``deviceInfo.applicationId`` must agree
+with them (``topic_mismatch`` otherwise). Fields read: ``time``
 (receive time, RFC 3339; absent when no gateway had GPS/NTP time), ``deviceInfo.devEui``,
 ``deviceInfo.applicationId``, ``fPort``, ``data`` (base64 FRMPayload), ``object`` (decoded by
 the device profile's codec, when configured) and ``rxInfo[].rssi/snr``.
@@ -18,7 +21,9 @@ so invalid UTF-8 inside a field ingest does not read passes.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -32,11 +37,14 @@ from ingest.formats._common import (
     network_server_uplink,
     normalise_dev_eui,
     parse_time,
+    require_agreement,
 )
-from ingest.uplink import Uplink
+from ingest.uplink import Rejected, Uplink
 
 NAME = "chirpstack"
-TOPIC_PATTERN = r"application/[^/]+/device/[^/]+/event/up"
+TOPIC_PATTERN = r"application/(?P<application>[^/]+)/device/(?P<device>[^/]+)/event/up"
+
+_TOPIC = re.compile(r"(?:^|/)" + TOPIC_PATTERN + r"$")
 
 
 class DeviceInfo(msgspec.Struct, frozen=True, gc=False, rename="camel"):
@@ -56,13 +64,36 @@ class UpEvent(msgspec.Struct, frozen=True, gc=False, rename="camel"):
 _decode_event = msgspec.json.Decoder(UpEvent).decode
 
 
+# One topic per device: remembering the answer spares each message the pattern search.
+@lru_cache(maxsize=1 << 16)
+def topic_ids(topic: str) -> tuple[str, str]:
+    """(application id, DevEUI) named by `topic`."""
+    match = _TOPIC.search(topic)
+    dev_eui = match["device"].lower() if match else ""
+    if match is None or not re.fullmatch(r"[0-9a-f]{16}", dev_eui):
+        raise Rejected(
+            "unsupported_topic",
+            f"{topic!r} is not application/<application id>/device/<DevEUI>/event/up",
+        )
+    return match["application"], dev_eui
+
+
+def _bind(topic: str, body_dev_eui: str, body_application: Any) -> str:
+    """The topic's application, once the body's DevEUI and application agree with it."""
+    application, dev_eui = topic_ids(topic)
+    require_agreement(dev_eui, body_dev_eui, "deviceInfo.devEui", dev_eui)
+    require_agreement(application, body_application, "deviceInfo.applicationId", dev_eui)
+    return application
+
+
 def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
     try:
         event = _decode_event(payload)
     except msgspec.DecodeError:
-        return _parse_loosely(payload, arrival)
+        return _parse_loosely(topic, payload, arrival)
     device = event.device_info
     dev_eui = normalise_dev_eui(device.dev_eui, "deviceInfo.devEui")
+    application = _bind(topic, dev_eui, device.application_id)
     received_at = arrival
     if event.time:
         received_at = parse_time(event.time, "time")
@@ -75,7 +106,7 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
         NAME,
         received_at=received_at,
         dev_eui=dev_eui,
-        application_id=device.application_id or None,
+        application_id=application,
         fport=(event.f_port, "fPort"),
         data=(event.data, "data"),
         decoded=event.object,
@@ -83,10 +114,11 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
     )
 
 
-def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
+def _parse_loosely(topic: str, payload: bytes, arrival: datetime) -> Uplink:
     event = load_json_object(payload)
     device = as_object(event.get("deviceInfo"), "deviceInfo")
     dev_eui = normalise_dev_eui(device.get("devEui"), "deviceInfo.devEui")
+    application = _bind(topic, dev_eui, device.get("applicationId"))
     received_at = arrival
     if event.get("time"):
         received_at = parse_time(event["time"], "time")
@@ -100,7 +132,7 @@ def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
         NAME,
         received_at=received_at,
         dev_eui=dev_eui,
-        application_id=str(device.get("applicationId") or "") or None,
+        application_id=application,
         fport=(event.get("fPort"), "fPort"),
         data=(event.get("data"), "data"),
         decoded=event.get("object"),

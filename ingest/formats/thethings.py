@@ -1,6 +1,12 @@
 """The Things Stack v3 MQTT integration: the uplink message.
 
-Topic ``v3/<application id>@<tenant>/devices/<device id>/up``. Fields read:
+Topic ``v3/<application id>@<tenant>/devices/<device id>/up`` (``v3/<application id>/...``
+on a deployment without tenants). The application (the whole topic level, tenant
+included) and the device id are the topic's (the broker's ACL confines a network server
+to its applications' topics); the body's ``end_device_ids.device_id`` and
+``.application_ids.application_id`` must agree with them (``topic_mismatch`` otherwise).
+The topic does not carry the DevEUI: ingest binds it by requiring its sensor to belong to
+the application's municipality (ingest/pipeline.py). Fields read:
 ``end_device_ids.dev_eui`` and ``.application_ids.application_id``,
 ``uplink_message.received_at`` (network server receive time), ``f_port``, ``frm_payload``
 (base64), ``decoded_payload`` (from the payload formatter, when configured) and
@@ -12,7 +18,9 @@ message does not fit them, as ChirpStack's (ingest/formats/chirpstack.py says wh
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -26,11 +34,14 @@ from ingest.formats._common import (
     network_server_uplink,
     normalise_dev_eui,
     parse_time,
+    require_agreement,
 )
 from ingest.uplink import Rejected, Uplink
 
 NAME = "thethings"
-TOPIC_PATTERN = r"v3/[^/]+/devices/[^/]+/up"
+TOPIC_PATTERN = r"v3/(?P<application>[^/]+)/devices/(?P<device>[^/]+)/up"
+
+_TOPIC = re.compile(r"(?:^|/)" + TOPIC_PATTERN + r"$")
 
 
 class ApplicationIds(msgspec.Struct, frozen=True, gc=False):
@@ -68,15 +79,41 @@ def _without_dev_eui(device_id: Any) -> Rejected:
     )
 
 
+# One topic per device: remembering the answer spares each message the pattern search.
+@lru_cache(maxsize=1 << 16)
+def topic_ids(topic: str) -> tuple[str, str]:
+    """(application as the topic names it, with its "@<tenant>"; device id) of `topic`."""
+    match = _TOPIC.search(topic)
+    if match is None:  # the router only sends matching topics
+        raise Rejected("unsupported_topic", f"{topic!r} is not v3/<app>@<tenant>/devices/<id>/up")
+    return match["application"], match["device"]
+
+
+def _bind(topic: str, body_device_id: Any, body_application: Any) -> str:
+    """The topic's application, once the body's device and application ids agree with it."""
+    application, device_id = topic_ids(topic)
+    require_agreement(device_id, body_device_id, "end_device_ids.device_id", device_id)
+    require_agreement(
+        application.partition("@")[0],
+        body_application,
+        "end_device_ids.application_ids.application_id",
+        device_id,
+    )
+    return application
+
+
 def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
     try:
         message = _decode_message(payload)
     except msgspec.DecodeError:
-        return _parse_loosely(payload, arrival)
+        return _parse_loosely(topic, payload, arrival)
     ids = message.end_device_ids
     if not ids.dev_eui:
         raise _without_dev_eui(ids.device_id)
     dev_eui = normalise_dev_eui(ids.dev_eui, "end_device_ids.dev_eui")
+    application = _bind(
+        topic, ids.device_id, ids.application_ids.application_id if ids.application_ids else None
+    )
     uplink = message.uplink_message
     received_at = arrival
     if uplink.received_at:
@@ -87,7 +124,7 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
         NAME,
         received_at=received_at,
         dev_eui=dev_eui,
-        application_id=ids.application_ids.application_id if ids.application_ids else None,
+        application_id=application,
         fport=(uplink.f_port, "uplink_message.f_port"),
         data=(uplink.frm_payload, "uplink_message.frm_payload"),
         decoded=uplink.decoded_payload,
@@ -95,26 +132,29 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
     )
 
 
-def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
+def _parse_loosely(topic: str, payload: bytes, arrival: datetime) -> Uplink:
     message = load_json_object(payload)
     ids = as_object(message.get("end_device_ids"), "end_device_ids")
     if not ids.get("dev_eui"):
         raise _without_dev_eui(ids.get("device_id"))
     dev_eui = normalise_dev_eui(ids.get("dev_eui"), "end_device_ids.dev_eui")
+    body_application = ids.get("application_ids")
+    application = _bind(
+        topic,
+        ids.get("device_id"),
+        body_application.get("application_id") if isinstance(body_application, dict) else None,
+    )
     uplink = as_object(message.get("uplink_message"), "uplink_message")
     received_at = arrival
     for source, field in ((uplink, "received_at"), (message, "received_at")):
         if source.get(field):
             received_at = parse_time(source[field], f"uplink_message.{field}")
             break
-    application = ids.get("application_ids")
     return network_server_uplink(
         NAME,
         received_at=received_at,
         dev_eui=dev_eui,
-        application_id=(application or {}).get("application_id")
-        if isinstance(application, dict)
-        else None,
+        application_id=application,
         fport=(uplink.get("f_port"), "uplink_message.f_port"),
         data=(uplink.get("frm_payload"), "uplink_message.frm_payload"),
         decoded=uplink.get("decoded_payload"),

@@ -79,6 +79,13 @@ def register_fleet(db: psycopg.Connection, prefix: str) -> Fleet:
         "VALUES (%s, %s, 'gw-odense-1', 'climate', %s)",
         (odense, ODENSE_EUI, elsys),
     )
+    # Each municipality's network-server applications (ingest binds uplinks by them).
+    db.execute(
+        "INSERT INTO network_applications (network, application_id, municipality_id) VALUES "
+        "('chirpstack', 'app-1', %s), ('thethings', 'school-climate@aarhus', %s), "
+        "('chirpstack', 'app-odense', %s)",
+        (m, m, odense),
+    )
     return Fleet(m, climate, bin_sensor, native, prefix)
 
 

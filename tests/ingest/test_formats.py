@@ -97,6 +97,12 @@ TTS_UP = {
 }
 
 
+CHIRPSTACK_TOPIC = (
+    "application/17c82e96-be03-4f38-aef3-f83d48582d97/device/a81758fffe030001/event/up"
+)
+TTS_TOPIC = "v3/school-climate@aarhus/devices/room-101/up"
+
+
 def test_topics_route_to_their_format_under_any_prefix() -> None:
     assert format_of("application/17c8/device/a81758fffe030001/event/up")[0] == "chirpstack"
     assert format_of("test/ab12/application/x/device/y/event/up")[0] == "chirpstack"
@@ -114,7 +120,7 @@ def test_topics_route_to_their_format_under_any_prefix() -> None:
 
 
 def test_chirpstack_uplink_fields() -> None:
-    topic = "application/17c82e96/device/a81758fffe030001/event/up"
+    topic = "application/17c82e96-be03-4f38-aef3-f83d48582d97/device/a81758fffe030001/event/up"
     uplink = parse(topic, orjson.dumps(CHIRPSTACK_UP), ARRIVAL)
     assert uplink.format == "chirpstack"
     assert uplink.dev_eui == "a81758fffe030001"
@@ -126,7 +132,7 @@ def test_chirpstack_uplink_fields() -> None:
 
 
 def test_chirpstack_without_time_takes_the_network_servers_then_ingests_time() -> None:
-    topic = "application/a/device/a81758fffe030001/event/up"
+    topic = CHIRPSTACK_TOPIC
     event = {k: v for k, v in CHIRPSTACK_UP.items() if k != "time"}
     uplink = parse(topic, orjson.dumps(event), ARRIVAL)
     assert uplink.received_at == datetime(2026, 11, 22, 8, 15, 3, 150123, tzinfo=UTC)
@@ -135,7 +141,7 @@ def test_chirpstack_without_time_takes_the_network_servers_then_ingests_time() -
 
 
 def test_chirpstack_decoded_object_and_empty_frame() -> None:
-    topic = "application/a/device/a81758fffe030001/event/up"
+    topic = CHIRPSTACK_TOPIC
     event = dict(CHIRPSTACK_UP, object={"co2": 776, "temperature": 22.6})
     del event["data"], event["fPort"]  # zero values are omitted by the marshaler
     uplink = parse(topic, orjson.dumps(event), ARRIVAL)
@@ -148,7 +154,7 @@ def test_things_stack_uplink_fields() -> None:
     uplink = parse(topic, orjson.dumps(TTS_UP), ARRIVAL)
     assert uplink.format == "thethings"
     assert uplink.dev_eui == "a81758fffe030001"
-    assert uplink.application_id == "school-climate"
+    assert uplink.application_id == "school-climate@aarhus"  # as the topic names it
     assert uplink.fport == 5 and uplink.payload == ERS_CO2
     assert uplink.decoded == {"co2": 776, "temperature": 22.6}
     # The network server's receive time, not the application server's.
@@ -160,7 +166,7 @@ def test_things_stack_without_dev_eui_says_how_to_fix_it() -> None:
     message = orjson.loads(orjson.dumps(TTS_UP))
     del message["end_device_ids"]["dev_eui"]
     with pytest.raises(Rejected) as refused:
-        parse("v3/a/devices/room-101/up", orjson.dumps(message), ARRIVAL)
+        parse(TTS_TOPIC, orjson.dumps(message), ARRIVAL)
     assert refused.value.reason == "invalid_message"
     assert "dev_eui" in refused.value.detail and refused.value.device_id == "room-101"
 
@@ -193,36 +199,40 @@ def test_native_single_and_batch() -> None:
 @pytest.mark.parametrize(
     ("topic", "payload", "reason"),
     [
-        ("application/a/device/b/event/up", b"\xff\xfe", "malformed_json"),
-        ("application/a/device/b/event/up", b"[1, 2]", "invalid_message"),
+        ("application/a/device/a81758fffe030001/event/up", b"\xff\xfe", "malformed_json"),
+        ("application/a/device/a81758fffe030001/event/up", b"[1, 2]", "invalid_message"),
         (
-            "application/a/device/b/event/up",
+            "application/a/device/a81758fffe030001/event/up",
             b'{"deviceInfo": {"devEui": "xyz"}}',
             "invalid_message",
         ),
         (
-            "application/a/device/b/event/up",
+            "application/a/device/a81758fffe030001/event/up",
             b'{"deviceInfo": {"devEui": "a81758fffe030001"}, "data": "not base64!"}',
             "invalid_message",
         ),
         (  # padding in the middle
-            "application/a/device/b/event/up",
+            "application/a/device/a81758fffe030001/event/up",
             b'{"deviceInfo": {"devEui": "a81758fffe030001"}, "data": "AQ==AA"}',
             "invalid_message",
         ),
         (  # outside ASCII
-            "application/a/device/b/event/up",
+            "application/a/device/a81758fffe030001/event/up",
             '{"deviceInfo": {"devEui": "a81758fffe030001"}, "data": "AQé="}'.encode(),
             "invalid_message",
         ),
-        ("application/a/device/b/event/up", b'{"deviceInfo": {"devEui": 7}}', "invalid_message"),
         (
-            "application/a/device/b/event/up",
+            "application/a/device/a81758fffe030001/event/up",
+            b'{"deviceInfo": {"devEui": 7}}',
+            "invalid_message",
+        ),
+        (
+            "application/a/device/a81758fffe030001/event/up",
             b'{"deviceInfo": {"devEui": "a81758fffe030001"}, "fPort": 300}',
             "invalid_message",
         ),
         (
-            "application/a/device/b/event/up",
+            "application/a/device/a81758fffe030001/event/up",
             b'{"deviceInfo": {"devEui": "a81758fffe030001"}, "time": "yesterday"}',
             "invalid_message",
         ),
@@ -230,6 +240,11 @@ def test_native_single_and_batch() -> None:
             "v3/a/devices/b/up",
             b'{"end_device_ids": {"dev_eui": "A81758FFFE030001"}}',
             "invalid_message",
+        ),
+        (  # the topic's device level must be a DevEUI
+            "application/a/device/room-101/event/up",
+            b'{"deviceInfo": {"devEui": "a81758fffe030001"}}',
+            "unsupported_topic",
         ),
         ("municipality/a/sensors/b/readings", b'{"readings": {}}', "invalid_message"),
         (
@@ -250,3 +265,70 @@ def test_wrong_shapes_are_refused_with_a_reason(topic: str, payload: bytes, reas
         parse(topic, payload, ARRIVAL)
     assert refused.value.reason == reason
     assert refused.value.detail
+
+
+# --- the topic binds application and device; the body must agree ------------------------
+
+
+@pytest.mark.parametrize(
+    ("topic", "edit", "field"),
+    [
+        (  # another device than the topic's
+            CHIRPSTACK_TOPIC.replace("a81758fffe030001", "a81758fffe0300aa"),
+            {},
+            "deviceInfo.devEui",
+        ),
+        (CHIRPSTACK_TOPIC, {"applicationId": "another-application"}, "deviceInfo.applicationId"),
+        (CHIRPSTACK_TOPIC, {"applicationId": 17}, "deviceInfo.applicationId"),
+    ],
+)
+def test_chirpstack_body_must_name_the_topics_application_and_device(
+    topic: str, edit: dict, field: str
+) -> None:
+    event = orjson.loads(orjson.dumps(CHIRPSTACK_UP))
+    event["deviceInfo"].update(edit)
+    with pytest.raises(Rejected) as refused:
+        parse(topic, orjson.dumps(event), ARRIVAL)
+    assert refused.value.reason == "topic_mismatch" and field in refused.value.detail
+    assert refused.value.device_id == topic.split("/")[3]  # the topic's device
+
+
+def test_chirpstack_topic_device_is_compared_as_a_devEui() -> None:
+    # Upper case in the topic and the body, lower case stored: the same device.
+    topic = CHIRPSTACK_TOPIC.replace("a81758fffe030001", "A81758FFFE030001")
+    event = orjson.loads(orjson.dumps(CHIRPSTACK_UP))
+    del event["deviceInfo"]["applicationId"]  # absent: the topic's application is taken
+    uplink = parse(topic, orjson.dumps(event), ARRIVAL)
+    assert uplink.dev_eui == "a81758fffe030001"
+    assert uplink.application_id == "17c82e96-be03-4f38-aef3-f83d48582d97"
+
+
+@pytest.mark.parametrize(
+    ("topic", "edit", "field"),
+    [
+        (TTS_TOPIC.replace("room-101", "room-102"), {}, "end_device_ids.device_id"),
+        (
+            TTS_TOPIC,
+            {"application_ids": {"application_id": "odense-parking"}},
+            "application_ids.application_id",
+        ),
+        (  # the tenant is not part of the body's application id
+            TTS_TOPIC,
+            {"application_ids": {"application_id": "school-climate@aarhus"}},
+            "application_ids.application_id",
+        ),
+    ],
+)
+def test_things_stack_body_must_name_the_topics_application_and_device(
+    topic: str, edit: dict, field: str
+) -> None:
+    message = orjson.loads(orjson.dumps(TTS_UP))
+    message["end_device_ids"].update(edit)
+    with pytest.raises(Rejected) as refused:
+        parse(topic, orjson.dumps(message), ARRIVAL)
+    assert refused.value.reason == "topic_mismatch" and field in refused.value.detail
+
+
+def test_things_stack_without_a_tenant_in_the_topic() -> None:
+    uplink = parse("v3/school-climate/devices/room-101/up", orjson.dumps(TTS_UP), ARRIVAL)
+    assert uplink.application_id == "school-climate"
