@@ -22,7 +22,7 @@ KEY_PATTERN = re.compile(r"^kiot_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$")
 
 SCOPES = {
     "read-private": "read private sensors, readings, alerts and dead letters",
-    "write-sensors": "register, edit and import sensors, sites and zones",
+    "write-sensors": "register, edit and import sensors, sites, zones and network applications",
     "manage-alerts": "acknowledge and resolve alerts, replay dead letters",
     "admin": "everything above, plus API keys of the municipality",
 }

@@ -1,9 +1,13 @@
-"""``admin``: create municipalities and API keys, list and revoke keys.
+"""``admin``: municipalities, API keys, network-server applications and sensor imports.
 
 python -m cli admin create-municipality --slug aarhus --name "Aarhus Kommune" --code 0751
 python -m cli admin create-key --municipality aarhus --scopes read-private,write-sensors
 python -m cli admin list-keys --municipality aarhus
 python -m cli admin revoke-key 7
+python -m cli admin map-application --municipality aarhus --network chirpstack 8d2c7e36-...
+python -m cli admin list-applications --municipality aarhus
+python -m cli admin unmap-application --network thethings aarhus-parking@aarhus
+python -m cli admin import-sensors --municipality aarhus sensors.csv
 """
 
 from __future__ import annotations
@@ -11,10 +15,20 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 
 from api.auth import SCOPES, create_key, revoke_key
+from ingest.applications import (
+    NETWORKS,
+    ApplicationError,
+    ApplicationTakenError,
+    list_applications,
+    map_application,
+    unmap_application,
+)
+from ingest.registry import import_sensors_csv
 from models.settings import get_settings
 
 
@@ -44,6 +58,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = commands.add_parser("revoke-key", help="revoke a key by id")
     p.add_argument("key_id", type=int)
     p.set_defaults(handler=_revoke_key)
+
+    p = commands.add_parser(
+        "map-application",
+        help="bind a network-server application's uplinks to a municipality",
+    )
+    p.add_argument("--municipality", required=True, help="municipality slug")
+    p.add_argument("--network", required=True, choices=NETWORKS)
+    p.add_argument(
+        "application_id",
+        help="as the topic names it: ChirpStack's application id, The Things Stack's "
+        "<application id>@<tenant id>",
+    )
+    p.add_argument(
+        "--reassign",
+        action="store_true",
+        help="move it when another municipality holds it (their uplinks stop being taken)",
+    )
+    p.set_defaults(handler=_map_application)
+
+    p = commands.add_parser("unmap-application", help="remove an application's mapping")
+    p.add_argument("--network", required=True, choices=NETWORKS)
+    p.add_argument("application_id")
+    p.set_defaults(handler=_unmap_application)
+
+    p = commands.add_parser("list-applications", help="list mapped network-server applications")
+    p.add_argument("--municipality", help="municipality slug; all when omitted")
+    p.set_defaults(handler=_list_applications)
+
+    p = commands.add_parser(
+        "import-sensors", help="register or update a municipality's sensors from a CSV file"
+    )
+    p.add_argument("--municipality", required=True, help="municipality slug")
+    p.add_argument("csv_file", type=Path, help="columns as the staff API's sensor import")
+    p.set_defaults(handler=_import_sensors)
 
 
 def _connect() -> psycopg.Connection:
@@ -111,4 +159,56 @@ def _revoke_key(args: argparse.Namespace) -> int:
         if not revoke_key(conn, args.key_id):
             sys.exit(f"error: no active key with id {args.key_id}")
     print(f"key {args.key_id} revoked")
+    return 0
+
+
+def _map_application(args: argparse.Namespace) -> int:
+    with _connect() as conn:
+        municipality_id = _municipality_id(conn, args.municipality)
+        try:
+            changed = map_application(
+                conn, municipality_id, args.network, args.application_id, reassign=args.reassign
+            )
+        except ApplicationTakenError as exc:
+            sys.exit(f"error: {exc}; see list-applications, and pass --reassign to move it")
+        except ApplicationError as exc:
+            sys.exit(f"error: {exc}")
+    state = "mapped to" if changed else "already mapped to"
+    print(
+        f"{args.network} application {args.application_id} {state} {args.municipality}; "
+        "ingest takes it up within a minute; run broker-acl if the municipality's own network "
+        "server publishes it"
+    )
+    return 0
+
+
+def _unmap_application(args: argparse.Namespace) -> int:
+    with _connect() as conn:
+        if not unmap_application(conn, args.network, args.application_id, None):
+            sys.exit(f"error: {args.network} application {args.application_id!r} is not mapped")
+    print(f"{args.network} application {args.application_id} unmapped")
+    return 0
+
+
+def _list_applications(args: argparse.Namespace) -> int:
+    with _connect() as conn:
+        municipality_id = _municipality_id(conn, args.municipality) if args.municipality else None
+        applications = list_applications(conn, municipality_id)
+    for a in applications:
+        print(f"{a.municipality_slug}\t{a.network}\t{a.application_id}\t{a.created_at:%Y-%m-%d}")
+    return 0
+
+
+def _import_sensors(args: argparse.Namespace) -> int:
+    try:
+        text = args.csv_file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        sys.exit(f"error: cannot read {args.csv_file}: {exc}")
+    with _connect() as conn:
+        result = import_sensors_csv(conn, _municipality_id(conn, args.municipality), text)
+    if not result.committed:
+        for error in result.errors:
+            print(f"{args.csv_file}:{error.line}: {error.message}", file=sys.stderr)
+        sys.exit(f"error: nothing imported ({len(result.errors)} problem(s))")
+    print(f"imported {args.csv_file}: {result.created} created, {result.updated} updated")
     return 0

@@ -1,4 +1,5 @@
-"""``broker-acl``: write Mosquitto's password and ACL files from the municipalities table.
+"""``broker-acl``: write Mosquitto's password and ACL files from the municipalities table
+and the application mapping (``admin map-application``).
 
 python -m cli broker-acl --out deploy/mosquitto/generated --config deploy/mosquitto/gateways.toml
 
@@ -15,6 +16,7 @@ import psycopg
 
 from ingest.broker_acl import (
     BrokerAclError,
+    application_owners,
     broker_users,
     load_config,
     municipality_slugs,
@@ -46,7 +48,8 @@ def run_broker_acl(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         with psycopg.connect(settings.psycopg_url, autocommit=True) as conn:
             slugs = municipality_slugs(conn)
-        users = broker_users(slugs, config, settings.mqtt_topics)
+            owners = application_owners(conn)
+        users = broker_users(slugs, config, settings.mqtt_topics, owners)
         files = write_broker_files(args.out, users)
     except BrokerAclError as exc:
         sys.exit(f"error: {exc}")

@@ -3,8 +3,10 @@
 Every municipality in the database gets a gateway user ``gw-<slug>`` that may only publish
 native readings under ``municipality/<slug>/sensors/+/readings``. A gateways config (TOML,
 see deploy/mosquitto/gateways.example.toml) adds further gateway users, network servers
-run by a municipality (publishing only their own ChirpStack / The Things Stack application
-topics) and service users (the ingest service, a shared network server).
+run by a municipality (publishing only the topics of ChirpStack / The Things Stack
+applications mapped to that municipality in the database, ingest/applications.py, the
+mapping ingest binds uplinks by) and service users (the ingest service, a shared network
+server).
 
 The output is Mosquitto 2.0's ``password_file`` and ``acl_file`` plus a ``credentials``
 file (mode 0600) holding the plain passwords handed to gateway operators. Regenerating keeps
@@ -19,6 +21,7 @@ import os
 import re
 import secrets
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -60,7 +63,9 @@ class GatewayUser(_Strict):
 
 
 class NetworkServerUser(_Strict):
-    """A municipality's own network server, limited to its application topics."""
+    """A municipality's own network server, limited to its application topics: those of
+    the applications mapped to its municipality in the database, or of the ones listed
+    here (each must be mapped to its municipality) when it should have only some."""
 
     username: str
     municipality: str
@@ -144,10 +149,55 @@ def municipality_slugs(conn: psycopg.Connection) -> list[str]:
     return [row[0] for row in conn.execute("SELECT slug FROM municipalities ORDER BY slug")]
 
 
+def application_owners(conn: psycopg.Connection) -> dict[tuple[str, str], str]:
+    """(network, application id) -> slug of the municipality it is mapped to."""
+    rows = conn.execute(
+        "SELECT a.network, a.application_id, m.slug FROM network_applications a "
+        "JOIN municipalities m ON m.id = a.municipality_id"
+    ).fetchall()
+    return {(network, application): slug for network, application, slug in rows}
+
+
+def _network_server_topics(
+    server: NetworkServerUser, owners: Mapping[tuple[str, str], str]
+) -> list[str]:
+    """The application topics a municipality's network server may publish: the listed
+    applications (each must be mapped to its municipality), else every one mapped to it."""
+    listed = {"chirpstack": server.chirpstack_applications, "thethings": server.tts_applications}
+    for network, applications in listed.items():
+        for application in applications:
+            holder = owners.get((network, application))
+            if holder != server.municipality:
+                where = "to no municipality" if holder is None else f"to {holder!r}"
+                raise BrokerAclError(
+                    f"network server {server.username!r} of {server.municipality!r} lists "
+                    f"{network} application {application!r}, which is mapped {where}; map it "
+                    "with `python -m cli admin map-application` (ingest refuses uplinks of "
+                    "applications not mapped to the sensor's municipality)"
+                )
+    if not any(listed.values()):
+        listed = {
+            network: sorted(
+                a for (n, a), slug in owners.items() if n == network and slug == server.municipality
+            )
+            for network in listed
+        }
+    return [CHIRPSTACK_APPLICATION_TOPIC.format(application=a) for a in listed["chirpstack"]] + [
+        TTS_APPLICATION_TOPIC.format(application=a) for a in listed["thethings"]
+    ]
+
+
 def broker_users(
-    slugs: list[str], config: GatewaysConfig, ingest_topics: list[str]
+    slugs: list[str],
+    config: GatewaysConfig,
+    ingest_topics: list[str],
+    owners: Mapping[tuple[str, str], str] | None = None,
 ) -> list[BrokerUser]:
-    """All users with their permissions; raises BrokerAclError on names that clash."""
+    """All users with their permissions; raises BrokerAclError on names that clash.
+
+    `owners` is the application mapping (`application_owners`): (network, application
+    id) -> municipality slug."""
+    owners = owners or {}
     known = set(slugs)
     users: list[BrokerUser] = []
     for slug in slugs:
@@ -159,15 +209,12 @@ def broker_users(
         )
     for server in config.network_server:
         _require_municipality(server.municipality, known, server.username)
-        write = [
-            CHIRPSTACK_APPLICATION_TOPIC.format(application=a)
-            for a in server.chirpstack_applications
-        ]
-        write += [TTS_APPLICATION_TOPIC.format(application=a) for a in server.tts_applications]
+        write = _network_server_topics(server, owners)
         if not write:
             raise BrokerAclError(
-                f"network server {server.username!r} lists no chirpstack_applications "
-                "or tts_applications, so it could publish nothing"
+                f"network server {server.username!r}: no application is mapped to "
+                f"{server.municipality!r}, so it could publish nothing; map its applications "
+                "with `python -m cli admin map-application`"
             )
         users.append(BrokerUser(server.username, write=tuple(write)))
     for service in config.service:

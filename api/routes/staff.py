@@ -1,4 +1,5 @@
-"""Staff endpoints: one municipality's sensors, places, alerts, dead letters and keys.
+"""Staff endpoints: one municipality's sensors, network-server applications, places,
+alerts, dead letters and keys.
 
 Every route takes the caller's Principal from its API key and touches only that
 municipality's rows; another municipality's ids answer 404, as if they did not exist.
@@ -22,6 +23,13 @@ from api.auth import create_key, revoke_key
 from api.deps import AppSettings, Conn, SyncConn
 from api.queries import collection, dashboard, keys, places, staff
 from api.security import Admin, ManageAlerts, ReadPrivate, WriteSensors
+from ingest.applications import (
+    ApplicationError,
+    ApplicationTakenError,
+    list_applications,
+    map_application,
+    unmap_application,
+)
 from ingest.registry import RegistryError, import_sensors_csv, register_sensor
 from ingest.replay import replay
 from models.schemas import ErrorOut, SensorCreate
@@ -155,6 +163,51 @@ async def import_sensors(principal: WriteSensors, request: Request) -> JSONRespo
     return JSONResponse(
         result.model_dump(mode="json"), status_code=200 if result.committed else 422
     )
+
+
+# --- network-server applications ----------------------------------------------------------
+
+Network = Literal["chirpstack", "thethings"]
+ApplicationId = Annotated[str, Path(min_length=1, max_length=128)]
+
+
+@router.get("/applications", summary="Network-server applications mapped to the municipality")
+def list_network_applications(principal: ReadPrivate, conn: SyncConn) -> list[dict[str, Any]]:
+    return [
+        {"network": a.network, "application_id": a.application_id, "created_at": a.created_at}
+        for a in list_applications(conn, principal.municipality_id)
+    ]
+
+
+@router.put(
+    "/applications/{network}/{application_id}",
+    status_code=201,
+    summary="Map an application to the municipality: its uplinks are taken for its sensors",
+    responses={200: {"description": "the application was the municipality's already"}},
+)
+def put_network_application(
+    principal: WriteSensors, conn: SyncConn, network: Network, application_id: ApplicationId
+) -> JSONResponse:
+    try:
+        created = map_application(conn, principal.municipality_id, network, application_id)
+    except ApplicationTakenError as exc:
+        raise HTTPException(409, str(exc)) from None
+    except ApplicationError as exc:
+        raise HTTPException(422, f"application_id: {exc}") from None
+    body = {"network": network, "application_id": application_id}
+    return JSONResponse(body, status_code=201 if created else 200)
+
+
+@router.delete(
+    "/applications/{network}/{application_id}",
+    status_code=204,
+    summary="Unmap an application: its uplinks become dead letters",
+)
+def delete_network_application(
+    principal: WriteSensors, conn: SyncConn, network: Network, application_id: ApplicationId
+) -> None:
+    if not unmap_application(conn, network, application_id, principal.municipality_id):
+        raise _not_found("application")
 
 
 # --- sites and zones -----------------------------------------------------------------------

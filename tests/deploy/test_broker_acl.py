@@ -28,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from ingest.broker_acl import (
     BrokerAclError,
     GatewaysConfig,
+    application_owners,
     broker_users,
     hash_password,
     load_config,
@@ -66,6 +67,12 @@ CONFIG = GatewaysConfig.model_validate(
     }
 )
 INGEST_SHARED = [f"$share/ingest/{topic}" for topic in DEFAULT_TOPICS]
+# The application mapping (network_applications) the CONFIG's network server relies on.
+OWNERS = {
+    ("chirpstack", "app-alpha"): "alpha",
+    ("thethings", "alpha-parking@alpha"): "alpha",
+    ("chirpstack", "app-beta"): "beta",
+}
 
 
 # --- generation ---------------------------------------------------------------------------
@@ -92,7 +99,7 @@ def test_every_municipality_gets_a_gateway_limited_to_its_native_topic():
 
 
 def test_acl_lists_nothing_before_the_first_user_so_anonymous_gets_no_access():
-    acl = render_acl(broker_users(["alpha", "beta"], CONFIG, list(DEFAULT_TOPICS)))
+    acl = render_acl(broker_users(["alpha", "beta"], CONFIG, list(DEFAULT_TOPICS), OWNERS))
     rules = [line for line in acl.splitlines() if line and not line.startswith("#")]
 
     assert rules[0].startswith("user ")
@@ -148,8 +155,47 @@ def test_example_config_in_the_repository_is_valid():
     config = load_config(example)
     slugs = sorted({u.municipality for u in [*config.gateway, *config.network_server]})
 
-    users = broker_users(slugs, config, list(DEFAULT_TOPICS))
+    # As an operator would map them: each listed application to its server's municipality.
+    owners = {
+        (network, application): server.municipality
+        for server in config.network_server
+        for network, applications in (
+            ("chirpstack", server.chirpstack_applications),
+            ("thethings", server.tts_applications),
+        )
+        for application in applications
+    }
+    users = broker_users(slugs, config, list(DEFAULT_TOPICS), owners)
     assert any(u.username == "ingest" and u.password_env for u in users)
+
+
+def test_network_server_may_not_list_an_application_mapped_elsewhere_or_nowhere():
+    # Whoever edits the gateways config cannot widen a municipality's network server to
+    # another's application: the database mapping, which ingest binds by, decides.
+    for application, where in (("app-beta", "to 'beta'"), ("app-gamma", "to no municipality")):
+        config = GatewaysConfig.model_validate(
+            {
+                "network_server": [
+                    {
+                        "username": "alpha-ns",
+                        "municipality": "alpha",
+                        "chirpstack_applications": ["app-alpha", application],
+                    }
+                ]
+            }
+        )
+        with pytest.raises(BrokerAclError, match=rf"'{application}'.*mapped {where}"):
+            broker_users(["alpha", "beta"], config, [], OWNERS)
+
+
+def test_network_server_without_a_list_gets_the_applications_mapped_to_its_municipality():
+    config = GatewaysConfig.model_validate(
+        {"network_server": [{"username": "alpha-ns", "municipality": "alpha"}]}
+    )
+    users = {u.username: u for u in broker_users(["alpha", "beta"], config, [], OWNERS)}
+    assert users["alpha-ns"].write == ("application/app-alpha/#", "v3/alpha-parking@alpha/#")
+    with pytest.raises(BrokerAclError, match="no application is mapped to 'alpha'"):
+        broker_users(["alpha", "beta"], config, [], {})
 
 
 def test_service_password_from_unset_environment_variable_is_an_error(tmp_path: Path):
@@ -253,9 +299,16 @@ def broker(db: psycopg.Connection, tmp_path: Path) -> Iterator[Broker]:
     db.execute(
         "INSERT INTO municipalities (slug, name) VALUES ('alpha', 'Alpha'), ('beta', 'Beta')"
     )
+    for (network, application), slug in OWNERS.items():
+        db.execute(
+            "INSERT INTO network_applications (network, application_id, municipality_id) "
+            "SELECT %s, %s, id FROM municipalities WHERE slug = %s",
+            (network, application, slug),
+        )
     out_dir = tmp_path / "broker"
     slugs = [row[0] for row in db.execute("SELECT slug FROM municipalities ORDER BY slug")]
-    write_broker_files(out_dir, broker_users(slugs, CONFIG, list(DEFAULT_TOPICS)), ENV)
+    users = broker_users(slugs, CONFIG, list(DEFAULT_TOPICS), application_owners(db))
+    write_broker_files(out_dir, users, ENV)
     port = _free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(_production_config(out_dir, tmp_path / "data", port))
@@ -449,7 +502,7 @@ def test_new_municipality_can_connect_after_regenerating_and_sighup(
     db.execute("INSERT INTO municipalities (slug, name) VALUES ('gamma', 'Gamma')")
     slugs = [row[0] for row in db.execute("SELECT slug FROM municipalities ORDER BY slug")]
     written = write_broker_files(
-        broker.out_dir, broker_users(slugs, CONFIG, list(DEFAULT_TOPICS)), ENV
+        broker.out_dir, broker_users(slugs, CONFIG, list(DEFAULT_TOPICS), OWNERS), ENV
     )
     assert written.new_users == ["gw-gamma"]
 

@@ -72,10 +72,19 @@ def _tenant(db: psycopg.Connection, slug: str, eui: str, n: int) -> Tenant:
     ).fetchone()[0]
     dead = db.execute(
         "INSERT INTO dead_letters (topic, payload, reason, detail, municipality_id, device_id) "
-        "VALUES ('application/a/device/x/event/up', %s, 'decode_error', 'bad', %s, %s) "
-        "RETURNING id",
-        (chirpstack_up(eui, "0100"), m, eui),
+        "VALUES (%s, %s, 'decode_error', 'bad', %s, %s) RETURNING id",
+        (
+            f"application/{slug}-app/device/{eui}/event/up",
+            chirpstack_up(eui, "0100").replace(b'"app-1"', f'"{slug}-app"'.encode()),
+            m,
+            eui,
+        ),
     ).fetchone()[0]
+    db.execute(
+        "INSERT INTO network_applications (network, application_id, municipality_id) "
+        "VALUES ('chirpstack', %s, %s)",
+        (f"{slug}-app", m),
+    )
     admin = create_key(db, m, ["admin"])
     reader = create_key(db, m, ["read-private"])
     return Tenant(
@@ -186,9 +195,18 @@ def test_acknowledge_resolve_and_replay(client, tenants, db) -> None:
     assert again["stored"] is False and again["reason"] == "decode_error"
     # A good message for the device, dead-lettered before it was registered, is stored.
     db.execute(
+        "INSERT INTO network_applications (network, application_id, municipality_id) "
+        "VALUES ('chirpstack', 'app-1', %s)",
+        (a.id,),
+    )
+    db.execute(
         "INSERT INTO dead_letters (topic, payload, reason, detail, device_id) VALUES "
-        "('application/a/device/x/event/up', %s, 'unknown_device', 'unknown', %s) RETURNING id",
-        (chirpstack_up(a.dev_eui, ELSYS_ERS_CO2_HEX, gateways=()), a.dev_eui),
+        "(%s, %s, 'unknown_device', 'unknown', %s) RETURNING id",
+        (
+            f"application/app-1/device/{a.dev_eui}/event/up",  # chirpstack_up's application
+            chirpstack_up(a.dev_eui, ELSYS_ERS_CO2_HEX, gateways=()),
+            a.dev_eui,
+        ),
     )
     unknown_id = db.execute("SELECT max(id) FROM dead_letters").fetchone()[0]
     stored = client.post(
@@ -244,6 +262,9 @@ ISOLATION: dict[tuple[str, str], dict] = {
         "headers": {"Content-Type": "text/csv"},
         "status": 422,
     },
+    ("GET", "/api/v1/staff/applications"): {"list": True},
+    ("PUT", "/api/v1/staff/applications/{network}/{application_id}"): {"status": 409},
+    ("DELETE", "/api/v1/staff/applications/{network}/{application_id}"): {},
     ("GET", "/api/v1/staff/sites"): {"list": True},
     ("POST", "/api/v1/staff/sites"): {"json": {"name": "odder school"}, "status": 201},
     ("PATCH", "/api/v1/staff/sites/{site_id}"): {"json": {"name": "taken over"}},
@@ -299,6 +320,9 @@ def _snapshot(db: psycopg.Connection, b: Tenant) -> tuple:
         db.execute(
             "SELECT id, revoked_at FROM api_keys WHERE municipality_id = %s ORDER BY id", (b.id,)
         ).fetchall(),
+        db.execute(
+            "SELECT * FROM network_applications WHERE municipality_id = %s ORDER BY id", (b.id,)
+        ).fetchall(),
     )
 
 
@@ -312,6 +336,8 @@ def test_a_key_of_one_municipality_cannot_touch_anothers(client, tenants, db, me
         "alert_id": b.alert,
         "dead_letter_id": b.dead_letter,
         "key_id": b.key,
+        "network": "chirpstack",
+        "application_id": f"{b.slug}-app",
     }
     url = path.format(**{k: v for k, v in ids.items() if "{" + k + "}" in path})
     json_body = case.get("json")
@@ -330,9 +356,73 @@ def test_a_key_of_one_municipality_cannot_touch_anothers(client, tenants, db, me
     if case.get("list"):
         assert response.status_code in (200, 409), response.text
         text = response.text
-        for secret in (f"{b.slug} secret room", b.dev_eui, "Odder Kommune", f"{b.slug} school"):
+        for secret in (
+            f"{b.slug} secret room",
+            b.dev_eui,
+            "Odder Kommune",
+            f"{b.slug} school",
+            f"{b.slug}-app",
+        ):
             assert secret not in text
     else:
         assert response.status_code == case.get("status", 404), response.text
         if case.get("status", 404) == 404:
             assert "your municipality" in response.json()["detail"]
+        if response.status_code >= 400:  # a refusal never names who holds what was asked for
+            assert b.slug not in response.text.replace(f"{b.slug}-app", "").lower()
+
+
+# --- network-server applications and DevEUIs held by another municipality ------------------
+
+
+def test_applications_are_mapped_listed_and_unmapped_by_their_municipality(
+    client, tenants, db
+) -> None:
+    a, _ = tenants
+    url = "/api/v1/staff/applications/thethings/aarhus-parking@aarhus"
+    assert client.put(url, headers=auth(a.reader)).status_code == 403
+    assert client.put(url, headers=auth(a.admin)).status_code == 201
+    assert client.put(url, headers=auth(a.admin)).status_code == 200  # already Aarhus's
+    listed = client.get("/api/v1/staff/applications", headers=auth(a.reader)).json()
+    assert {(x["network"], x["application_id"]) for x in listed} == {
+        ("chirpstack", "aarhus-app"),
+        ("thethings", "aarhus-parking@aarhus"),
+    }
+    bad = client.put("/api/v1/staff/applications/chirpstack/has space", headers=auth(a.admin))
+    assert bad.status_code == 422 and "application_id" in bad.text
+    unknown = client.put("/api/v1/staff/applications/lorawan/x", headers=auth(a.admin))
+    assert unknown.status_code == 422 and "network" in unknown.text
+    assert client.delete(url, headers=auth(a.admin)).status_code == 204
+    assert client.delete(url, headers=auth(a.admin)).status_code == 404
+    assert db.execute(
+        "SELECT application_id FROM network_applications WHERE municipality_id = %s", (a.id,)
+    ).fetchall() == [("aarhus-app",)]
+
+
+def test_a_devEui_another_municipality_holds_cannot_be_claimed_nor_its_holder_learned(
+    client, tenants, db
+) -> None:
+    a, b = tenants
+    single = client.post(
+        "/api/v1/staff/sensors",
+        headers=auth(a.admin),
+        json={"external_id": "claim-1", "kind": "climate", "dev_eui": b.dev_eui.upper()},
+    )
+    imported = client.post(
+        "/api/v1/staff/sensor-imports",
+        headers={**auth(a.admin), "Content-Type": "text/csv"},
+        content=f"external_id,kind,dev_eui\nclaim-1,climate,{b.dev_eui}\n",
+    )
+    # And by updating a sensor of one's own to the other's DevEUI.
+    renamed = client.post(
+        "/api/v1/staff/sensors",
+        headers=auth(a.admin),
+        json={"external_id": "aarhus-room-1", "kind": "climate", "dev_eui": b.dev_eui},
+    )
+    for response in (single, imported, renamed):
+        assert response.status_code == 422, response.text
+        assert "another municipality" in response.text
+        for secret in (b.slug, "Odder", f"{b.slug}-room-1", f"sensor {b.sensor}"):
+            assert secret not in response.text.replace(b.dev_eui, "")
+    owners = db.execute("SELECT municipality_id FROM sensors WHERE dev_eui = %s", (b.dev_eui,))
+    assert owners.fetchall() == [(b.id,)]
