@@ -435,8 +435,8 @@ def _start_ingest(
 
 
 def _wait_subscribed(port: int, database_url: str, conn: psycopg.Connection, procs: list) -> None:
-    """Wait until every ingest process takes messages: probe with an unknown device's
-    uplink until each has dead-lettered one (shared subscriptions deal round-robin)."""
+    """Wait until every ingest process takes messages: probe with an uplink of an unmapped
+    application until each has dead-lettered one (shared subscriptions deal round-robin)."""
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-probe-{uuid.uuid4().hex[:6]}"
     )

@@ -86,6 +86,16 @@ def dev_addr(device: DeviceSpec) -> str:
     return f"{(0x26000000 | (int(device.dev_eui, 16) & 0x00FFFFFF)):08x}"
 
 
+def topic_applications(network: str, identity: NetworkIdentity) -> list[tuple[str, str]]:
+    """(wire format, application as its topics name it) of each of a municipality's
+    applications: what an operator maps to the municipality (network_applications)."""
+    if network == "chirpstack":
+        return [("chirpstack", app) for app in identity.application_ids.values()]
+    return [
+        ("thethings", f"{app}@{identity.tenant_id}") for app in identity.application_ids.values()
+    ]
+
+
 def uplink_topic(device: DeviceSpec, identity: NetworkIdentity, prefix: str = "") -> str:
     """The MQTT topic the device's network server publishes its uplinks on."""
     app = identity.application_ids[device.kind]

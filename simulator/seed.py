@@ -1,4 +1,5 @@
-"""Register the simulated fleet in the database: municipalities, sites, zones, sensors.
+"""Register the simulated fleet in the database: municipalities, their network-server
+applications, sites, zones, sensors.
 
 Idempotent: seeding the same fleet twice changes nothing; seeding a larger fleet adds
 the new devices. Sites and zones are created with their kind, position and capacity;
@@ -11,8 +12,10 @@ from dataclasses import dataclass
 
 import psycopg
 
+from ingest.applications import map_application
 from ingest.registry import register_sensor, sync_device_models
 from models.schemas import SensorCreate
+from simulator.envelopes import network_identities, topic_applications
 from simulator.fleet import Fleet
 
 
@@ -46,6 +49,11 @@ def seed_fleet(conn: psycopg.Connection, fleet: Fleet) -> SeedResult:
                 """,
                 (m.slug, m.name, m.kommune_code),
             ).fetchone()[0]
+        # Ingest takes uplinks only from applications mapped to the sensor's municipality.
+        identities = network_identities(fleet)
+        for m in fleet.municipalities:
+            for network, application in topic_applications(m.network, identities[m.slug]):
+                map_application(conn, municipality_ids[m.slug], network, application)
         site_ids: dict[tuple[str, str], int] = {}
         for s in fleet.sites:
             site_ids[(s.municipality, s.name)] = conn.execute(

@@ -239,6 +239,41 @@ def test_a_mapping_made_while_ingest_runs_is_used_after_the_directory_reload(
     assert [reason for reason, _, _ in dead_letters(db)] == ["unmapped_application"]
 
 
+def test_auto_registration_registers_under_the_applications_municipality_only(
+    db, fleet: Fleet, settings: Settings, publisher
+) -> None:
+    new_eui, unmapped_eui = "a81758fffe0300f1", "a81758fffe0300f2"
+    settings.auto_register_unknown = True
+    settings.allow_unmapped_applications = True
+    unmapped_topic = f"{fleet.prefix}/application/unmapped-app/device/{unmapped_eui}/event/up"
+    with running(settings) as service:
+        publish_and_settle(
+            db,
+            service,
+            publisher,
+            [
+                (fleet.chirpstack_topic(new_eui), chirpstack_body(new_eui, AARHUS_APP)),
+                # Odense's registered device: no second registration, no reading.
+                (fleet.chirpstack_topic(ODENSE_EUI), chirpstack_body(ODENSE_EUI, AARHUS_APP)),
+                # Nobody's application: nobody to register it for.
+                (unmapped_topic, chirpstack_body(unmapped_eui, "unmapped-app")),
+            ],
+        )
+    registered = db.execute(
+        "SELECT s.dev_eui, m.slug, s.status FROM sensors s "
+        "JOIN municipalities m ON m.id = s.municipality_id "
+        "WHERE s.dev_eui IN (%s, %s, %s) ORDER BY s.dev_eui",
+        (new_eui, unmapped_eui, ODENSE_EUI),
+    ).fetchall()
+    assert registered == [(ODENSE_EUI, "odense", "active"), (new_eui, "aarhus", "pending")]
+    assert sorted(reason for reason, _, _ in dead_letters(db)) == [
+        "municipality_mismatch",
+        "unknown_device",
+        "unknown_device",
+    ]
+    assert readings_of_municipality(db, "odense") == 0
+
+
 # --- native gateways ----------------------------------------------------------------------
 
 
