@@ -111,7 +111,18 @@ def seed_fleet(conn: psycopg.Connection, fleet: Fleet) -> SeedResult:
 
 
 def fleet_is_seeded(conn: psycopg.Connection, fleet: Fleet) -> bool:
-    """True when every device of `fleet` is already registered."""
+    """True when every device of `fleet` is already registered and every application of
+    its network servers mapped."""
     euis = [d.dev_eui for d in fleet.devices]
     row = conn.execute("SELECT count(*) FROM sensors WHERE dev_eui = ANY(%s)", (euis,)).fetchone()
-    return row[0] == len(euis)
+    identities = network_identities(fleet)
+    applications = [
+        application
+        for m in fleet.municipalities
+        for _network, application in topic_applications(m.network, identities[m.slug])
+    ]
+    mapped = conn.execute(
+        "SELECT count(*) FROM network_applications WHERE application_id = ANY(%s)",
+        (applications,),
+    ).fetchone()
+    return row[0] == len(euis) and mapped[0] == len(applications)

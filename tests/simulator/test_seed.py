@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from simulator.envelopes import network_identities, uplink_topic
 from simulator.fleet import build_fleet
 from simulator.seed import fleet_is_seeded, seed_fleet
 
@@ -45,3 +46,23 @@ def test_seeding_the_same_fleet_twice_changes_nothing(db):
 
     assert db.execute("SELECT count(*), max(id) FROM sensors").fetchone() == before
     assert db.execute("SELECT count(*) FROM zones").fetchone() == zones_before
+
+
+def test_seeding_maps_each_municipalitys_applications_as_its_topics_name_them(db):
+    fleet = build_fleet(classrooms=4, bins=4, parking_bays=4, seed=13, municipalities=4)
+    seed_fleet(db, fleet)
+    identities = network_identities(fleet)
+    mapped = {
+        (network, application): slug
+        for network, application, slug in db.execute(
+            "SELECT a.network, a.application_id, m.slug FROM network_applications a "
+            "JOIN municipalities m ON m.id = a.municipality_id"
+        )
+    }
+    for device in fleet.devices:
+        topic = uplink_topic(device, identities[device.municipality])
+        network = "chirpstack" if topic.startswith("application/") else "thethings"
+        assert mapped[(network, topic.split("/")[1])] == device.municipality
+    # A database seeded before applications were mapped is seeded again.
+    db.execute("DELETE FROM network_applications")
+    assert not fleet_is_seeded(db, fleet)
