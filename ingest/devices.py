@@ -94,13 +94,9 @@ class DeviceDirectory:
     def _reload_due(self) -> bool:
         return time.monotonic() - self._loaded_at >= self.reload_every_s
 
-    def reload_due(self) -> bool:
-        """True when the next lookup should reload (nothing loaded yet, or too old)."""
-        return self._reload_due()
-
     def application_owner(self, network: str, application_id: str) -> ApplicationOwner | None:
         """The municipality `application_id` of `network` (a wire format's name) is mapped
-        to, from the last load (call `reload_if_due` first); None when it is unmapped."""
+        to, as of the last load (`reload_if_due`); None when it is unmapped."""
         return self._applications.get((network, application_id))
 
     def cached(

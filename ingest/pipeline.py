@@ -34,6 +34,16 @@ class Outcome:
     rejection: Rejected | None
 
 
+def _unmapped(uplink: Uplink) -> Rejected:
+    return Rejected(
+        "unmapped_application",
+        f"{uplink.format} application {uplink.application_id!r} is mapped to no "
+        "municipality; map it (`python -m cli admin map-application` or the staff API), "
+        "then replay",
+        device_id=uplink.device_id,
+    )
+
+
 class Pipeline:
     def __init__(
         self,
@@ -68,14 +78,18 @@ class Pipeline:
                     f"{self.settings.max_message_bytes} (IOT_MAX_MESSAGE_BYTES)",
                 )
             uplink = parser(topic, payload, arrival)
-            if self.directory.reload_due():
-                with_db(self.directory.reload_if_due)
-            owner = self._application_owner(uplink)
             sensor = self.directory.cached(
                 uplink.dev_eui, uplink.municipality_slug, uplink.external_id
             )
             if sensor is None:
                 sensor = with_db(lambda c: self._sensor_for(c, uplink))
+            # The directory is loaded now (a cache hit means no reload was due, a miss
+            # reloaded when one was), the application mapping with it.
+            owner = None
+            if uplink.application_id is not None:  # a network server's: bound by the mapping
+                owner = self.directory.application_owner(uplink.format, uplink.application_id)
+                if owner is None and not self.settings.allow_unmapped_applications:
+                    raise _unmapped(uplink)
             sensor = self._check_sensor(uplink, owner, sensor, with_db)
             samples = decode_uplink(uplink, sensor)
             result = to_rows(
@@ -110,23 +124,6 @@ class Pipeline:
             return self.directory.by_dev_eui(conn, uplink.dev_eui)
         assert uplink.municipality_slug is not None and uplink.external_id is not None
         return self.directory.by_external_id(conn, uplink.municipality_slug, uplink.external_id)
-
-    def _application_owner(self, uplink: Uplink) -> ApplicationOwner | None:
-        """The municipality the uplink's network-server application (from its topic) is
-        mapped to; None for native uplinks, and for unmapped applications when the operator
-        allows them. Rejected('unmapped_application') otherwise."""
-        if uplink.application_id is None:
-            return None
-        owner = self.directory.application_owner(uplink.format, uplink.application_id)
-        if owner is None and not self.settings.allow_unmapped_applications:
-            raise Rejected(
-                "unmapped_application",
-                f"{uplink.format} application {uplink.application_id!r} is mapped to no "
-                "municipality; map it (`python -m cli admin map-application` or the staff "
-                "API), then replay",
-                device_id=uplink.device_id,
-            )
-        return owner
 
     def _check_sensor(
         self,

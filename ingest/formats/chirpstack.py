@@ -81,8 +81,11 @@ def topic_ids(topic: str) -> tuple[str, str]:
 def _bind(topic: str, body_dev_eui: str, body_application: Any) -> str:
     """The topic's application, once the body's DevEUI and application agree with it."""
     application, dev_eui = topic_ids(topic)
-    require_agreement(dev_eui, body_dev_eui, "deviceInfo.devEui", dev_eui)
-    require_agreement(application, body_application, "deviceInfo.applicationId", dev_eui)
+    # Compared here first: agreement is the rule, and a call per field costs every message.
+    if body_dev_eui != dev_eui:
+        require_agreement(dev_eui, body_dev_eui, "deviceInfo.devEui", dev_eui)
+    if body_application != application:
+        require_agreement(application, body_application, "deviceInfo.applicationId", dev_eui)
     return application
 
 

@@ -81,24 +81,29 @@ def _without_dev_eui(device_id: Any) -> Rejected:
 
 # One topic per device: remembering the answer spares each message the pattern search.
 @lru_cache(maxsize=1 << 16)
-def topic_ids(topic: str) -> tuple[str, str]:
-    """(application as the topic names it, with its "@<tenant>"; device id) of `topic`."""
+def topic_ids(topic: str) -> tuple[str, str, str]:
+    """(application as the topic names it, with its "@<tenant>"; device id; application
+    id without the tenant, as the body names it) of `topic`."""
     match = _TOPIC.search(topic)
     if match is None:  # the router only sends matching topics
         raise Rejected("unsupported_topic", f"{topic!r} is not v3/<app>@<tenant>/devices/<id>/up")
-    return match["application"], match["device"]
+    application = match["application"]
+    return application, match["device"], application.partition("@")[0]
 
 
 def _bind(topic: str, body_device_id: Any, body_application: Any) -> str:
     """The topic's application, once the body's device and application ids agree with it."""
-    application, device_id = topic_ids(topic)
-    require_agreement(device_id, body_device_id, "end_device_ids.device_id", device_id)
-    require_agreement(
-        application.partition("@")[0],
-        body_application,
-        "end_device_ids.application_ids.application_id",
-        device_id,
-    )
+    application, device_id, application_without_tenant = topic_ids(topic)
+    # Compared here first: agreement is the rule, and a call per field costs every message.
+    if body_device_id != device_id:
+        require_agreement(device_id, body_device_id, "end_device_ids.device_id", device_id)
+    if body_application != application_without_tenant:
+        require_agreement(
+            application_without_tenant,
+            body_application,
+            "end_device_ids.application_ids.application_id",
+            device_id,
+        )
     return application
 
 
