@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -10,7 +11,7 @@ import threading
 from ingest import telemetry
 from ingest.garbage import collect_periodically
 from ingest.subscriber import IngestService
-from models.logging import configure_logging
+from models.logging import configure_logging, log
 from models.settings import get_settings
 
 
@@ -29,6 +30,13 @@ def run_ingest(args: argparse.Namespace) -> int:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     settings = get_settings()
     configure_logging(settings)
+    if os.environ.get("IOT_APPLICATION_MUNICIPALITIES"):
+        # Ignored like any unknown variable, so say it: the mapping is in the database now.
+        log.warning(
+            "setting_not_read",
+            setting="IOT_APPLICATION_MUNICIPALITIES",
+            instead="python -m cli admin map-application",
+        )
     telemetry.serve(settings.ingest_metrics_port)
     service = IngestService(settings)
 
