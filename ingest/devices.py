@@ -3,9 +3,10 @@ belongs to: a cached view of the sensor registry and of `network_applications` f
 
 The whole registry and every application mapping are loaded at start-up and reloaded
 periodically (100,000 sensors take well under a second), so the hot path never waits for
-the database. A device not in the
-cache is looked up once; an unknown answer is remembered for a short while so that a
-flood from an unregistered device does not hammer the database.
+the database. A device not in the cache is looked up once; an unknown answer is
+remembered for a short while so that a flood from an unregistered device does not hammer
+the database. Applications are only ever read from the last load: a mapping made or
+removed takes effect at the next reload.
 """
 
 from __future__ import annotations
