@@ -37,9 +37,12 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 
 
 class PrivateBroker:
-    """A Mosquitto of the test's own, with persistence, on a fixed port across restarts."""
+    """A Mosquitto of the test's own, with persistence, on a fixed port across restarts.
 
-    def __init__(self, workdir: Path) -> None:
+    Mosquitto 2.0 persists by snapshot: on a clean stop, and every `autosave_interval_s`
+    (its default is 30 minutes). A kill -9 loses what arrived since the last snapshot."""
+
+    def __init__(self, workdir: Path, autosave_interval_s: int | None = None) -> None:
         if shutil.which("mosquitto") is None:
             raise RuntimeError("mosquitto is not installed")
         self.port = free_port()
@@ -57,6 +60,7 @@ class PrivateBroker:
             "max_queued_messages 100000\n"
             "max_inflight_messages 100\n"
             f"log_dest file {workdir / 'mosquitto.log'}\n"
+            + (f"autosave_interval {autosave_interval_s}\n" if autosave_interval_s else "")
         )
         self.process: subprocess.Popen | None = None
 
@@ -72,6 +76,12 @@ class PrivateBroker:
         """A clean stop: Mosquitto writes its persistence file on SIGTERM."""
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
+            self.process.wait(10)
+
+    def kill9(self) -> None:
+        """SIGKILL: no snapshot is written, the broker keeps only its last one."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
             self.process.wait(10)
 
     def restart(self, down_for_s: float = 1.0) -> None:
@@ -323,6 +333,14 @@ class PrivatePostgres:
         for leftover in [p for p in children if _alive(p)]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(leftover, signal.SIGKILL)
+        # The dead postmaster is reaped by whoever adopted it (pid 1 here, which may take
+        # its time); until then its pid exists and the new postmaster would take the lock
+        # file for a running server's. A lock file of a dead process is stale.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            time.sleep(0.05)
+        if Path(f"/proc/{pid}").exists() and not _alive(pid):
+            (self.data / "postmaster.pid").unlink(missing_ok=True)
 
     def restart_fast(self) -> None:
         """`pg_ctl restart -m fast`: clients are disconnected, a checkpoint, a new server."""

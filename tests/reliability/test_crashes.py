@@ -9,9 +9,9 @@ touched. The broker crash uses a Mosquitto of the test's own with persistence on
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 
-import orjson
 import psycopg
 import pytest
 from prometheus_client import REGISTRY
@@ -22,23 +22,20 @@ from models.settings import Settings
 from tests.conftest import migrated_database
 from tests.ingest.conftest import Fleet, register_fleet, wait_for
 from tests.ingest.test_resilience import START, StreamPublisher, sample
-from tests.processes import PrivatePostgres
+from tests.processes import PrivateBroker, PrivatePostgres
 
 TOTAL = 600
 DISRUPT_AT = 200
-INVALID_EVERY = 7  # every 7th message carries only an unknown metric: a dead letter
+# Every 7th message is for a sensor nobody registered: a dead letter. Each for a device of
+# its own, so that no sampling of repeated (device, reason) letters applies.
+INVALID_EVERY = 7
 
 
-def message(i: int) -> bytes:
+def message(fleet: Fleet, i: int) -> tuple[str, bytes]:
+    """Message i: a CO2 reading at a time unique to i, or a dead letter naming i."""
     if i % INVALID_EVERY == 0:
-        return orjson.dumps(
-            {"time": f"{START.isoformat()}", "readings": {"radon_bq_m3": i}, "n": i}
-        )
-    return sample(i)
-
-
-def index_of_dead_letter(payload: bytes) -> int:
-    return orjson.loads(payload)["n"]
+        return fleet.native_topic("aarhus", f"ghost-{i}"), sample(i)
+    return fleet.native_topic("aarhus", "gw-co2-1"), sample(i)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +57,7 @@ class Accounting:
     """What became of each published message, read from the database."""
 
     def __init__(self, conn: psycopg.Connection, fleet: Fleet) -> None:
+        self.retries = 0.0
         readings = conn.execute(
             "SELECT r.time FROM readings r JOIN metrics m ON m.id = r.metric_id "
             "WHERE m.name = 'co2_ppm' AND r.sensor_id = %s",
@@ -67,35 +65,43 @@ class Accounting:
         ).fetchall()
         self.stored = [int((t - START).total_seconds()) for (t,) in readings]
         self.dead = [
-            index_of_dead_letter(bytes(p))
-            for (p,) in conn.execute("SELECT payload FROM dead_letters").fetchall()
+            int(topic.split("/ghost-", 1)[1].split("/", 1)[0])
+            for (topic,) in conn.execute("SELECT topic FROM dead_letters").fetchall()
         ]
-        self.reasons = {r for (r,) in conn.execute("SELECT DISTINCT reason FROM dead_letters")}
 
     @property
     def settled(self) -> int:
         return len(self.stored) + len(self.dead)
 
-    def assert_exact(self, total: int) -> None:
+    def assert_exact(self, total: int, dead_letters_once: bool = True) -> None:
         assert len(self.stored) == len(set(self.stored)), "a reading stored twice"
-        assert len(self.dead) == len(set(self.dead)), "a dead letter stored twice"
+        if dead_letters_once:
+            assert len(self.dead) == len(set(self.dead)), "a dead letter stored twice"
         assert set(self.dead) == {i for i in range(total) if i % INVALID_EVERY == 0}
         assert set(self.stored) == {i for i in range(total) if i % INVALID_EVERY != 0}
-        assert self.reasons <= {"unknown_metric"}
 
 
 def run_under_load(
-    url: str, settings: Settings, disrupt: Callable[[], None], broker_port: int = 1883
-) -> float:
+    url: str,
+    settings: Settings,
+    disrupt: Callable[[], None] | dict[int, Callable[[], None]],
+    broker_port: int = 1883,
+    dead_letters_once: bool = True,
+) -> Accounting:
     """Ingest into the database at `url` while messages stream in; `disrupt()` runs in
-    the middle of the stream; then every message must be accounted for exactly. Returns
-    how often ingest retried a database operation meanwhile."""
+    the middle of the stream (or each of {message index: step} after that message); then
+    every message must be accounted for exactly. Returns how often ingest retried a
+    database operation meanwhile (in `Accounting.retries`)."""
+    steps = disrupt if isinstance(disrupt, dict) else {DISRUPT_AT: disrupt}
     with psycopg.connect(url, autocommit=True) as conn:
         prefix = settings.mqtt_topics[0].split("/application/")[0]
         fleet = register_fleet(conn, prefix)
     settings = settings.model_copy(
         update={"database_url": url, "mqtt_port": broker_port, "batch_max_rows": 50}
     )
+    if broker_port != 1883:
+        # Mosquitto 2.0 persists plain subscriptions, not shared ones (docs/ingest.md).
+        settings.mqtt_share_group = ""
     service = IngestService(settings)
     service.start()
     publisher = StreamPublisher(broker_port)
@@ -103,12 +109,11 @@ def run_under_load(
     try:
         assert service.wait_connected(10)
         time.sleep(0.3)
-        topic = fleet.native_topic("aarhus", "gw-co2-1")
         for i in range(TOTAL):
-            publisher.publish(topic, message(i))
-            if i == DISRUPT_AT:
+            publisher.publish(*message(fleet, i))
+            if i in steps:
                 wait_for(lambda: service.totals.committed_messages > 50, 20, "ingest under way")
-                disrupt()
+                steps[i]()
             time.sleep(0.003)
         publisher.wait_all_acknowledged(90)
 
@@ -119,11 +124,13 @@ def run_under_load(
         wait_for(settled, 90, "every message stored or dead-lettered")
         time.sleep(0.5)  # anything extra would show up now
         with psycopg.connect(url) as conn:
-            Accounting(conn, fleet).assert_exact(TOTAL)
+            accounting = Accounting(conn, fleet)
+        accounting.assert_exact(TOTAL, dead_letters_once)
     finally:
         publisher.close()
         service.stop()
-    return _retries() - retries_before
+    accounting.retries = _retries() - retries_before
+    return accounting
 
 
 def test_postgres_killed_with_sigkill_under_load_then_restarted(
@@ -135,7 +142,7 @@ def test_postgres_killed_with_sigkill_under_load_then_restarted(
         private_postgres.start()
 
     with migrated_database("off", admin_url=private_postgres.url()) as url:
-        retries = run_under_load(url, settings, crash)
+        retries = run_under_load(url, settings, crash).retries
     assert retries > 0, "ingest never saw the crash; the test tested nothing"
     assert "database system was not properly shut down" in private_postgres.log_tail(200)
 
@@ -144,7 +151,7 @@ def test_postgres_fast_restart_under_load(
     private_postgres: PrivatePostgres, settings: Settings
 ) -> None:
     with migrated_database("off", admin_url=private_postgres.url()) as url:
-        retries = run_under_load(url, settings, private_postgres.restart_fast)
+        retries = run_under_load(url, settings, private_postgres.restart_fast).retries
     assert retries > 0, "ingest never saw the restart; the test tested nothing"
 
 
@@ -214,6 +221,78 @@ def test_a_full_disk_under_load_stops_ingest_until_there_is_room(
         refused.append("No space left on device" in server.log_tail(400))
         disk.free()
 
-    retries = run_under_load(url, settings, fill_then_free)
+    retries = run_under_load(url, settings, fill_then_free).retries
     assert retries > 0
     assert refused == [True], "the server never ran out of space; the test tested nothing"
+
+
+@pytest.fixture(scope="module")
+def broker_killed_while_ingest_holds_messages(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Accounting:
+    """The broker (persistence on, a snapshot every second) is killed while ingest holds
+    messages it cannot commit yet and the broker holds more queued for it. Ingest then
+    commits what it holds (its acknowledgements die with the connection), the broker
+    comes back from its snapshot and delivers everything unacknowledged again, and the
+    publisher goes on. Messages the broker had acknowledged but not yet written to a
+    snapshot are not in this test: Mosquitto 2.0 loses those on kill -9 (docs/ingest.md)."""
+    broker = PrivateBroker(tmp_path_factory.mktemp("broker"), autosave_interval_s=1)
+    broker.start()
+    held: list[psycopg.Connection] = []
+    run = uuid.uuid4().hex[:8]
+    settings = Settings(
+        mqtt_client_id=f"test-crash-{run}",
+        mqtt_topics=[
+            f"test/{run}/application/+/device/+/event/up",
+            f"test/{run}/municipality/+/sensors/+/readings",
+        ],
+        ingest_metrics_port=0,
+        timescaledb="off",
+    )
+
+    def hold_commits() -> None:
+        locker = psycopg.connect(url)
+        locker.execute("LOCK TABLE readings IN SHARE MODE")  # every COPY into it waits
+        held.append(locker)
+
+    def kill_and_restart() -> None:
+        time.sleep(2.5)  # at least one snapshot holds everything published so far
+        broker.kill9()
+        held[0].rollback()  # ingest commits what it holds; its acknowledgements are lost
+        time.sleep(1.0)
+        broker.start()
+
+    try:
+        with migrated_database("off") as url:
+            return run_under_load(
+                url,
+                settings,
+                {150: hold_commits, 300: kill_and_restart},
+                broker.port,
+                dead_letters_once=False,
+            )
+    finally:
+        for locker in held:
+            locker.close()
+        broker.stop()
+
+
+def test_mosquitto_killed_with_sigkill_then_restarted_stores_every_reading_once(
+    broker_killed_while_ingest_holds_messages: Accounting,
+) -> None:
+    """Readings: exactly once (run_under_load asserted it); every dead letter is there."""
+    accounting = broker_killed_while_ingest_holds_messages
+    assert len(accounting.stored) == len(set(accounting.stored))
+    assert len(accounting.dead) >= TOTAL // INVALID_EVERY
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="dead letters have no identity: a message redelivered after its acknowledgement "
+    "was lost (broker kill -9, ingest kill -9) is dead-lettered again (issue 17, item 6)",
+)
+def test_mosquitto_killed_with_sigkill_then_restarted_stores_no_dead_letter_twice(
+    broker_killed_while_ingest_holds_messages: Accounting,
+) -> None:
+    accounting = broker_killed_while_ingest_holds_messages
+    assert len(accounting.dead) == len(set(accounting.dead))
