@@ -12,7 +12,7 @@ import psycopg
 from ingest.latest import repair_stale as repair_stale_latest
 from models.db import create_database, migrate, storage_backend, sync_metrics
 from models.logging import configure_logging, log
-from models.partitions import DEFAULT_LOCK_TIMEOUT_MS, create_partitions
+from models.partitions import DEFAULT_LOCK_TIMEOUT_MS, create_partitions, drop_partitions_before
 from models.settings import get_settings
 
 
@@ -60,9 +60,9 @@ def maintain_once(
     repaired = repair_stale_latest(conn)
     dropped = 0
     if retention_days and storage_backend(conn) == "postgresql":
-        dropped = conn.execute(
-            "SELECT iot_drop_partitions_before(%s)", (today - timedelta(days=retention_days),)
-        ).fetchone()[0]
+        dropped = drop_partitions_before(
+            conn, today - timedelta(days=retention_days), lock_timeout_ms
+        )
     return {
         "partitions_created": created,
         "hours_refreshed": refreshed,

@@ -14,7 +14,7 @@ from collections.abc import Collection
 from datetime import date
 
 import psycopg
-from psycopg import errors
+from psycopg import errors, sql
 
 from models.logging import log
 
@@ -57,3 +57,47 @@ def create_partitions(
             time.sleep(pause)
             pause *= 2
     raise AssertionError("unreachable")
+
+
+def drop_partitions_before(
+    conn: psycopg.Connection, cutoff: date, lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS
+) -> int:
+    """Retention: detach and drop the daily partitions of days before `cutoff`; returns
+    how many were dropped. Needs an autocommit connection.
+
+    ``DETACH PARTITION ... CONCURRENTLY`` takes only SHARE UPDATE EXCLUSIVE on
+    ``readings`` and then waits for the transactions that may still read the partition
+    (an export), blocking no reader or writer; a plain ``DROP TABLE`` of a partition would
+    take ACCESS EXCLUSIVE on ``readings`` and queue all ingest behind that export. A
+    partition whose detach timed out stays "detach pending" and is finished
+    (``FINALIZE``) by the next run; nothing is lost: its days are older than any sender
+    may write (IOT_MAX_PAST_AGE_DAYS is capped by retention)."""
+    doomed = conn.execute(
+        "SELECT c.relname, i.inhdetachpending FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'readings'::regclass AND c.relname ~ '^readings_p[0-9]{8}$' "
+        "AND to_date(substr(c.relname, 11), 'YYYYMMDD') < %s ORDER BY c.relname",
+        (cutoff,),
+    ).fetchall()
+    dropped = 0
+    previous = conn.execute("SHOW lock_timeout").fetchone()[0]
+    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{lock_timeout_ms}ms")))
+    try:
+        for name, pending in doomed:
+            how = sql.SQL("FINALIZE" if pending else "CONCURRENTLY")
+            try:
+                conn.execute(
+                    sql.SQL("ALTER TABLE readings DETACH PARTITION {} {}").format(
+                        sql.Identifier(name), how
+                    )
+                )
+                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+            except errors.LockNotAvailable:
+                log.warning(
+                    "retention_lock_timeout", partition=name, lock_timeout_ms=lock_timeout_ms
+                )
+                continue
+            dropped += 1
+    finally:
+        conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(previous)))
+    return dropped

@@ -204,3 +204,42 @@ def test_creating_a_partition_does_not_wait_for_readers_or_writers(
             assert BatchWriter().write(conn, [(day, fleet.native_sensor, 1, 1.0)], []).inserted == 1
         assert time.monotonic() - started < 1.0
         holder.rollback()
+
+
+def test_retention_during_an_export_does_not_stall_ingest(db, fleet, settings) -> None:
+    """The maintenance job drops an old day while an export reads today: ingest's writes
+    go on, and the day is gone once the export has ended."""
+    from cli.db import maintain_once
+
+    old = datetime(2020, 3, 1, 12, tzinfo=UTC)
+    with psycopg.connect(settings.psycopg_url, autocommit=True) as conn:
+        BatchWriter().write(conn, [(old, fleet.native_sensor, 1, 1.0)], [])
+    now = datetime.now(UTC).replace(microsecond=0)
+    today = now.replace(hour=0, minute=0, second=0)
+    _fill_for_export(db, today)
+    retention_days = (now.date() - old.date()).days - 1  # the cutoff is 2020-03-02
+    export = StalledExport(settings.psycopg_url, today, today + timedelta(days=1))
+    maintenance_done = threading.Event()
+
+    def maintain() -> None:
+        with psycopg.connect(settings.psycopg_url, autocommit=True) as conn:
+            maintain_once(conn, 7, retention_days)
+        maintenance_done.set()
+
+    job = threading.Thread(target=maintain, daemon=True)
+    try:
+        job.start()
+        time.sleep(0.5)  # the job is waiting for the export now
+        limit = settings.partition_lock_timeout_ms / 1000 + 1.0
+        with psycopg.connect(settings.psycopg_url, autocommit=True) as conn:
+            started = time.monotonic()
+            BatchWriter().write(conn, [(now, fleet.native_sensor, 1, 2.0)], [])
+            assert time.monotonic() - started < limit, "ingest waited for retention"
+        assert maintenance_done.wait(limit * 3), "retention waited for the export"
+        assert export.holds_readings_lock(db)
+    finally:
+        export.close()
+        job.join(30)
+    with psycopg.connect(settings.psycopg_url, autocommit=True) as conn:
+        maintain_once(conn, 7, retention_days)
+    assert db.execute("SELECT to_regclass('readings_p20200301')").fetchone() == (None,)
