@@ -192,7 +192,10 @@ class IngestService:
         self._connected = threading.Event()
         self._lookup_db = _Session()
         self._commit_db = _Session(
-            writer=BatchWriter(settings.latest_flush_interval_s, settings.partition_lock_timeout_ms)
+            writer=BatchWriter(
+                settings.latest_flush_interval_s,
+                partition_lock_timeout_ms=settings.partition_lock_timeout_ms,
+            )
         )
         # Batches from the worker to the commit thread; None ends the commit thread.
         self._to_commit: queue.Queue[Batch | None] = queue.Queue(maxsize=1)

@@ -105,7 +105,7 @@ class EncodedBatch:
     newest_micros: int
     # The UTC days that hold rows, as days since 2000-01-01: the partitions the batch needs
     # (only those: a message sampled now and a year ago needs two, not 366).
-    day_numbers: frozenset[int] = frozenset()
+    day_numbers: frozenset[int]
 
     @property
     def days(self) -> set[date]:
@@ -252,6 +252,7 @@ class BatchWriter:
     def __init__(
         self,
         latest_flush_interval_s: float = 0.0,
+        *,
         partition_lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
     ) -> None:
         self._known_days: set[date] = set()
