@@ -76,9 +76,28 @@ def test_readings_older_than_the_cap_are_dead_letters_and_create_nothing(
     assert _partitions(db) == before
 
 
-def test_the_default_cap_refuses_what_the_issue_sent(settings) -> None:
-    """399 days is far beyond a gateway's buffer: refused by default."""
-    assert settings.max_past_age_days < 399
+def test_the_issues_message_is_refused_by_default_and_creates_nothing(
+    db, fleet, ingest, publisher
+) -> None:
+    """The issue's message, samples now and 399 days ago, sent with the default settings:
+    a `too_old` dead letter, no reading, no partition (it made 398 before)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    old = now - timedelta(days=399)
+    _drop_partition_of(db, old)
+    before = _partitions(db)
+    body = orjson.dumps(
+        {
+            "samples": [
+                {"time": now.isoformat(), "readings": {"co2_ppm": 500}},
+                {"time": old.isoformat(), "readings": {"co2_ppm": 510}},
+            ]
+        }
+    )
+    publisher.publish(fleet.native_topic("aarhus", "gw-co2-1"), body)
+    wait_for(lambda: count(db, "SELECT count(*) FROM dead_letters") == 1, 10, "dead letter")
+    assert db.execute("SELECT reason FROM dead_letters").fetchone() == ("too_old",)
+    assert count(db, "SELECT count(*) FROM readings") == 0
+    assert _partitions(db) == before
 
 
 class StalledExport:
