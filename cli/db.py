@@ -12,6 +12,7 @@ import psycopg
 from ingest.latest import repair_stale as repair_stale_latest
 from models.db import create_database, migrate, storage_backend, sync_metrics
 from models.logging import configure_logging, log
+from models.partitions import DEFAULT_LOCK_TIMEOUT_MS, create_partitions, drop_partitions_before
 from models.settings import get_settings
 
 
@@ -43,20 +44,29 @@ def run_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def maintain_once(conn: psycopg.Connection, days_ahead: int, retention_days: int) -> dict:
+def maintain_once(
+    conn: psycopg.Connection,
+    days_ahead: int,
+    retention_days: int,
+    lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
+) -> dict:
     """One maintenance pass; returns what it did (partitions created, hours refreshed...)."""
     today = datetime.now(UTC).date()
-    created = conn.execute(
-        "SELECT iot_ensure_partitions(%s, %s)", (today, today + timedelta(days=days_ahead))
-    ).fetchone()[0]
+    try:
+        created = create_partitions(
+            conn, [today + timedelta(days=n) for n in range(days_ahead + 1)], lock_timeout_ms
+        )
+    except psycopg.errors.LockNotAvailable:
+        # Days ahead leave slack: the next run creates them (logged by create_partitions).
+        created = 0
     refreshed = conn.execute("SELECT iot_refresh_rollups()").fetchone()[0]
     # Latest values that a stopped ingest process held without upserting (ingest/latest.py).
     repaired = repair_stale_latest(conn)
     dropped = 0
     if retention_days and storage_backend(conn) == "postgresql":
-        dropped = conn.execute(
-            "SELECT iot_drop_partitions_before(%s)", (today - timedelta(days=retention_days),)
-        ).fetchone()[0]
+        dropped = drop_partitions_before(
+            conn, today - timedelta(days=retention_days), lock_timeout_ms
+        )
     return {
         "partitions_created": created,
         "hours_refreshed": refreshed,
@@ -70,7 +80,12 @@ def run_maintenance(args: argparse.Namespace) -> int:
     configure_logging(settings)
     while True:
         with psycopg.connect(settings.psycopg_url, autocommit=True) as conn:
-            done = maintain_once(conn, settings.partition_days_ahead, settings.retention_days)
+            done = maintain_once(
+                conn,
+                settings.partition_days_ahead,
+                settings.retention_days,
+                settings.partition_lock_timeout_ms,
+            )
         log.info("maintenance_done", **done)
         if not args.every:
             return 0

@@ -191,7 +191,12 @@ class IngestService:
         self._accepting = True
         self._connected = threading.Event()
         self._lookup_db = _Session()
-        self._commit_db = _Session(writer=BatchWriter(settings.latest_flush_interval_s))
+        self._commit_db = _Session(
+            writer=BatchWriter(
+                settings.latest_flush_interval_s,
+                partition_lock_timeout_ms=settings.partition_lock_timeout_ms,
+            )
+        )
         # Batches from the worker to the commit thread; None ends the commit thread.
         self._to_commit: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
         self._commit_failed = threading.Event()

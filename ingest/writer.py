@@ -39,6 +39,7 @@ from psycopg import errors
 from ingest.latest import UPSERT_DEFERRED, UPSERT_FROM_STAGING, Encoded, LatestValues
 from ingest.normalise import Row
 from models.logging import log
+from models.partitions import DEFAULT_LOCK_TIMEOUT_MS, create_partitions
 
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS {name} (
@@ -57,7 +58,9 @@ _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _COPY_TRAILER = struct.pack(">h", -1)
 _COPY_ROW = struct.Struct(">hiqiqihid")
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_PG_EPOCH_DATE = _PG_EPOCH.date()
 _MICROSECOND = timedelta(microseconds=1)
+_DAY_MICROS = 86_400_000_000
 
 _INSERT_FROM_STAGING = """
 INSERT INTO readings (time, sensor_id, metric_id, value)
@@ -100,6 +103,13 @@ class EncodedBatch:
     # The oldest and the newest time among the rows, microseconds since 2000-01-01.
     oldest_micros: int
     newest_micros: int
+    # The UTC days that hold rows, as days since 2000-01-01: the partitions the batch needs
+    # (only those: a message sampled now and a year ago needs two, not 366).
+    day_numbers: frozenset[int]
+
+    @property
+    def days(self) -> set[date]:
+        return {_PG_EPOCH_DATE + timedelta(days=n) for n in self.day_numbers}
 
     @property
     def oldest(self) -> datetime:
@@ -118,6 +128,7 @@ class BatchEncoder:
     as with ``ON CONFLICT DO NOTHING`` in row order. Rows need timezone-aware times."""
 
     __slots__ = (
+        "_days",
         "_encoded",
         "_last_time",
         "_micros",
@@ -139,6 +150,7 @@ class BatchEncoder:
         self._repeated: set[tuple[int, int, int]] = set()
         self._oldest: int | None = None
         self._newest_micros = 0
+        self._days: set[int] = set()
         self._micros = 0
         self._last_time: datetime | None = None
         self.added = 0  # rows added, repeats included
@@ -158,6 +170,7 @@ class BatchEncoder:
             if time_ is not last_time:
                 last_time = time_
                 micros = (time_ - _PG_EPOCH) // _MICROSECOND
+                self._days.add(micros // _DAY_MICROS)
                 if self._oldest is None or micros < self._oldest:
                     self._oldest = micros
                 if micros > self._newest_micros:
@@ -199,6 +212,7 @@ class BatchEncoder:
             sensors=self._sensors,
             oldest_micros=self._oldest,
             newest_micros=self._newest_micros,
+            day_numbers=frozenset(self._days),
         )
 
 
@@ -235,8 +249,14 @@ class BatchWriter:
     """Owns the per-connection staging table, the partitions known to exist and the
     choice of path. Expects an autocommit connection: each write is one transaction."""
 
-    def __init__(self, latest_flush_interval_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        latest_flush_interval_s: float = 0.0,
+        *,
+        partition_lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
+    ) -> None:
         self._known_days: set[date] = set()
+        self.partition_lock_timeout_ms = partition_lock_timeout_ms
         self.latest = LatestValues(latest_flush_interval_s)
         self._prepared_conn: int | None = None
         self._staging_batches_left = 0
@@ -254,13 +274,14 @@ class BatchWriter:
             self._prepared_conn = id(conn)
 
     def _ensure_partitions(self, conn: psycopg.Connection, batch: EncodedBatch) -> None:
-        first, last = batch.oldest.date(), batch.latest_time.date()
-        span = {first + timedelta(days=i) for i in range((last - first).days + 1)}
-        days = span - self._known_days
+        days = batch.days - self._known_days
         if not days:
             return
-        # Outside the batch's transaction, so a new partition never waits for the batch.
-        conn.execute("SELECT iot_ensure_partitions(%s, %s)", (min(days), max(days)))
+        # Outside the batch's transaction, so a new partition never waits for the batch,
+        # and with a lock timeout, so it never queues behind a lock for long
+        # (models/partitions.py); LockNotAvailable after the last attempt propagates as a
+        # database error and the batch is retried.
+        create_partitions(conn, days, self.partition_lock_timeout_ms)
         self._known_days |= days
 
     def _try_direct(self, cur: psycopg.Cursor, batch: EncodedBatch) -> bool:

@@ -38,6 +38,14 @@ class Settings(BaseSettings):
         "or use native partitioning even when it is available (off). Read by the migrations.",
     )
     partition_days_ahead: int = Field(7, ge=1, le=366)
+    partition_lock_timeout_ms: int = Field(
+        1000,
+        ge=1,
+        le=600_000,
+        description="How long creating a partition (plain PostgreSQL) may wait for its locks "
+        "per attempt before giving up and trying again (3 attempts per batch); a lock it "
+        "waits for never queues ingest or readers behind it for longer.",
+    )
     retention_days: int = Field(
         0, ge=0, description="Drop raw readings older than this many days; 0 keeps them forever."
     )
@@ -77,11 +85,14 @@ class Settings(BaseSettings):
     )
     max_message_bytes: int = Field(64 * 1024, ge=256)
     max_future_skew_s: float = Field(300.0, ge=0)
+    # 60 days: a gateway's buffer of a school's summer closure still comes in; anything
+    # older is a broken clock or a back-fill, which belongs in an import, not in live ingest.
     max_past_age_days: int = Field(
-        400,
+        60,
         ge=1,
         description="Samples older than this (or than IOT_RETENTION_DAYS when that is "
-        "shorter) are dead-lettered as too_old.",
+        "shorter) are dead-lettered as too_old; also bounds the days one sender can make "
+        "ingest create partitions for.",
     )
     auto_register_unknown: bool = Field(
         False,

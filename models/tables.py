@@ -351,11 +351,14 @@ class ApiKey(Base):
 
 
 class RollupDirtyHour(Base):
-    """Hours with new raw readings whose rollups need recomputing (plain PostgreSQL only)."""
+    """Log of hours whose rollups need recomputing: one row per statement that stored
+    readings and hour it touched; the refresh consumes the rows it sees (plain PostgreSQL
+    only, migration 0007)."""
 
     __tablename__ = "rollup_dirty_hours"
 
-    bucket: Mapped[datetime] = mapped_column(Timestamp, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(Timestamp, index=True)
 
 
 class SystemInfo(Base):
