@@ -8,8 +8,10 @@ An export holds a database connection for as long as its client reads, so export
 bounded capacity of their own (``ExportSlots`` and the export pool of api/pools.py): when
 every slot is taken, the next export is refused at once with 429 and Retry-After, and the
 other routes keep their connections. A client that stops reading is cut off after
-IOT_EXPORT_SEND_TIMEOUT_S, an export running longer than IOT_EXPORT_STATEMENT_TIMEOUT_S
-is cancelled by PostgreSQL, and either way the slot and the connection come back.
+IOT_EXPORT_SEND_TIMEOUT_S, an export streaming longer than IOT_EXPORT_MAX_DURATION_S is
+cut off (by PostgreSQL's statement timeout, or by the API for a slow client: a backend
+blocked writing to a full socket acts on the timeout only once it can write again), and
+either way the slot and the connection come back.
 """
 
 from __future__ import annotations
@@ -58,8 +60,9 @@ class ExportSlots:
         self.in_use -= 1
 
 
-class ExportStalledError(Exception):
-    """The client accepted no data for the send timeout; the export is aborted."""
+class ExportAbortedError(Exception):
+    """The client accepted no data for the send timeout, or the export ran past its
+    longest duration; the response is cut off."""
 
 
 async def open_export(slots: ExportSlots, pool: AsyncConnectionPool) -> AsyncConnection:
@@ -82,8 +85,8 @@ async def open_export(slots: ExportSlots, pool: AsyncConnectionPool) -> AsyncCon
 
 class ExportResponse(StreamingResponse):
     """A streamed export that gives its slot and connection back however it ends
-    (finished, client gone, client stalled, statement timeout), and aborts the response
-    when the client accepts nothing for `send_timeout_s`."""
+    (finished, client gone, client stalled, too long), and cuts the response off when the
+    client accepts nothing for `send_timeout_s` or it streams past `max_duration_s`."""
 
     def __init__(
         self,
@@ -91,12 +94,14 @@ class ExportResponse(StreamingResponse):
         *,
         release: Callable[[], Awaitable[None]],
         send_timeout_s: float,
+        max_duration_s: float,
         media_type: str,
         headers: dict[str, str],
     ) -> None:
         super().__init__(content, media_type=media_type, headers=headers)
         self._release = release
         self._send_timeout_s = send_timeout_s
+        self._deadline = asyncio.get_running_loop().time() + max_duration_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
@@ -121,13 +126,19 @@ class ExportResponse(StreamingResponse):
                 await self._release()
 
     async def stream_response(self, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+
         async def send_in_time(message: Message) -> None:
+            remaining = self._deadline - loop.time()
+            if remaining <= 0:
+                raise ExportAbortedError("the export ran past IOT_EXPORT_MAX_DURATION_S")
             try:
-                async with asyncio.timeout(self._send_timeout_s):
+                async with asyncio.timeout(min(self._send_timeout_s, remaining)):
                     await send(message)
             except TimeoutError:
-                raise ExportStalledError(
-                    f"the client accepted no data for {self._send_timeout_s} s"
+                raise ExportAbortedError(
+                    f"the client accepted no data for {self._send_timeout_s} s, or the "
+                    "export ran past IOT_EXPORT_MAX_DURATION_S"
                 ) from None
 
         await super().stream_response(send_in_time)

@@ -68,7 +68,7 @@ def create_pools(settings: Settings) -> Pools:
             settings.psycopg_url,
             min_size=0,
             max_size=settings.export_max_concurrent,
-            kwargs=connection_kwargs(settings.export_statement_timeout_s),
+            kwargs=connection_kwargs(settings.export_max_duration_s),
             timeout=POOL_TIMEOUT_S,
             open=False,
             name="api-export",

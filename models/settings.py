@@ -135,12 +135,13 @@ class Settings(BaseSettings):
         description="An export whose client accepts no data for this long is aborted, "
         "freeing its connection (a stalled reader cannot hold one forever).",
     )
-    export_statement_timeout_s: float = Field(
+    export_max_duration_s: float = Field(
         900.0,
         gt=0,
-        description="Longest an export may run, slow client included (PostgreSQL "
-        "statement_timeout of the export connections); a longer one is cut off. A year of a "
-        "large municipality streams in well under a minute on a fast link.",
+        description="Longest an export may stream, slow client included: the PostgreSQL "
+        "statement_timeout of the export connections, and checked by the API between chunks; "
+        "a longer export is cut off. A year of a large municipality streams in well under a "
+        "minute on a fast link.",
     )
 
     log_level: str = "INFO"

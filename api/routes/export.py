@@ -168,6 +168,7 @@ async def _export(
         stream_export(export_conn, fmt, params),
         release=export_release(slots, pool, export_conn),
         send_timeout_s=settings.export_send_timeout_s,
+        max_duration_s=settings.export_max_duration_s,
         media_type=MEDIA_TYPES[fmt],
         headers=headers,
     )
