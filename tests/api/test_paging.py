@@ -15,8 +15,12 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from api.queries.readings import readings_query
+from models.settings import Settings
 from tests.api.conftest import Fleet
+from tests.conftest import migrated_database
+from tests.test_timescaledb import timescale_admin_url  # noqa: F401 (fixture)
 
 URL = "/api/v1/readings"
 
@@ -172,3 +176,95 @@ def _cursor_key(cursor: str) -> tuple[int, datetime]:
     sensor, time = data["k"][:2]
     assert re.match(r"\d{4}-", time)
     return sensor, datetime.fromisoformat(time)
+
+
+_EXPECTED = {
+    "raw": "SELECT sensor_id, time, 1 FROM readings WHERE sensor_id = ANY(%(ids)s) "
+    "AND metric_id = %(metric)s AND time >= %(start)s AND time < %(end)s ORDER BY 1, 2",
+    "5min": "SELECT sensor_id, date_bin('5 minutes', time, TIMESTAMPTZ '2000-01-01 00:00Z'), "
+    "count(*) FROM readings WHERE sensor_id = ANY(%(ids)s) AND metric_id = %(metric)s "
+    "AND time >= %(start)s AND time < %(end)s GROUP BY 1, 2 ORDER BY 1, 2",
+    "hour": "SELECT sensor_id, bucket, count FROM readings_hourly WHERE sensor_id = ANY(%(ids)s) "
+    "AND metric_id = %(metric)s AND bucket >= %(start)s AND bucket < %(end)s ORDER BY 1, 2",
+}
+
+
+def _seed_irregular(conn: psycopg.Connection, start: datetime) -> list[int]:
+    """Five public sensors with readings at uneven steps over two days (7 min for the
+    first, more for the next), so pages end anywhere inside buckets and sensors."""
+    conn.execute("INSERT INTO municipalities (slug, name) VALUES ('paging', 'Paging Kommune')")
+    ids = [
+        row[0]
+        for row in conn.execute(
+            "INSERT INTO sensors (municipality_id, external_id, kind, is_public, status) "
+            "SELECT 1, 'p' || g, 'climate', true, 'active' FROM generate_series(1, 5) g "
+            "RETURNING id"
+        )
+    ]
+    conn.execute(
+        "SELECT iot_ensure_partitions(%s, %s)", (start.date(), (start + timedelta(2)).date())
+    )
+    conn.execute(
+        "INSERT INTO readings (time, sensor_id, metric_id, value) "
+        "SELECT %(start)s + n * make_interval(mins => (7 + 3 * (s.id %% 5))::int), s.id, m.id, n "
+        "FROM sensors s, metrics m, generate_series(0, 400) n "
+        "WHERE m.name = 'co2_ppm' "
+        "AND n * (7 + 3 * (s.id %% 5)) < 2 * 24 * 60",
+        {"start": start},
+    )
+    return sorted(ids)
+
+
+def _assert_pages_match_sql(client: TestClient, conn: psycopg.Connection, ids: list[int]) -> None:
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    end = start + timedelta(days=2)
+    metric = conn.execute("SELECT id FROM metrics WHERE name = 'co2_ppm'").fetchone()[0]
+    for bucket in ("raw", "5min", "hour"):
+        expected = [
+            (sensor, time.isoformat().replace("+00:00", "Z"), count)
+            for sensor, time, count in conn.execute(
+                _EXPECTED[bucket], {"ids": ids, "metric": metric, "start": start, "end": end}
+            )
+        ]
+        params: dict[str, Any] = {
+            "sensor_id": ids,
+            "metric": "co2_ppm",
+            "bucket": bucket,
+            "limit": 37,
+            "from": start.isoformat(),
+            "to": end.isoformat(),
+        }
+        got = []
+        while True:
+            response = client.get(URL, params=params)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            got += [(i["sensor_id"], i["time"], i.get("count", 1)) for i in body["items"]]
+            if body["next_cursor"] is None:
+                break
+            params["cursor"] = body["next_cursor"]
+        assert len(expected) > 37 * 5, bucket
+        assert got == expected, bucket
+
+
+def test_pages_over_several_sensors_are_exactly_the_rows_of_one_query(
+    client: TestClient, db: psycopg.Connection
+) -> None:
+    ids = _seed_irregular(db, datetime(2026, 3, 1, tzinfo=UTC))
+    db.execute("SELECT iot_refresh_rollups()")
+    _assert_pages_match_sql(client, db, ids)
+
+
+@pytest.mark.timescaledb
+def test_pages_are_exactly_the_rows_of_one_query_on_timescaledb(
+    timescale_admin_url: str,  # noqa: F811
+) -> None:
+    with (
+        migrated_database("on", "iot_tsdb_paging", timescale_admin_url) as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        ids = _seed_irregular(conn, datetime(2026, 3, 1, tzinfo=UTC))
+        for view in ("readings_hourly", "readings_daily"):
+            conn.execute(f"CALL refresh_continuous_aggregate('{view}', NULL, NULL)")
+        with TestClient(create_app(Settings(database_url=url))) as client:
+            _assert_pages_match_sql(client, conn, ids)
