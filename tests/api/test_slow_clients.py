@@ -251,6 +251,33 @@ def test_twenty_slow_exports_leave_health_latest_and_staff_routes_fast(
     assert all(r.header("retry-after") for r in refused)
 
 
+def test_a_streaming_export_holds_no_connection_of_the_request_pool(
+    million: Fixture, serve: Callable[..., str]
+) -> None:
+    # One request connection: if an export kept its route's connection while streaming,
+    # every other route would wait for it and answer 503.
+    base = serve(db_pool_max=1, export_max_concurrent=2)
+    readers = [SlowReader(base, _export_path(million), rate=4096) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        assert all(r.ready.wait(15) for r in readers)
+        assert [r.status for r in readers] == [200, 200]
+        with httpx.Client(base_url=base, timeout=10) as client:
+            for path, headers in (
+                ("/health", {}),
+                ("/api/v1/latest?municipality=aarhus", {}),
+                ("/api/v1/staff/me", {"Authorization": f"Bearer {million.token}"}),
+            ):
+                began = time.perf_counter()
+                assert client.get(path, headers=headers).status_code == 200, path
+                assert time.perf_counter() - began < 1.0, path
+        assert all(r.is_alive() and not r.closed_by_server for r in readers)
+    finally:
+        for reader in readers:
+            reader.stop.set()
+
+
 def test_a_client_that_stops_reading_is_cut_off_and_frees_its_slot(
     million: Fixture, serve: Callable[..., str]
 ) -> None:
