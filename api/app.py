@@ -1,8 +1,8 @@
 """The FastAPI application factory: ``create_app(settings)``.
 
 Routers are registered from ``ROUTERS`` below; add yours there. Everything a request
-needs (settings, the connection pool) hangs off ``app.state`` and reaches routes through
-the dependencies in api/deps.py.
+needs (settings, the connection pools of api/pools.py) hangs off ``app.state`` and
+reaches routes through the dependencies in api/deps.py.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.export import ExportSlots
 from api.observability import ObservabilityMiddleware
+from api.pools import create_pools
 from api.routes import catalog, dashboard, export, health, public, staff
 from models.logging import log
 from models.schemas import ErrorOut
@@ -79,26 +81,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(
-            settings.psycopg_url,
-            min_size=1,
-            max_size=settings.db_pool_max,
-            # UTC so that JSON built by PostgreSQL has the same offsets as ours.
-            kwargs={"autocommit": True, "options": "-c TimeZone=UTC"},
-            timeout=5.0,
-            open=False,
-            name="api",
-        )
-        # Don't wait for the database: the API starts (and /health says 503) without it.
-        await pool.open(wait=False)
-        app.state.pool = pool
+        pools = create_pools(settings)
+        await pools.open()
+        app.state.pool = pools.request
+        app.state.export_pool = pools.export
+        app.state.staff_write_pool = pools.staff_write
+        app.state.export_slots = ExportSlots(settings.export_max_concurrent)
         if getattr(app.state, "tune_gc", False):
             tune_garbage_collector()
-        log.info("api_started", pool_max=settings.db_pool_max)
+        log.info(
+            "api_started",
+            pool_max=settings.db_pool_max,
+            export_max=settings.export_max_concurrent,
+            staff_write_pool_max=settings.db_staff_write_pool_max,
+        )
         try:
             yield
         finally:
-            await pool.close()
+            await pools.close()
 
     app = FastAPI(
         title="kommune-iot open data API",

@@ -1,4 +1,4 @@
-"""FastAPI dependencies, wired once: settings and a pooled database connection.
+"""FastAPI dependencies, wired once: settings and pooled database connections.
 
 Routes ask for what they need (``conn: Conn``, ``settings: AppSettings``) instead of
 reaching for module globals, so tests can build an app around any Settings.
@@ -7,11 +7,12 @@ reaching for module globals, so tests can build an app around any Settings.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager
 from typing import Annotated
 
 from fastapi import Depends, Request
 from psycopg import AsyncConnection, Connection
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from models.settings import Settings
 
@@ -29,7 +30,7 @@ def get_pool(request: Request) -> AsyncConnectionPool:
 async def get_conn(
     pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
 ) -> AsyncIterator[AsyncConnection]:
-    """A pooled autocommit connection for the duration of one request.
+    """A pooled autocommit connection for the duration of one route call.
 
     Connections are autocommit, so a plain read never leaves a transaction open; code that
     needs one (server-side cursors in exports) opens it with ``conn.transaction()``.
@@ -39,20 +40,30 @@ async def get_conn(
 
 
 AppSettings = Annotated[Settings, Depends(get_settings)]
-Conn = Annotated[AsyncConnection, Depends(get_conn)]
+# scope="function": the connection goes back to the pool when the route function returns,
+# not after the response body is sent, so a slow reader of a streamed or large response
+# never holds a request connection (exports stream from a pool of their own).
+Conn = Annotated[AsyncConnection, Depends(get_conn, scope="function")]
 
 
 # Staff authentication (require_scope) lives in api/security.py.
 
 
-def get_sync_conn(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[Connection]:
-    """A plain (blocking) autocommit connection for staff writes that reuse the sync
-    service functions shared with the CLI and ingest (registry, alerts, replay).
+def staff_write_connection(request: Request) -> AbstractContextManager[Connection]:
+    """A blocking connection from the staff-write pool (api/pools.py), for code that runs in
+    a worker thread (``with staff_write_connection(request) as conn: ...``)."""
+    pool: ConnectionPool = request.app.state.staff_write_pool
+    return pool.connection()
 
-    One connection per request: the staff side is low-traffic, and routes using it are
-    `def` routes that FastAPI runs in its threadpool, off the event loop."""
-    with Connection.connect(settings.psycopg_url, autocommit=True) as conn:
+
+def get_sync_conn(request: Request) -> Iterator[Connection]:
+    """A blocking autocommit connection for staff writes that reuse the sync service
+    functions shared with the CLI and ingest (registry, alerts, keys).
+
+    Pooled like every other connection of the API, with the same session settings; routes
+    using it are `def` routes that FastAPI runs in its threadpool, off the event loop."""
+    with staff_write_connection(request) as conn:
         yield conn
 
 
-SyncConn = Annotated[Connection, Depends(get_sync_conn)]
+SyncConn = Annotated[Connection, Depends(get_sync_conn, scope="function")]

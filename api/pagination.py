@@ -37,18 +37,18 @@ def encode_cursor(key: Sequence[int | str | datetime], fingerprint: str) -> str:
 def decode_cursor(cursor: str, fingerprint: str, shape: Sequence[type]) -> list[Any]:
     """The key stored in `cursor`, typed by `shape` (int, str or datetime); 400 if invalid."""
     if len(cursor) > MAX_CURSOR_CHARS:
-        raise _bad_cursor("it is too long")
+        raise bad_cursor("it is too long")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = orjson.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
     except (ValueError, binascii.Error, UnicodeEncodeError):
-        raise _bad_cursor("it is not a cursor this API made") from None
+        raise bad_cursor("it is not a cursor this API made") from None
     if not isinstance(data, dict) or set(data) != {"k", "f"} or not isinstance(data["k"], list):
-        raise _bad_cursor("it is not a cursor this API made")
+        raise bad_cursor("it is not a cursor this API made")
     if data["f"] != fingerprint:
-        raise _bad_cursor("it belongs to a request with other filters")
+        raise bad_cursor("it belongs to a request with other filters")
     if len(data["k"]) != len(shape):
-        raise _bad_cursor("it is not a cursor this API made")
+        raise bad_cursor("it is not a cursor this API made")
     return [_typed(value, kind) for value, kind in zip(data["k"], shape, strict=True)]
 
 
@@ -66,10 +66,10 @@ def _typed(value: Any, kind: type) -> Any:
         else:
             if parsed.tzinfo is not None:
                 return parsed
-    raise _bad_cursor("it has been altered")
+    raise bad_cursor("it has been altered")
 
 
-def _bad_cursor(why: str) -> HTTPException:
+def bad_cursor(why: str) -> HTTPException:
     return HTTPException(
         400,
         f"query parameter 'cursor' is invalid: {why}. Use the next_cursor of the previous "

@@ -50,7 +50,20 @@ class Settings(BaseSettings):
         0, ge=0, description="Drop raw readings older than this many days; 0 keeps them forever."
     )
     compress_after_days: int = Field(7, ge=1, description="TimescaleDB compression age.")
-    db_pool_max: int = Field(10, ge=1, le=200)
+    db_pool_max: int = Field(
+        10,
+        ge=1,
+        le=200,
+        description="Connections of the API's request pool (per worker); exports and staff "
+        "writes have pools of their own (IOT_EXPORT_MAX_CONCURRENT, IOT_DB_STAFF_WRITE_POOL_MAX).",
+    )
+    db_staff_write_pool_max: int = Field(
+        2,
+        ge=1,
+        le=50,
+        description="Connections for the API's staff writes that share code with the CLI "
+        "(sensor registration and imports, alerts, keys, replays); more writes at once wait.",
+    )
 
     # --- MQTT ---------------------------------------------------------------------------
     mqtt_host: str = "127.0.0.1"
@@ -120,6 +133,28 @@ class Settings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8000"
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
     open_data_license: str = "https://creativecommons.org/licenses/by/4.0/"
+    export_max_concurrent: int = Field(
+        4,
+        ge=1,
+        le=100,
+        description="Exports streamed at once per API worker, each holding a database "
+        "connection of its own while the client reads; further exports are refused with 429 "
+        "and Retry-After instead of taking connections from the other routes.",
+    )
+    export_send_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="An export whose client accepts no data for this long is aborted, "
+        "freeing its connection (a stalled reader cannot hold one forever).",
+    )
+    export_max_duration_s: float = Field(
+        900.0,
+        gt=0,
+        description="Longest an export may stream, slow client included: the PostgreSQL "
+        "statement_timeout of the export connections, and checked by the API between chunks; "
+        "a longer export is cut off. A year of a large municipality streams in well under a "
+        "minute on a fast link.",
+    )
 
     log_level: str = "INFO"
     log_format: Literal["logfmt", "json"] = "logfmt"

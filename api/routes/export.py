@@ -8,13 +8,20 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from api.deps import Conn
-from api.export import MEDIA_TYPES, stream_export
+from api.deps import AppSettings, Conn
+from api.export import (
+    MEDIA_TYPES,
+    ExportResponse,
+    export_release,
+    open_export,
+    stream_export,
+)
 from api.queries.export import ExportFormat, copy_params, metric_vocabulary
 from api.queries.municipalities import find_municipality
 from api.queries.public import find_metric
 from api.timeparams import time_range
 from models.schemas import ErrorOut
+from models.settings import Settings
 
 router = APIRouter(prefix="/api/v1/export", tags=["exports"])
 
@@ -39,6 +46,10 @@ def _responses(media_type: str) -> dict[int | str, dict[str, Any]]:
         200: {"content": {media_type: {}}, "description": "The export, streamed"},
         400: {"model": ErrorOut, "description": "Range too long, naive time, or unknown metric"},
         404: {"model": ErrorOut, "description": "No such municipality"},
+        429: {
+            "model": ErrorOut,
+            "description": "Every export slot of the server is in use; retry after Retry-After",
+        },
     }
 
 
@@ -50,6 +61,7 @@ def _responses(media_type: str) -> dict[int | str, dict[str, Any]]:
 async def export_csv(
     request: Request,
     conn: Conn,
+    settings: AppSettings,
     municipality: Slug,
     kind: Kind = None,
     metric: Metric = None,
@@ -61,7 +73,7 @@ async def export_csv(
     Columns: time, sensor_id, sensor_name, kind, metric, unit, value, lat, lon. Rows
     come day by day, not sorted within a day. At most 366 days per request.
     """
-    return await _export(request, conn, "csv", municipality, kind, metric, from_, to)
+    return await _export(request, conn, settings, "csv", municipality, kind, metric, from_, to)
 
 
 @router.get(
@@ -72,6 +84,7 @@ async def export_csv(
 async def export_jsonl(
     request: Request,
     conn: Conn,
+    settings: AppSettings,
     municipality: Slug,
     kind: Kind = None,
     metric: Metric = None,
@@ -80,7 +93,7 @@ async def export_jsonl(
 ) -> StreamingResponse:
     """Readings as JSON Lines: one object per line (time, sensor_id, kind, metric, unit,
     value). At most 366 days per request."""
-    return await _export(request, conn, "jsonl", municipality, kind, metric, from_, to)
+    return await _export(request, conn, settings, "jsonl", municipality, kind, metric, from_, to)
 
 
 @router.get(
@@ -91,6 +104,7 @@ async def export_jsonl(
 async def export_geojson(
     request: Request,
     conn: Conn,
+    settings: AppSettings,
     municipality: Slug,
     kind: Kind = None,
     metric: Metric = None,
@@ -99,12 +113,13 @@ async def export_geojson(
 ) -> StreamingResponse:
     """Readings as a GeoJSON FeatureCollection: one Point feature per reading (geometry
     null for sensors without a location). At most 366 days per request."""
-    return await _export(request, conn, "geojson", municipality, kind, metric, from_, to)
+    return await _export(request, conn, settings, "geojson", municipality, kind, metric, from_, to)
 
 
 async def _export(
     request: Request,
     conn: Conn,
+    settings: Settings,
     fmt: ExportFormat,
     slug: str,
     kind: str | None,
@@ -146,8 +161,14 @@ async def _export(
         "Content-Disposition": f'attachment; filename="{filename}.{fmt}"',
         "Cache-Control": f"public, max-age={86400 if closed else 60}",
     }
-    return StreamingResponse(
-        stream_export(request.app.state.pool, fmt, params),
+    # Last, after every check: from here the slot and connection belong to the response.
+    slots, pool = request.app.state.export_slots, request.app.state.export_pool
+    export_conn = await open_export(slots, pool)
+    return ExportResponse(
+        stream_export(export_conn, fmt, params),
+        release=export_release(slots, pool, export_conn),
+        send_timeout_s=settings.export_send_timeout_s,
+        max_duration_s=settings.export_max_duration_s,
         media_type=MEDIA_TYPES[fmt],
         headers=headers,
     )

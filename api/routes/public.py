@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
 from api import http_cache
 from api.deps import Conn
-from api.pagination import decode_cursor, encode_cursor, filter_fingerprint
+from api.pagination import bad_cursor, decode_cursor, encode_cursor, filter_fingerprint
 from api.queries import public as queries
 from api.queries.readings import BUCKET_WIDTH, fetch_readings
 from api.timeparams import ceil_to, floor_to, time_range
@@ -228,15 +228,29 @@ async def readings(
     if any(not 1 <= s < 2**63 for s in sensor_ids):
         raise HTTPException(400, "query parameter 'sensor_id' must be a positive integer")
     aggregates = _parse_agg(agg, bucket)
-    start, end = time_range(
-        from_,
-        to,
-        max_span=MAX_RANGE[bucket],
-        default_span=timedelta(days=1),
-        what=f"bucket={bucket}",
+    # The fingerprint covers the parameters as given: a default range ends at "now", which
+    # moves between pages, so the first page's resolved range travels in the cursor.
+    fingerprint = filter_fingerprint(
+        route="readings",
+        sensor_id=sensor_ids,
+        metric=metric,
+        start=from_,
+        end=to,
+        bucket=bucket,
     )
-    if bucket != "raw":
-        start, end = floor_to(start, BUCKET_WIDTH[bucket]), ceil_to(end, BUCKET_WIDTH[bucket])
+    after = None
+    if cursor:
+        after_sensor, after_time, cursor_start, cursor_end = decode_cursor(
+            cursor, fingerprint, (int, datetime, datetime, datetime)
+        )
+        # Parameters given again must resolve to the range the cursor kept; re-resolving
+        # also re-applies the limits, so an edited cursor cannot widen the range.
+        start, end = _reading_range(from_ or cursor_start, to or cursor_end, bucket)
+        if (start, end) != (cursor_start, cursor_end):
+            raise bad_cursor("it has been altered")
+        after = (after_sensor, after_time)
+    else:
+        start, end = _reading_range(from_, to, bucket)
     metric_row = await queries.find_metric(conn, metric)
     if metric_row is None:
         raise HTTPException(
@@ -247,18 +261,6 @@ async def readings(
     if missing:
         raise HTTPException(404, f"no public sensor with id {missing[0]}; see /api/v1/sensors")
 
-    fingerprint = filter_fingerprint(
-        route="readings",
-        sensor_id=sensor_ids,
-        metric=metric,
-        start=start,
-        end=end,
-        bucket=bucket,
-    )
-    after = None
-    if cursor:
-        after_sensor, after_time = decode_cursor(cursor, fingerprint, (int, datetime))
-        after = (after_sensor, after_time)
     rows = await fetch_readings(
         conn,
         sensor_ids=sensor_ids,
@@ -271,7 +273,9 @@ async def readings(
     )
     next_cursor = None
     if len(rows) == limit:
-        next_cursor = encode_cursor([rows[-1]["sensor_id"], rows[-1]["time"]], fingerprint)
+        next_cursor = encode_cursor(
+            [rows[-1]["sensor_id"], rows[-1]["time"], start, end], fingerprint
+        )
     if bucket != "raw":
         for row in rows:
             for name in AGGREGATES:
@@ -287,6 +291,22 @@ async def readings(
     closed = end < datetime.now(UTC) - timedelta(days=1)
     max_age = http_cache.MAX_AGE_CLOSED_RANGE_S if closed else http_cache.MAX_AGE_OPEN_RANGE_S
     return http_cache.cached_json(request, body, max_age)
+
+
+def _reading_range(
+    start: datetime | None, end: datetime | None, bucket: Bucket
+) -> tuple[datetime, datetime]:
+    """[from, to) of /readings: defaults, limits, and widening to whole buckets."""
+    start, end = time_range(
+        start,
+        end,
+        max_span=MAX_RANGE[bucket],
+        default_span=timedelta(days=1),
+        what=f"bucket={bucket}",
+    )
+    if bucket != "raw":
+        start, end = floor_to(start, BUCKET_WIDTH[bucket]), ceil_to(end, BUCKET_WIDTH[bucket])
+    return start, end
 
 
 async def _sensor_page(

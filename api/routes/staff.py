@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from analytics import alerts as alert_lifecycle
 from analytics.collection_service import CollectionSetupError
 from api.auth import create_key, revoke_key
-from api.deps import AppSettings, Conn, SyncConn
+from api.deps import AppSettings, Conn, SyncConn, staff_write_connection
 from api.queries import collection, dashboard, keys, places, staff
 from api.security import Admin, ManageAlerts, ReadPrivate, WriteSensors
 from ingest.applications import (
@@ -153,10 +153,9 @@ async def import_sensors(principal: WriteSensors, request: Request) -> JSONRespo
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise HTTPException(400, "the CSV must be UTF-8 encoded") from None
-    settings = request.app.state.settings
 
     def run() -> Any:
-        with psycopg.connect(settings.psycopg_url, autocommit=True) as conn:
+        with staff_write_connection(request) as conn:
             return import_sensors_csv(conn, principal.municipality_id, text)
 
     result = await asyncio.to_thread(run)
@@ -343,13 +342,17 @@ async def get_dead_letter(principal: ReadPrivate, conn: Conn, dead_letter_id: Id
 
 @router.post("/dead-letters/{dead_letter_id}/replay", summary="Run it through ingest again")
 async def replay_dead_letter(
-    principal: ManageAlerts, conn: Conn, settings: AppSettings, dead_letter_id: Id
+    principal: ManageAlerts,
+    conn: Conn,
+    settings: AppSettings,
+    request: Request,
+    dead_letter_id: Id,
 ) -> dict[str, Any]:
     if await staff.get_dead_letter(conn, principal.municipality_id, dead_letter_id) is None:
         raise _not_found("dead letter")
 
     def run() -> list:
-        with psycopg.connect(settings.psycopg_url, autocommit=True) as sync_conn:
+        with staff_write_connection(request) as sync_conn:
             return replay(sync_conn, [dead_letter_id], settings)
 
     results = await asyncio.to_thread(run)

@@ -99,7 +99,8 @@ def test_export_streams_in_bounded_chunks_larger_exports_more_chunks(
                 metric_names=names,
                 metric_units=units,
             )
-            return [c async for c in stream_export(pool, fmt, params, chunk_bytes=4096)]
+            async with pool.connection() as conn:
+                return [c async for c in stream_export(conn, fmt, params, chunk_bytes=4096)]
 
     for fmt in ("csv", "jsonl", "geojson"):
         parts = asyncio.run(chunks(fmt, 4096))

@@ -1,0 +1,85 @@
+"""The API's database connections: three bounded pools with the same session settings.
+
+- ``request``: every route's ``Conn`` (api/deps.py), held only while the route runs;
+- ``export``: one connection per streamed export for as long as its client reads, with a
+  statement timeout, so slow readers cannot take connections from the other routes;
+- ``staff_write``: blocking connections for the staff writes that reuse the sync service
+  code shared with the CLI (registry, alerts, keys, replay).
+
+No route opens a connection of its own: the process holds at most
+``IOT_DB_POOL_MAX + IOT_EXPORT_MAX_CONCURRENT + IOT_DB_STAFF_WRITE_POOL_MAX`` connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from models.settings import Settings
+
+# How long a route waits for a connection before answering 503 (api/app.py).
+POOL_TIMEOUT_S = 5.0
+
+
+def connection_kwargs(statement_timeout_s: float | None = None) -> dict[str, Any]:
+    """Session settings of every API connection: autocommit, UTC (so that JSON built by
+    PostgreSQL has the same offsets as ours), and an optional statement timeout."""
+    options = "-c TimeZone=UTC"
+    if statement_timeout_s is not None:
+        options += f" -c statement_timeout={round(statement_timeout_s * 1000)}"
+    return {"autocommit": True, "options": options, "application_name": "kommune-iot-api"}
+
+
+@dataclass(frozen=True)
+class Pools:
+    request: AsyncConnectionPool
+    export: AsyncConnectionPool
+    staff_write: ConnectionPool
+
+    async def open(self) -> None:
+        """Open without waiting for the database: the API starts (and /health says 503)
+        without it."""
+        await self.request.open(wait=False)
+        await self.export.open(wait=False)
+        self.staff_write.open(wait=False)
+
+    async def close(self) -> None:
+        await self.request.close()
+        await self.export.close()
+        await asyncio.to_thread(self.staff_write.close)
+
+
+def create_pools(settings: Settings) -> Pools:
+    """The three pools, not yet open."""
+    return Pools(
+        request=AsyncConnectionPool(
+            settings.psycopg_url,
+            min_size=1,
+            max_size=settings.db_pool_max,
+            kwargs=connection_kwargs(),
+            timeout=POOL_TIMEOUT_S,
+            open=False,
+            name="api",
+        ),
+        export=AsyncConnectionPool(
+            settings.psycopg_url,
+            min_size=0,
+            max_size=settings.export_max_concurrent,
+            kwargs=connection_kwargs(settings.export_max_duration_s),
+            timeout=POOL_TIMEOUT_S,
+            open=False,
+            name="api-export",
+        ),
+        staff_write=ConnectionPool(
+            settings.psycopg_url,
+            min_size=0,
+            max_size=settings.db_staff_write_pool_max,
+            kwargs=connection_kwargs(),
+            timeout=POOL_TIMEOUT_S,
+            open=False,
+            name="api-staff-write",
+        ),
+    )
