@@ -15,6 +15,7 @@ import psycopg
 
 from ingest.devices import DeviceDirectory, SensorInfo
 from ingest.formats import format_of
+from ingest.identity import claim_time
 from ingest.normalise import Row, decode_uplink, metric_table, to_rows
 from ingest.uplink import Rejected, Uplink
 from models.logging import log
@@ -68,6 +69,9 @@ class Pipeline:
                     f"{self.settings.max_message_bytes} (IOT_MAX_MESSAGE_BYTES)",
                 )
             uplink = parser(topic, payload, arrival)
+            if uplink.identity is not None:
+                identity = uplink.identity
+                uplink.received_at = with_db(lambda c: claim_time(c, identity, arrival))
             sensor = self.directory.cached(
                 uplink.dev_eui, uplink.municipality_slug, uplink.external_id
             )

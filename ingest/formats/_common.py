@@ -97,6 +97,7 @@ def network_server_uplink(
     data: tuple[Any, str],
     decoded: Any,
     radio: tuple[float | None, float | None],
+    identity: str | None = None,
 ) -> Uplink:
     """The uplink of a LoRaWAN network server's message from its fields as read, however
     they were read: `fport` and `data` are (value, field name), checked in that order."""
@@ -111,7 +112,19 @@ def network_server_uplink(
         decoded=optional_object(decoded),
         rssi_dbm=rssi,
         snr_db=snr,
+        identity=identity,
     )
+
+
+def untimed_identity(fmt: str, identity: Any, field: str) -> str:
+    """The identity of an uplink that carries no time of its own; Rejected when it has
+    none either, for then a redelivery could not be told from a new uplink."""
+    if not isinstance(identity, str) or not identity.strip() or len(identity) > 200:
+        raise Rejected(
+            "invalid_message",
+            f"the message has no time and no {field}: a redelivery could not be recognised",
+        )
+    return f"{fmt}:{identity.strip()}"
 
 
 def fport_of(value: Any, field: str) -> int | None:

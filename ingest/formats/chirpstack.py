@@ -1,7 +1,9 @@
 """ChirpStack v4 application integration, JSON marshaler: the ``event/up`` message.
 
 Topic ``application/<application id>/device/<DevEUI>/event/up``. Fields read: ``time``
-(receive time, RFC 3339; absent when no gateway had GPS/NTP time), ``deviceInfo.devEui``,
+(receive time, RFC 3339; absent when no gateway had GPS/NTP time; then
+``rxInfo[].nsTime``; when neither, the readings are keyed on ``deduplicationId``, see
+docs/ingest.md), ``deviceInfo.devEui``,
 ``deviceInfo.applicationId``, ``fPort``, ``data`` (base64 FRMPayload), ``object`` (decoded by
 the device profile's codec, when configured) and ``rxInfo[].rssi/snr``.
 
@@ -32,6 +34,7 @@ from ingest.formats._common import (
     network_server_uplink,
     normalise_dev_eui,
     parse_time,
+    untimed_identity,
 )
 from ingest.uplink import Uplink
 
@@ -46,6 +49,7 @@ class DeviceInfo(msgspec.Struct, frozen=True, gc=False, rename="camel"):
 
 class UpEvent(msgspec.Struct, frozen=True, gc=False, rename="camel"):
     device_info: DeviceInfo
+    deduplication_id: str | None = None
     time: str | None = None
     f_port: int | None = None
     data: str | None = None
@@ -63,7 +67,7 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
         return _parse_loosely(payload, arrival)
     device = event.device_info
     dev_eui = normalise_dev_eui(device.dev_eui, "deviceInfo.devEui")
-    received_at = arrival
+    received_at = None
     if event.time:
         received_at = parse_time(event.time, "time")
     else:
@@ -71,6 +75,10 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
             if rx.ns_time:
                 received_at = parse_time(rx.ns_time, "rxInfo.nsTime")
                 break
+    identity = None
+    if received_at is None:
+        received_at = arrival
+        identity = untimed_identity(NAME, event.deduplication_id, "deduplicationId")
     return network_server_uplink(
         NAME,
         received_at=received_at,
@@ -80,6 +88,7 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
         data=(event.data, "data"),
         decoded=event.object,
         radio=best_gateway(event.rx_info),
+        identity=identity,
     )
 
 
@@ -87,7 +96,7 @@ def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
     event = load_json_object(payload)
     device = as_object(event.get("deviceInfo"), "deviceInfo")
     dev_eui = normalise_dev_eui(device.get("devEui"), "deviceInfo.devEui")
-    received_at = arrival
+    received_at = None
     if event.get("time"):
         received_at = parse_time(event["time"], "time")
     else:
@@ -96,6 +105,10 @@ def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
             if isinstance(rx, dict) and rx.get("nsTime"):
                 received_at = parse_time(rx["nsTime"], "rxInfo.nsTime")
                 break
+    identity = None
+    if received_at is None:
+        received_at = arrival
+        identity = untimed_identity(NAME, event.get("deduplicationId"), "deduplicationId")
     return network_server_uplink(
         NAME,
         received_at=received_at,
@@ -105,4 +118,5 @@ def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
         data=(event.get("data"), "data"),
         decoded=event.get("object"),
         radio=best_radio(event.get("rxInfo")),
+        identity=identity,
     )

@@ -2,7 +2,9 @@
 
 Topic ``v3/<application id>@<tenant>/devices/<device id>/up``. Fields read:
 ``end_device_ids.dev_eui`` and ``.application_ids.application_id``,
-``uplink_message.received_at`` (network server receive time), ``f_port``, ``frm_payload``
+``uplink_message.received_at`` (network server receive time; without it the readings
+are keyed on the ``as:up:``/``ns:uplink:`` correlation id, see docs/ingest.md),
+``f_port``, ``frm_payload``
 (base64), ``decoded_payload`` (from the payload formatter, when configured) and
 ``rx_metadata[].rssi/snr``.
 
@@ -26,6 +28,7 @@ from ingest.formats._common import (
     network_server_uplink,
     normalise_dev_eui,
     parse_time,
+    untimed_identity,
 )
 from ingest.uplink import Rejected, Uplink
 
@@ -55,6 +58,22 @@ class UpMessage(msgspec.Struct, frozen=True, gc=False):
     end_device_ids: EndDeviceIds
     uplink_message: UplinkMessage
     received_at: str | None = None
+    correlation_ids: list[str] | None = None
+
+
+def _uplink_id(correlation_ids: Any) -> str | None:
+    """The correlation id naming this uplink in the Application Server (``as:up:…``), else
+    the Network Server's (``ns:uplink:…``); None without either."""
+    ids = (
+        [c for c in correlation_ids if isinstance(c, str)]
+        if isinstance(correlation_ids, list)
+        else []
+    )
+    for prefix in ("as:up:", "ns:uplink:"):
+        for correlation_id in ids:
+            if correlation_id.startswith(prefix):
+                return correlation_id
+    return None
 
 
 _decode_message = msgspec.json.Decoder(UpMessage).decode
@@ -78,11 +97,15 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
         raise _without_dev_eui(ids.device_id)
     dev_eui = normalise_dev_eui(ids.dev_eui, "end_device_ids.dev_eui")
     uplink = message.uplink_message
-    received_at = arrival
+    received_at = None
     if uplink.received_at:
         received_at = parse_time(uplink.received_at, "uplink_message.received_at")
     elif message.received_at:
         received_at = parse_time(message.received_at, "uplink_message.received_at")
+    identity = None
+    if received_at is None:
+        received_at = arrival
+        identity = untimed_identity(NAME, _uplink_id(message.correlation_ids), "correlation_ids")
     return network_server_uplink(
         NAME,
         received_at=received_at,
@@ -92,6 +115,7 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
         data=(uplink.frm_payload, "uplink_message.frm_payload"),
         decoded=uplink.decoded_payload,
         radio=best_gateway(uplink.rx_metadata),
+        identity=identity,
     )
 
 
@@ -102,11 +126,17 @@ def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
         raise _without_dev_eui(ids.get("device_id"))
     dev_eui = normalise_dev_eui(ids.get("dev_eui"), "end_device_ids.dev_eui")
     uplink = as_object(message.get("uplink_message"), "uplink_message")
-    received_at = arrival
+    received_at = None
     for source, field in ((uplink, "received_at"), (message, "received_at")):
         if source.get(field):
             received_at = parse_time(source[field], f"uplink_message.{field}")
             break
+    identity = None
+    if received_at is None:
+        received_at = arrival
+        identity = untimed_identity(
+            NAME, _uplink_id(message.get("correlation_ids")), "correlation_ids"
+        )
     application = ids.get("application_ids")
     return network_server_uplink(
         NAME,
@@ -119,4 +149,5 @@ def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
         data=(uplink.get("frm_payload"), "uplink_message.frm_payload"),
         decoded=uplink.get("decoded_payload"),
         radio=best_radio(uplink.get("rx_metadata")),
+        identity=identity,
     )
