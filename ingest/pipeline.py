@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import psycopg
 
+from ingest.attribution import Attributor
 from ingest.devices import DeviceDirectory, SensorInfo
 from ingest.formats import format_of
 from ingest.identity import claim_time
@@ -53,10 +54,21 @@ class Pipeline:
             days = min(days, settings.retention_days)
         self.max_age = timedelta(days=days)
         self.max_future_skew = timedelta(seconds=settings.max_future_skew_s)
+        self._attributor = Attributor(self.directory, settings.application_municipalities)
 
     def handle(self, with_db: WithDb, topic: str, payload: bytes, arrival: datetime) -> Outcome:
         """Judge one message. Database errors propagate (the caller retries); everything
-        else about the message ends in `Outcome.rejection`."""
+        else about the message ends in `Outcome.rejection`, attributed to a municipality
+        when anything in the message tells which (ingest/attribution.py)."""
+        outcome = self._judge(with_db, topic, payload, arrival)
+        rejection = outcome.rejection
+        if rejection is not None and rejection.municipality_id is None:
+            rejection.municipality_id = self._attributor.municipality_of(
+                with_db, topic, rejection.device_id
+            )
+        return outcome
+
+    def _judge(self, with_db: WithDb, topic: str, payload: bytes, arrival: datetime) -> Outcome:
         try:
             fmt, parser = format_of(topic)
         except Rejected as rejected:
