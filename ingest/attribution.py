@@ -40,13 +40,12 @@ class Attributor:
     def _municipality_id(self, with_db: WithDb, slug: str | None) -> int | None:
         if slug is None:
             return None
-        if time.monotonic() - self._loaded_at >= RELOAD_S or slug not in self._slugs:
-            if time.monotonic() - self._loaded_at >= 1.0:  # an unknown slug reloads 1/s
-                rows = with_db(
-                    lambda c: c.execute("SELECT slug, id FROM municipalities").fetchall()
-                )
-                self._slugs = dict(rows)
-                self._loaded_at = time.monotonic()
+        age = time.monotonic() - self._loaded_at
+        # Reloaded every RELOAD_S, and at most once a second for a slug not known yet.
+        if age >= RELOAD_S or (slug not in self._slugs and age >= 1.0):
+            rows = with_db(lambda c: c.execute("SELECT slug, id FROM municipalities").fetchall())
+            self._slugs = dict(rows)
+            self._loaded_at = time.monotonic()
         return self._slugs.get(slug)
 
     def municipality_of(self, with_db: WithDb, topic: str, device_id: str | None) -> int | None:

@@ -4,10 +4,9 @@ municipality's listing served by an index."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
