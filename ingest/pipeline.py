@@ -56,19 +56,18 @@ class Pipeline:
         self.max_future_skew = timedelta(seconds=settings.max_future_skew_s)
         self._attributor = Attributor(self.directory, settings.application_municipalities)
 
-    def handle(self, with_db: WithDb, topic: str, payload: bytes, arrival: datetime) -> Outcome:
-        """Judge one message. Database errors propagate (the caller retries); everything
-        else about the message ends in `Outcome.rejection`, attributed to a municipality
-        when anything in the message tells which (ingest/attribution.py)."""
-        outcome = self._judge(with_db, topic, payload, arrival)
-        rejection = outcome.rejection
-        if rejection is not None and rejection.municipality_id is None:
+    def attribute(self, with_db: WithDb, topic: str, rejection: Rejected) -> None:
+        """Give a refusal without a municipality the one its message names, if any
+        (ingest/attribution.py). Called by the callers for refusals only, so that the
+        messages that are stored never pay for it."""
+        if rejection.municipality_id is None:
             rejection.municipality_id = self._attributor.municipality_of(
                 with_db, topic, rejection.device_id
             )
-        return outcome
 
-    def _judge(self, with_db: WithDb, topic: str, payload: bytes, arrival: datetime) -> Outcome:
+    def handle(self, with_db: WithDb, topic: str, payload: bytes, arrival: datetime) -> Outcome:
+        """Judge one message. Database errors propagate (the caller retries); everything
+        else about the message ends in `Outcome.rejection` (see `attribute`)."""
         try:
             fmt, parser = format_of(topic)
         except Rejected as rejected:

@@ -16,6 +16,7 @@ everything unacknowledged is redelivered after a crash (persistent session, QoS 
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -370,6 +371,14 @@ class IngestService:
         letter = -1
         if outcome.rejection is not None:
             letter = len(batch.dead_letters)
+            # When stopping without a database, the rows are in the batch already: the
+            # letter goes unattributed rather than the message being dropped from it.
+            with contextlib.suppress(_GivingUp):
+                self._pipeline.attribute(
+                    lambda operation: self._with_db(operation, "attribution", self._lookup_db),
+                    message.topic,
+                    outcome.rejection,
+                )
             self._dead_letter(batch, message, outcome.rejection)
         batch.spans.append((first, len(batch.rows), letter))
 

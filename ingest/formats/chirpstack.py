@@ -49,7 +49,6 @@ class DeviceInfo(msgspec.Struct, frozen=True, gc=False, rename="camel"):
 
 class UpEvent(msgspec.Struct, frozen=True, gc=False, rename="camel"):
     device_info: DeviceInfo
-    deduplication_id: str | None = None
     time: str | None = None
     f_port: int | None = None
     data: str | None = None
@@ -57,7 +56,14 @@ class UpEvent(msgspec.Struct, frozen=True, gc=False, rename="camel"):
     rx_info: list[Gateway] | None = None
 
 
+class Deduplication(msgspec.Struct, frozen=True, gc=False, rename="camel"):
+    deduplication_id: Any = None
+
+
 _decode_event = msgspec.json.Decoder(UpEvent).decode
+# Read only for the rare uplink without any time: not part of UpEvent, whose every field
+# costs every message.
+_decode_deduplication = msgspec.json.Decoder(Deduplication).decode
 
 
 def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
@@ -78,7 +84,8 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
     identity = None
     if received_at is None:
         received_at = arrival
-        identity = untimed_identity(NAME, event.deduplication_id, "deduplicationId")
+        deduplication_id = _decode_deduplication(payload).deduplication_id
+        identity = untimed_identity(NAME, deduplication_id, "deduplicationId")
     return network_server_uplink(
         NAME,
         received_at=received_at,
