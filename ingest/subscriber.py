@@ -371,14 +371,7 @@ class IngestService:
         letter = -1
         if outcome.rejection is not None:
             letter = len(batch.dead_letters)
-            # When stopping without a database, the rows are in the batch already: the
-            # letter goes unattributed rather than the message being dropped from it.
-            with contextlib.suppress(_GivingUp):
-                self._pipeline.attribute(
-                    lambda operation: self._with_db(operation, "attribution", self._lookup_db),
-                    message.topic,
-                    outcome.rejection,
-                )
+            self._attribute(message, outcome.rejection)
             self._dead_letter(batch, message, outcome.rejection)
         batch.spans.append((first, len(batch.rows), letter))
 
@@ -390,17 +383,25 @@ class IngestService:
             return False
         batch.formats["retained"] = batch.formats.get("retained", 0) + 1
         letter = len(batch.dead_letters)
-        self._dead_letter(
-            batch,
-            message,
-            Rejected(
-                "retained",
-                "the broker sent its retained copy of an earlier message, not a new uplink; "
-                "publish uplinks without the retain flag",
-            ),
+        rejection = Rejected(
+            "retained",
+            "the broker sent its retained copy of an earlier message, not a new uplink; "
+            "publish uplinks without the retain flag",
         )
+        self._attribute(message, rejection)
+        self._dead_letter(batch, message, rejection)
         batch.spans.append((len(batch.rows), len(batch.rows), letter))
         return True
+
+    def _attribute(self, message: Inbound, rejection: Rejected) -> None:
+        # When stopping without a database, the letter goes unattributed rather than the
+        # message being dropped from a batch that may hold its rows already.
+        with contextlib.suppress(_GivingUp):
+            self._pipeline.attribute(
+                lambda operation: self._with_db(operation, "attribution", self._lookup_db),
+                message.topic,
+                rejection,
+            )
 
     def _dead_letter(self, batch: Batch, message: Inbound, rejected: Rejected) -> None:
         batch.dead_letters.append(

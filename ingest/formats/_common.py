@@ -97,7 +97,6 @@ def network_server_uplink(
     data: tuple[Any, str],
     decoded: Any,
     radio: tuple[float | None, float | None],
-    identity: str | None = None,
 ) -> Uplink:
     """The uplink of a LoRaWAN network server's message from its fields as read, however
     they were read: `fport` and `data` are (value, field name), checked in that order."""
@@ -112,7 +111,6 @@ def network_server_uplink(
         decoded=optional_object(decoded),
         rssi_dbm=rssi,
         snr_db=snr,
-        identity=identity,
     )
 
 

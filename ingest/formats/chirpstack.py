@@ -73,20 +73,20 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
         return _parse_loosely(payload, arrival)
     device = event.device_info
     dev_eui = normalise_dev_eui(device.dev_eui, "deviceInfo.devEui")
-    received_at = None
+    identity = None
     if event.time:
         received_at = parse_time(event.time, "time")
     else:
+        received_at = None
         for rx in event.rx_info or ():
             if rx.ns_time:
                 received_at = parse_time(rx.ns_time, "rxInfo.nsTime")
                 break
-    identity = None
-    if received_at is None:
-        received_at = arrival
-        deduplication_id = _decode_deduplication(payload).deduplication_id
-        identity = untimed_identity(NAME, deduplication_id, "deduplicationId")
-    return network_server_uplink(
+        if received_at is None:
+            received_at = arrival
+            deduplication_id = _decode_deduplication(payload).deduplication_id
+            identity = untimed_identity(NAME, deduplication_id, "deduplicationId")
+    uplink = network_server_uplink(
         NAME,
         received_at=received_at,
         dev_eui=dev_eui,
@@ -95,8 +95,10 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
         data=(event.data, "data"),
         decoded=event.object,
         radio=best_gateway(event.rx_info),
-        identity=identity,
     )
+    if identity is not None:
+        uplink.identity = identity
+    return uplink
 
 
 def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
@@ -116,7 +118,7 @@ def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
     if received_at is None:
         received_at = arrival
         identity = untimed_identity(NAME, event.get("deduplicationId"), "deduplicationId")
-    return network_server_uplink(
+    uplink = network_server_uplink(
         NAME,
         received_at=received_at,
         dev_eui=dev_eui,
@@ -125,5 +127,7 @@ def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
         data=(event.get("data"), "data"),
         decoded=event.get("object"),
         radio=best_radio(event.get("rxInfo")),
-        identity=identity,
     )
+    if identity is not None:
+        uplink.identity = identity
+    return uplink

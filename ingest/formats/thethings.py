@@ -106,7 +106,7 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
     if received_at is None:
         received_at = arrival
         identity = untimed_identity(NAME, _uplink_id(message.correlation_ids), "correlation_ids")
-    return network_server_uplink(
+    uplink = network_server_uplink(
         NAME,
         received_at=received_at,
         dev_eui=dev_eui,
@@ -115,8 +115,10 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
         data=(uplink.frm_payload, "uplink_message.frm_payload"),
         decoded=uplink.decoded_payload,
         radio=best_gateway(uplink.rx_metadata),
-        identity=identity,
     )
+    if identity is not None:
+        uplink.identity = identity
+    return uplink
 
 
 def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
@@ -138,7 +140,7 @@ def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
             NAME, _uplink_id(message.get("correlation_ids")), "correlation_ids"
         )
     application = ids.get("application_ids")
-    return network_server_uplink(
+    uplink = network_server_uplink(
         NAME,
         received_at=received_at,
         dev_eui=dev_eui,
@@ -149,5 +151,7 @@ def _parse_loosely(payload: bytes, arrival: datetime) -> Uplink:
         data=(uplink.get("frm_payload"), "uplink_message.frm_payload"),
         decoded=uplink.get("decoded_payload"),
         radio=best_radio(uplink.get("rx_metadata")),
-        identity=identity,
     )
+    if identity is not None:
+        uplink.identity = identity
+    return uplink

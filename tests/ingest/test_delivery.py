@@ -194,8 +194,10 @@ def test_a_message_delivered_from_the_retained_store_is_a_dead_letter_not_a_read
         assert service.wait_connected(10)
         wait_for(lambda: service.totals.committed_messages >= 1, what="the retained copy")
         assert count(db, "SELECT count(*) FROM readings") == 0
-        letters = db.execute("SELECT reason, payload FROM dead_letters").fetchall()
-        assert [(reason, bytes(payload)) for reason, payload in letters] == [("retained", stale)]
+        letters = db.execute("SELECT reason, payload, municipality_id FROM dead_letters").fetchall()
+        assert [(r, bytes(p), m) for r, p, m in letters] == [
+            ("retained", stale, fleet.municipality_id)
+        ]
     finally:
         service.stop()
         _clear_retained(publisher, topic)
