@@ -12,6 +12,11 @@ unreachable the commit thread retries with backoff and acknowledges nothing mean
 the worker stops when the waiting slot is full, the broker stops sending once
 IOT_MQTT_RECEIVE_MAXIMUM messages are unacknowledged, so memory stays bounded, and
 everything unacknowledged is redelivered after a crash (persistent session, QoS 1).
+
+That last promise needs the sender to publish at QoS 1: the broker delivers at the lower
+QoS, so messages delivered at QoS 0 are counted and warned about (docs/operations.md).
+Retained messages are never sent on subscribing, and one delivered anyway is a dead
+letter, not readings.
 """
 
 from __future__ import annotations
