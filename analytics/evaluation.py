@@ -195,12 +195,16 @@ def evaluate_bins(conn, sensors, metric_ids, since, until, t: AnalyticsThreshold
         dist[2], sensors.bin_depth_mm[rows][dist[0]], sensors.mount_offset_mm[rows][dist[0]]
     )
     fill = load_metric(conn, ids, metric_ids["fill_pct"], since, until)
-    # A sensor's own fill_pct wins over one computed from distance at the same instant
-    # (sort_dedup keeps the last given of duplicates).
+    # Where a distance and the bin's depth give a fill level, it wins over a stored
+    # fill_pct at the same instant (sort_dedup keeps the last given of duplicates): ingest
+    # stores the fill it derives from that very distance clipped to 0..100, which would
+    # hide an impossible distance (3000 mm in a 1000 mm bin) from the fault rule. A
+    # sensor that reports its own fill and no distance keeps its own, and so does one
+    # without a depth (its raw fill is NaN, which sort_dedup drops before choosing).
     data = to_padded(
-        np.concatenate([dist[0], fill[0]]),
-        np.concatenate([dist[1], fill[1]]),
-        np.concatenate([raw, fill[2]]),
+        np.concatenate([fill[0], dist[0]]),
+        np.concatenate([fill[1], dist[1]]),
+        np.concatenate([fill[2], raw]),
         rows.size,
     )
     status = bins.evaluate_bins(

@@ -1,5 +1,5 @@
-"""Database commands: ``migrate`` and ``maintenance`` (partitions, rollups, retention,
-latest values left behind by a stopped ingest process)."""
+"""Database commands: ``migrate`` and ``maintenance`` (partitions, rollups, retention of
+readings and dead letters, latest values left behind by a stopped ingest process)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from ingest.identity import forget_before as forget_identities_before
 from ingest.latest import repair_stale as repair_stale_latest
 from models.db import create_database, migrate, storage_backend, sync_metrics
 from models.logging import configure_logging, log
@@ -49,6 +50,8 @@ def maintain_once(
     days_ahead: int,
     retention_days: int,
     lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
+    dead_letter_retention_days: int = 30,
+    session_expiry_s: int = 7 * 24 * 3600,
 ) -> dict:
     """One maintenance pass; returns what it did (partitions created, hours refreshed...)."""
     today = datetime.now(UTC).date()
@@ -67,7 +70,21 @@ def maintain_once(
         dropped = drop_partitions_before(
             conn, today - timedelta(days=retention_days), lock_timeout_ms
         )
+    now = datetime.now(UTC)
+    letters = conn.execute(
+        "DELETE FROM dead_letters WHERE received_at < %s",
+        (now - timedelta(days=dead_letter_retention_days),),
+    ).rowcount
+    conn.execute(
+        "DELETE FROM dead_letter_repeats WHERE hour < %s",
+        (now - timedelta(days=dead_letter_retention_days),),
+    )
+    # An uplink can be redelivered while the broker keeps the session; a day more covers
+    # a replay of what the last ingest process left unacknowledged.
+    identities = forget_identities_before(conn, now - timedelta(seconds=session_expiry_s, days=1))
     return {
+        "dead_letters_deleted": letters,
+        "uplink_identities_deleted": identities,
         "partitions_created": created,
         "hours_refreshed": refreshed,
         "partitions_dropped": dropped,
@@ -85,6 +102,8 @@ def run_maintenance(args: argparse.Namespace) -> int:
                 settings.partition_days_ahead,
                 settings.retention_days,
                 settings.partition_lock_timeout_ms,
+                settings.dead_letter_retention_days,
+                settings.mqtt_session_expiry_s,
             )
         log.info("maintenance_done", **done)
         if not args.every:

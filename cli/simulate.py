@@ -47,6 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--duplicate-share", type=float, default=0.02)
     p.add_argument("--malformed-share", type=float, default=0.005)
     p.add_argument("--topic-prefix", default="", help="prepended to every topic")
+    p.add_argument(
+        "--qos",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="MQTT QoS of the uplinks (0: as ChirpStack publishes unless configured for 1)",
+    )
     p.add_argument("--no-seed", action="store_true", help="do not register the fleet")
     p.set_defaults(handler=run_simulate)
 
@@ -77,7 +84,9 @@ def run_simulate(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    publisher = MqttPublisher(settings, client_id=f"kommune-iot-simulator-{os.getpid()}")
+    publisher = MqttPublisher(
+        settings, client_id=f"kommune-iot-simulator-{os.getpid()}", qos=args.qos
+    )
     publisher.connect()
     log.info(
         "simulator_started",

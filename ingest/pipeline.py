@@ -13,8 +13,10 @@ from typing import TypeVar
 
 import psycopg
 
+from ingest.attribution import Attributor
 from ingest.devices import ApplicationOwner, DeviceDirectory, SensorInfo
 from ingest.formats import format_of
+from ingest.identity import claim_time
 from ingest.normalise import Row, decode_uplink, metric_table, to_rows
 from ingest.uplink import Rejected, Uplink
 from models.logging import log
@@ -62,10 +64,20 @@ class Pipeline:
             days = min(days, settings.retention_days)
         self.max_age = timedelta(days=days)
         self.max_future_skew = timedelta(seconds=settings.max_future_skew_s)
+        self._attributor = Attributor(self.directory)
+
+    def attribute(self, with_db: WithDb, topic: str, rejection: Rejected) -> None:
+        """Give a refusal without a municipality the one its message names, if any
+        (ingest/attribution.py). Called by the callers for refusals only, so that the
+        messages that are stored never pay for it."""
+        if rejection.municipality_id is None:
+            rejection.municipality_id = self._attributor.municipality_of(
+                with_db, topic, rejection.device_id
+            )
 
     def handle(self, with_db: WithDb, topic: str, payload: bytes, arrival: datetime) -> Outcome:
         """Judge one message. Database errors propagate (the caller retries); everything
-        else about the message ends in `Outcome.rejection`."""
+        else about the message ends in `Outcome.rejection` (see `attribute`)."""
         try:
             fmt, parser = format_of(topic)
         except Rejected as rejected:
@@ -78,6 +90,9 @@ class Pipeline:
                     f"{self.settings.max_message_bytes} (IOT_MAX_MESSAGE_BYTES)",
                 )
             uplink = parser(topic, payload, arrival)
+            if uplink.identity is not None:
+                identity = uplink.identity
+                uplink.received_at = with_db(lambda c: claim_time(c, identity, arrival))
             sensor = self.directory.cached(
                 uplink.dev_eui, uplink.municipality_slug, uplink.external_id
             )

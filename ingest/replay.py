@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from ingest.dbtext import db_text
 from ingest.pipeline import Pipeline
 from ingest.writer import BatchWriter
 from models.db import sync_metrics
@@ -57,10 +58,16 @@ def replay(
                 results.append(ReplayResult(dead_letter_id, True, inserted, None, "stored"))
             else:
                 rejection = outcome.rejection
+                pipeline.attribute(lambda op: op(conn), topic, rejection)
                 conn.execute(
                     "UPDATE dead_letters SET reason = %s, detail = %s, "
                     "municipality_id = coalesce(%s, municipality_id) WHERE id = %s",
-                    (rejection.reason, rejection.detail, rejection.municipality_id, dead_letter_id),
+                    (
+                        rejection.reason,
+                        db_text(rejection.detail),
+                        rejection.municipality_id,
+                        dead_letter_id,
+                    ),
                 )
                 results.append(
                     ReplayResult(

@@ -12,10 +12,16 @@ unreachable the commit thread retries with backoff and acknowledges nothing mean
 the worker stops when the waiting slot is full, the broker stops sending once
 IOT_MQTT_RECEIVE_MAXIMUM messages are unacknowledged, so memory stays bounded, and
 everything unacknowledged is redelivered after a crash (persistent session, QoS 1).
+
+That last promise needs the sender to publish at QoS 1: the broker delivers at the lower
+QoS, so messages delivered at QoS 0 are counted and warned about (docs/operations.md).
+Retained messages are never sent on subscribing, and one delivered anyway is a dead
+letter, not readings.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -34,12 +40,13 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter
 
 from ingest import telemetry
+from ingest.dead_letters import DeadLetterPolicy, DeadLetterRow
 from ingest.latest import LatestValues
 from ingest.mqtt_client import BufferedClient
 from ingest.normalise import Row
 from ingest.pipeline import Pipeline
 from ingest.uplink import Rejected
-from ingest.writer import BatchEncoder, BatchWriter, DeadLetterRow, WriteResult
+from ingest.writer import BatchEncoder, BatchWriter, WriteResult
 from models.db import sync_metrics
 from models.logging import log
 from models.settings import Settings
@@ -53,6 +60,8 @@ MAX_BACKOFF_S = 30.0
 # On stop, how long to keep retrying an unreachable database before leaving the rest
 # unacknowledged (the broker redelivers it to the next ingest process).
 SHUTDOWN_GRACE_S = 10.0
+# At most one warning about QoS 0 deliveries per this many seconds.
+QOS0_WARNING_INTERVAL_S = 60.0
 
 
 class _GivingUp(BaseException):
@@ -77,6 +86,7 @@ class Inbound:
     payload: bytes
     mid: int
     qos: int
+    retain: bool  # sent from the broker's retained store, not as a new publication
     connection: int  # BufferedClient.connection it arrived on
     arrival: datetime
     arrival_monotonic: float
@@ -150,6 +160,7 @@ class Batch:
     # (-1: none). Used to write message by message when the database refuses the batch.
     spans: list[tuple[int, int, int]] = field(default_factory=list)
     formats: dict[str, int] = field(default_factory=dict)  # messages received per format
+    qos0: list[str] = field(default_factory=list)  # topics of messages delivered at QoS 0
     started: float = 0.0
 
 
@@ -157,8 +168,10 @@ class Batch:
 class _FlushProgress:
     """How far a flush got, kept across retries so nothing is written twice."""
 
-    singly: bool = False  # the whole batch was refused: writing message by message
-    done: int = 0  # messages committed singly
+    refused: bool = False  # the whole batch was refused: writing it in parts
+    # Ranges of messages [start, end) still to write, the next one last.
+    pending: list[tuple[int, int]] = field(default_factory=list)
+    transactions: int = 0  # transactions spent on the parts
     inserted: int = 0
     duplicates: int = 0
     letters: list[DeadLetterRow] = field(default_factory=list)
@@ -174,6 +187,9 @@ class Totals:
     duplicates: int = 0
     dead_letters: int = 0
     batches: int = 0
+    refused_batches: int = 0  # batches the database refused whole, then written in parts
+    part_transactions: int = 0  # transactions those parts took
+    qos0_messages: int = 0
 
 
 class IngestService:
@@ -194,9 +210,13 @@ class IngestService:
         self._commit_db = _Session(
             writer=BatchWriter(
                 settings.latest_flush_interval_s,
+                DeadLetterPolicy(
+                    settings.dead_letter_samples_per_hour, settings.dead_letter_max_payload_bytes
+                ),
                 partition_lock_timeout_ms=settings.partition_lock_timeout_ms,
             )
         )
+        self._qos0_warned_at = float("-inf")
         # Batches from the worker to the commit thread; None ends the commit thread.
         self._to_commit: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
         self._commit_failed = threading.Event()
@@ -231,8 +251,11 @@ class IngestService:
 
     def _subscriptions(self) -> list[tuple[str, SubscribeOptions]]:
         group = self.settings.mqtt_share_group
+        # A retained message is the last value the broker kept, not a new uplink: never
+        # sent on subscribing (and one that comes anyway is a dead letter, see _process).
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
         return [
-            (f"$share/{group}/{topic}" if group else topic, SubscribeOptions(qos=1))
+            (f"$share/{group}/{topic}" if group else topic, options)
             for topic in self.settings.mqtt_topics
         ]
 
@@ -278,6 +301,7 @@ class IngestService:
                     message.payload,
                     message.mid,
                     message.qos,
+                    message.retain,
                     connection,
                     arrival,
                     arrival_monotonic,
@@ -334,6 +358,8 @@ class IngestService:
     def _process(self, message: Inbound, batch: Batch) -> None:
         batch.messages.append(message)
         self.totals.messages += 1
+        if (message.qos == 0 or message.retain) and self._unusual_delivery(message, batch):
+            return
         try:
             outcome = self._pipeline.handle(
                 lambda operation: self._with_db(operation, "device_lookup", self._lookup_db),
@@ -351,8 +377,37 @@ class IngestService:
         letter = -1
         if outcome.rejection is not None:
             letter = len(batch.dead_letters)
+            self._attribute(message, outcome.rejection)
             self._dead_letter(batch, message, outcome.rejection)
         batch.spans.append((first, len(batch.rows), letter))
+
+    def _unusual_delivery(self, message: Inbound, batch: Batch) -> bool:
+        """Note a QoS 0 delivery; dead-letter a retained one (True: nothing more to do)."""
+        if message.qos == 0:
+            batch.qos0.append(message.topic)
+        if not message.retain:
+            return False
+        batch.formats["retained"] = batch.formats.get("retained", 0) + 1
+        letter = len(batch.dead_letters)
+        rejection = Rejected(
+            "retained",
+            "the broker sent its retained copy of an earlier message, not a new uplink; "
+            "publish uplinks without the retain flag",
+        )
+        self._attribute(message, rejection)
+        self._dead_letter(batch, message, rejection)
+        batch.spans.append((len(batch.rows), len(batch.rows), letter))
+        return True
+
+    def _attribute(self, message: Inbound, rejection: Rejected) -> None:
+        # When stopping without a database, the letter goes unattributed rather than the
+        # message being dropped from a batch that may hold its rows already.
+        with contextlib.suppress(_GivingUp):
+            self._pipeline.attribute(
+                lambda operation: self._with_db(operation, "attribution", self._lookup_db),
+                message.topic,
+                rejection,
+            )
 
     def _dead_letter(self, batch: Batch, message: Inbound, rejected: Rejected) -> None:
         batch.dead_letters.append(
@@ -375,7 +430,7 @@ class IngestService:
         writer = self._commit_db.writer
 
         def write(conn: psycopg.Connection) -> WriteResult:
-            if not progress.singly:
+            if not progress.refused:
                 try:
                     result = writer.write_encoded(conn, batch.encoded, batch.dead_letters)
                     progress.letters = batch.dead_letters
@@ -389,8 +444,10 @@ class IngestService:
                     log.error("batch_refused", messages=len(batch.messages), error=str(exc)[:300])
                     writer.forget_connection()
                     self._pipeline.directory.invalidate()
-                    progress.singly = True
-            return self._write_singly(conn, batch, progress)
+                    progress.refused = True
+                    progress.pending = [(0, len(batch.messages))]
+                    self.totals.refused_batches += 1
+            return self._write_bisecting(conn, batch, progress)
 
         result = self._with_db(write, "batch_commit", self._commit_db)
         elapsed = time.perf_counter() - started
@@ -421,37 +478,47 @@ class IngestService:
             duration_ms=round(elapsed * 1000, 2),
         )
 
-    def _write_singly(
+    def _write_bisecting(
         self, conn: psycopg.Connection, batch: Batch, progress: _FlushProgress
     ) -> WriteResult:
-        """Each message in its own transaction; one the database refuses becomes a
+        """Write a refused batch in halves, each in its own transaction, halving again
+        whatever the database refuses: k bad messages among n cost about 2k·log2(n)
+        transactions instead of n, and a message refused on its own becomes a
         `write_error` dead letter. Resumes where a lost connection interrupted it."""
-        while progress.done < len(batch.messages):
-            message = batch.messages[progress.done]
-            first, end, letter = batch.spans[progress.done]
-            rows = batch.rows[first:end]
-            letters = [batch.dead_letters[letter]] if letter >= 0 else []
+        writer = self._commit_db.writer
+        while progress.pending:
+            start, end = progress.pending[-1]
+            rows = batch.rows[batch.spans[start][0] : batch.spans[end - 1][1]]
+            letters = [batch.dead_letters[i] for _, _, i in batch.spans[start:end] if i >= 0]
+            progress.transactions += 1
+            self.totals.part_transactions += 1
             try:
-                result = self._commit_db.writer.write(conn, rows, letters)
+                result = writer.write(conn, rows, letters)
             except (psycopg.OperationalError, psycopg.InterfaceError):
                 raise
             except psycopg.Error as exc:
+                if end - start > 1:
+                    middle = (start + end) // 2
+                    progress.pending[-1] = (middle, end)
+                    progress.pending.append((start, middle))
+                    continue
+                message = batch.messages[start]
                 letters = [
                     DeadLetterRow(
                         topic=message.topic,
                         payload=message.payload,
                         reason="write_error",
-                        detail=f"the database refused this message's rows: {exc}"[:500],
-                        municipality_id=None,
+                        detail=f"the database refused this message's rows: {exc}",
+                        municipality_id=letters[0].municipality_id if letters else None,
                         device_id=letters[0].device_id if letters else None,
                         received_at=message.arrival,
                     )
                 ]
-                result = self._commit_db.writer.write(conn, [], letters)
+                result = writer.write(conn, [], letters)
+            progress.pending.pop()
             progress.inserted += result.inserted
             progress.duplicates += result.duplicates
             progress.letters.extend(letters)
-            progress.done += 1
         return WriteResult(progress.inserted, progress.duplicates, len(progress.letters))
 
     def _acknowledge(self, messages: list[Inbound]) -> None:
@@ -517,11 +584,31 @@ class IngestService:
             if counter is None:
                 counter = self._message_counters[fmt] = telemetry.MESSAGES.labels(fmt)
             counter.inc(received)
+        if batch.qos0:
+            self._note_qos0(batch.qos0)
         self._to_commit.put(batch)
         if self._commit_error is not None:
             raise RuntimeError("the commit thread failed") from self._commit_error
         if self._commit_failed.is_set():
             raise _GivingUp
+
+    def _note_qos0(self, topics: list[str]) -> None:
+        """Count messages delivered at QoS 0 and warn at most once a minute: the broker
+        delivers at the lower of the publisher's and the subscriber's QoS, so such a
+        message was published at QoS 0 and is lost, not redelivered, if ingest or the
+        broker stops before it is stored (docs/operations.md says how to fix the sender)."""
+        telemetry.QOS0_MESSAGES.inc(len(topics))
+        self.totals.qos0_messages += len(topics)
+        now = time.monotonic()
+        if now - self._qos0_warned_at >= QOS0_WARNING_INTERVAL_S:
+            self._qos0_warned_at = now
+            log.warning(
+                "qos0_messages",
+                messages=len(topics),
+                topic=topics[0],
+                hint="the sender publishes at QoS 0: these are lost if ingest or the broker "
+                "stops before they are stored; set QoS 1 in the network server's integration",
+            )
 
     def _work(self) -> None:
         committer = threading.Thread(target=self._commit_loop, name="ingest-commit", daemon=True)

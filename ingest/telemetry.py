@@ -41,6 +41,11 @@ LATEST_FLUSHED = Counter(
     "Keys upserted into latest_readings by deferred flushes (several readings of a key "
     "within a flush interval count once; not counted with IOT_LATEST_FLUSH_INTERVAL_S=0)",
 )
+QOS0_MESSAGES = Counter(
+    "iot_ingest_qos0_messages_total",
+    "Messages the broker delivered at QoS 0 (published at QoS 0): lost, not redelivered, "
+    "if ingest or the broker stops before they are stored",
+)
 DB_RETRIES = Counter("iot_ingest_db_retries_total", "Database operations retried after failure")
 MQTT_CONNECTED = Gauge("iot_ingest_mqtt_connected", "1 while connected to the MQTT broker")
 DB_AVAILABLE = Gauge(

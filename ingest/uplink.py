@@ -58,6 +58,11 @@ class Uplink:
     samples: list[Sample] = field(default_factory=list)
     rssi_dbm: float | None = None
     snr_db: float | None = None
+    # Set when the message carries no time of its own, so that `received_at` is the
+    # broker's arrival: the uplink's identity (ChirpStack deduplicationId, The Things
+    # Stack correlation id, native message_id). The pipeline then keys the readings on
+    # the time first given to this identity, so a redelivery is stored once.
+    identity: str | None = None
 
     @property
     def device_id(self) -> str:

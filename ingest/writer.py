@@ -36,6 +36,7 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 from psycopg import errors
 
+from ingest.dead_letters import DeadLetterPolicy, DeadLetterRow
 from ingest.latest import UPSERT_DEFERRED, UPSERT_FROM_STAGING, Encoded, LatestValues
 from ingest.normalise import Row
 from models.logging import log
@@ -72,17 +73,6 @@ ON CONFLICT DO NOTHING
 DIRECT_MAX_AGE = timedelta(days=1)
 # After a unique violation on the direct path, this many batches take the staging path.
 STAGING_AFTER_CONFLICT_BATCHES = 20
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetterRow:
-    topic: str
-    payload: bytes
-    reason: str
-    detail: str
-    municipality_id: int | None
-    device_id: str | None
-    received_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,25 +216,6 @@ def _copy(cur: psycopg.Cursor, table: str, data: bytes) -> None:
         copy.write(data)
 
 
-def _copy_dead_letters(cur: psycopg.Cursor, dead_letters: Sequence[DeadLetterRow]) -> None:
-    with cur.copy(
-        "COPY dead_letters (topic, payload, reason, detail, municipality_id, device_id, "
-        "received_at) FROM STDIN"
-    ) as copy:
-        for d in dead_letters:
-            copy.write_row(
-                (
-                    d.topic,
-                    d.payload,
-                    d.reason,
-                    d.detail,
-                    d.municipality_id,
-                    d.device_id,
-                    d.received_at,
-                )
-            )
-
-
 class BatchWriter:
     """Owns the per-connection staging table, the partitions known to exist and the
     choice of path. Expects an autocommit connection: each write is one transaction."""
@@ -252,11 +223,13 @@ class BatchWriter:
     def __init__(
         self,
         latest_flush_interval_s: float = 0.0,
+        dead_letters: DeadLetterPolicy | None = None,
         *,
         partition_lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
     ) -> None:
         self._known_days: set[date] = set()
         self.partition_lock_timeout_ms = partition_lock_timeout_ms
+        self.dead_letters = dead_letters or DeadLetterPolicy()
         self.latest = LatestValues(latest_flush_interval_s)
         self._prepared_conn: int | None = None
         self._staging_batches_left = 0
@@ -359,6 +332,7 @@ class BatchWriter:
             self._ensure_partitions(conn, batch)
         inserted = 0
         marker = None
+        letters = self.dead_letters.plan(dead_letters)
         with conn.transaction(), conn.cursor() as cur:
             if batch is not None:
                 if self._use_direct(batch) and self._try_direct(cur, batch):
@@ -372,8 +346,8 @@ class BatchWriter:
                     # since the device cache was loaded, and so the whole batch.
                     _copy(cur, "ingest_latest", _encoded(row for _, row in batch.newest.values()))
                     cur.execute(UPSERT_FROM_STAGING)
-            if dead_letters:
-                _copy_dead_letters(cur, dead_letters)
+            self.dead_letters.write(cur, letters)
+        self.dead_letters.committed(letters)
         if marker is not None:
             self.latest.deferred(batch.newest, marker, batch.oldest_micros, batch.newest_micros)
         return WriteResult(

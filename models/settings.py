@@ -79,7 +79,15 @@ class Settings(BaseSettings):
         "ingest", description="Shared-subscription group; empty to subscribe without sharing."
     )
     mqtt_topics: list[str] = Field(default_factory=lambda: list(DEFAULT_TOPICS))
-    mqtt_session_expiry_s: int = Field(3600, ge=0)
+    # 7 days: the broker keeps the session (subscriptions and every unacknowledged QoS 1
+    # message) across an ingest outage of a long weekend; with one hour a Friday-evening
+    # failure lost everything queued after the first hour.
+    mqtt_session_expiry_s: int = Field(
+        7 * 24 * 3600,
+        ge=0,
+        description="How long the broker keeps ingest's session and queued messages while "
+        "no ingest process is connected.",
+    )
     mqtt_receive_maximum: int = Field(
         1000, ge=1, le=65535, description="Unacknowledged QoS 1 messages the broker may send."
     )
@@ -118,6 +126,21 @@ class Settings(BaseSettings):
         "(`admin map-application`), binding them to no municipality: any sensor's DevEUI is "
         "then accepted from such an application. Off: they are unmapped_application dead "
         "letters.",
+    )
+    dead_letter_retention_days: int = Field(
+        30, ge=1, description="The maintenance job deletes dead letters older than this."
+    )
+    dead_letter_max_payload_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        description="Payload bytes kept per dead letter; longer payloads are stored cut, "
+        "with their size.",
+    )
+    dead_letter_samples_per_hour: int = Field(
+        20,
+        ge=1,
+        description="Dead letters stored per (device, reason) and hour by each ingest "
+        "process; the rest are counted in dead_letter_repeats.",
     )
     ingest_metrics_port: int = Field(9101, ge=0, le=65535, description="0 disables it.")
     ingest_gc_interval_s: float = Field(

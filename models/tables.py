@@ -273,15 +273,52 @@ class DeadLetter(Base):
     reason: Mapped[str] = mapped_column(Text)
     detail: Mapped[str] = mapped_column(Text, server_default="")
     municipality_id: Mapped[int | None] = mapped_column(
-        ForeignKey("municipalities.id", ondelete="SET NULL"), index=True
+        ForeignKey("municipalities.id", ondelete="SET NULL")
     )
     device_id: Mapped[str | None] = mapped_column(Text)
     replayed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # Size of a payload stored cut to IOT_DEAD_LETTER_MAX_PAYLOAD_BYTES; NULL: stored whole.
+    payload_truncated_from: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_dead_letters_received_at", "received_at"),
         Index("ix_dead_letters_reason", "reason"),
+        # A municipality's newest letters, in id order, without a sort.
+        Index("ix_dead_letters_municipality_id_id", "municipality_id", "id"),
+        Index(
+            "ix_dead_letters_unattributed_device_id",
+            "device_id",
+            postgresql_where=text("municipality_id IS NULL"),
+        ),
     )
+
+
+class DeadLetterRepeat(Base):
+    """Dead letters of one (device or topic, reason) in one hour beyond the sample stored
+    in ``dead_letters``: counted, not kept (ingest/dead_letters.py)."""
+
+    __tablename__ = "dead_letter_repeats"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    reason: Mapped[str] = mapped_column(Text, primary_key=True)
+    hour: Mapped[datetime] = mapped_column(Timestamp, primary_key=True, index=True)
+    municipality_id: Mapped[int | None] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="SET NULL"), index=True
+    )
+    device_id: Mapped[str | None] = mapped_column(Text)
+    repeats: Mapped[int] = mapped_column(BigInteger)
+    last_received_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class UplinkIdentity(Base):
+    """The time first given to an uplink without a time of its own, by its identity, so
+    that a redelivery is keyed alike (ingest/identity.py)."""
+
+    __tablename__ = "uplink_identities"
+
+    identity: Mapped[str] = mapped_column(Text, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(Timestamp)
+    first_seen: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now(), index=True)
 
 
 class Alert(Base):

@@ -1,4 +1,7 @@
-"""Publish the simulated fleet's uplinks to the MQTT broker with QoS 1, paced.
+"""Publish the simulated fleet's uplinks to the MQTT broker with QoS 1 (or 0), paced.
+
+QoS 0 is what ChirpStack's MQTT integration uses unless configured otherwise: publishing
+at QoS 0 exercises the path where ingest counts and warns about such deliveries.
 
 Pacing: simulated time runs `speed` times faster than the wall clock but never ahead of
 it, so a run that starts in the past catches up quickly and then continues in real time
@@ -21,7 +24,8 @@ from simulator.stream import FleetStream, Uplink
 
 
 class MqttPublisher:
-    """A paho-mqtt 2.x QoS 1 publisher that knows how many messages the broker has acked.
+    """A paho-mqtt 2.x publisher that knows how many messages the broker has acked (at
+    QoS 0: how many paho has written to the socket).
 
     At most `max_outstanding` messages are handed to paho without a PUBACK, so a fast
     producer cannot queue unbounded memory inside the client.
@@ -33,7 +37,11 @@ class MqttPublisher:
         client_id: str,
         max_inflight: int = 1000,
         max_outstanding: int = 10000,
+        qos: int = 1,
     ) -> None:
+        if qos not in (0, 1):
+            raise ValueError(f"qos must be 0 or 1, not {qos}")
+        self.qos = qos
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311
         )
@@ -69,11 +77,12 @@ class MqttPublisher:
             )
 
     def publish(self, topic: str, payload: bytes) -> None:
-        """Publish with QoS 1; blocks while too many messages await their PUBACK."""
+        """Publish at the publisher's QoS; blocks while too many messages await their
+        PUBACK."""
         with self._lock:
             while self.sent - self.acked >= self._max_outstanding:
                 self._lock.wait(1.0)
-        info = self._client.publish(topic, payload, qos=1)
+        info = self._client.publish(topic, payload, qos=self.qos)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise ConnectionError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
         with self._lock:

@@ -23,7 +23,8 @@ ADMIN_URL = os.environ.get("IOT_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.
 # Tables emptied before each test that asks for `db`; metrics (reference data) survive.
 DATA_TABLES = (
     "readings, readings_hourly, readings_daily, rollup_dirty_hours, latest_readings, "
-    "dead_letters, alerts, api_keys, sensors, device_models, zones, sites, municipalities"
+    "dead_letters, dead_letter_repeats, uplink_identities, alerts, api_keys, sensors, "
+    "device_models, zones, sites, municipalities"
 )
 
 

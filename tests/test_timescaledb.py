@@ -269,6 +269,8 @@ def test_partition_and_rollup_functions_are_harmless_no_ops(tsdb: psycopg.Connec
     today = datetime.now(UTC).date()
     done = maintain_once(tsdb, days_ahead=7, retention_days=30)
     assert done == {
+        "dead_letters_deleted": 0,
+        "uplink_identities_deleted": 0,
         "partitions_created": 0,
         "hours_refreshed": 0,
         "partitions_dropped": 0,

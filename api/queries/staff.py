@@ -92,13 +92,29 @@ _DEAD_LETTER_OWNED = """
 """
 
 
-# Built once from the constant above; no input is ever part of the SQL text.
+# A municipality's letters, newest first, in two index-served parts: those attributed to
+# it when written (ix_dead_letters_municipality_id_id, read backwards and stopped at the
+# limit), and unattributed ones naming a device it has registered since
+# (ix_dead_letters_unattributed_device_id, one probe per device name). Built once; no
+# input is ever part of the SQL text.
+_LETTER_COLUMNS = (
+    "d.id, d.received_at, d.topic, d.reason, d.detail, d.device_id, d.replayed_at, "
+    "length(d.payload) AS payload_bytes"
+)
 _LIST_DEAD_LETTERS = (
-    "SELECT d.id, d.received_at, d.topic, d.reason, d.detail, d.device_id, d.replayed_at, "  # noqa: S608
-    "length(d.payload) AS payload_bytes FROM dead_letters d WHERE "
-    + _DEAD_LETTER_OWNED
-    + " AND (%(reason)s::text IS NULL OR d.reason = %(reason)s) ORDER BY d.id DESC "
-    "LIMIT %(limit)s"
+    "SELECT * FROM ("  # noqa: S608
+    "(SELECT " + _LETTER_COLUMNS + " FROM dead_letters d WHERE d.municipality_id = %(m)s"
+    " AND (%(reason)s::text IS NULL OR d.reason = %(reason)s)"
+    " ORDER BY d.id DESC LIMIT %(limit)s)"
+    " UNION ALL "
+    "(SELECT " + _LETTER_COLUMNS + " FROM dead_letters d WHERE d.municipality_id IS NULL"
+    " AND d.device_id IN ("
+    "SELECT s.dev_eui FROM sensors s WHERE s.municipality_id = %(m)s AND s.dev_eui IS NOT NULL"
+    " UNION ALL SELECT mm.slug || '/' || s.external_id FROM sensors s"
+    " JOIN municipalities mm ON mm.id = s.municipality_id WHERE s.municipality_id = %(m)s)"
+    " AND (%(reason)s::text IS NULL OR d.reason = %(reason)s)"
+    " ORDER BY d.id DESC LIMIT %(limit)s)"
+    ") letters ORDER BY id DESC LIMIT %(limit)s"
 )
 _GET_DEAD_LETTER = (
     "SELECT d.id, d.received_at, d.topic, d.reason, d.detail, d.device_id, d.replayed_at, "  # noqa: S608

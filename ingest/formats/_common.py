@@ -126,6 +126,17 @@ def network_server_uplink(
     )
 
 
+def untimed_identity(fmt: str, identity: Any, field: str) -> str:
+    """The identity of an uplink that carries no time of its own; Rejected when it has
+    none either, for then a redelivery could not be told from a new uplink."""
+    if not isinstance(identity, str) or not identity.strip() or len(identity) > 200:
+        raise Rejected(
+            "invalid_message",
+            f"the message has no time and no {field}: a redelivery could not be recognised",
+        )
+    return f"{fmt}:{identity.strip()}"
+
+
 def fport_of(value: Any, field: str) -> int | None:
     if value is None:
         return None

@@ -4,7 +4,9 @@ Topic ``application/<application id>/device/<DevEUI>/event/up``. The application
 device are the topic's (the broker's ACL confines a network server to its applications'
 topics); the body's ``deviceInfo.devEui`` and ``deviceInfo.applicationId`` must agree
 with them (``topic_mismatch`` otherwise). Fields read: ``time``
-(receive time, RFC 3339; absent when no gateway had GPS/NTP time), ``deviceInfo.devEui``,
+(receive time, RFC 3339; absent when no gateway had GPS/NTP time; then
+``rxInfo[].nsTime``; when neither, the readings are keyed on ``deduplicationId``, see
+docs/ingest.md), ``deviceInfo.devEui``,
 ``deviceInfo.applicationId``, ``fPort``, ``data`` (base64 FRMPayload), ``object`` (decoded by
 the device profile's codec, when configured) and ``rxInfo[].rssi/snr``.
 
@@ -38,6 +40,7 @@ from ingest.formats._common import (
     normalise_dev_eui,
     parse_time,
     require_agreement,
+    untimed_identity,
 )
 from ingest.uplink import Rejected, Uplink
 
@@ -61,7 +64,14 @@ class UpEvent(msgspec.Struct, frozen=True, gc=False, rename="camel"):
     rx_info: list[Gateway] | None = None
 
 
+class Deduplication(msgspec.Struct, frozen=True, gc=False, rename="camel"):
+    deduplication_id: Any = None
+
+
 _decode_event = msgspec.json.Decoder(UpEvent).decode
+# Read only for the rare uplink without any time: not part of UpEvent, whose every field
+# costs every message.
+_decode_deduplication = msgspec.json.Decoder(Deduplication).decode
 
 
 # One topic per device: remembering the answer spares each message the pattern search.
@@ -97,15 +107,20 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
     device = event.device_info
     dev_eui = normalise_dev_eui(device.dev_eui, "deviceInfo.devEui")
     application = _bind(topic, dev_eui, device.application_id)
-    received_at = arrival
+    identity = None
     if event.time:
         received_at = parse_time(event.time, "time")
     else:
+        received_at = None
         for rx in event.rx_info or ():
             if rx.ns_time:
                 received_at = parse_time(rx.ns_time, "rxInfo.nsTime")
                 break
-    return network_server_uplink(
+        if received_at is None:
+            received_at = arrival
+            deduplication_id = _decode_deduplication(payload).deduplication_id
+            identity = untimed_identity(NAME, deduplication_id, "deduplicationId")
+    uplink = network_server_uplink(
         NAME,
         received_at=received_at,
         dev_eui=dev_eui,
@@ -115,6 +130,9 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
         decoded=event.object,
         radio=best_gateway(event.rx_info),
     )
+    if identity is not None:
+        uplink.identity = identity
+    return uplink
 
 
 def _parse_loosely(topic: str, payload: bytes, arrival: datetime) -> Uplink:
@@ -122,7 +140,7 @@ def _parse_loosely(topic: str, payload: bytes, arrival: datetime) -> Uplink:
     device = as_object(event.get("deviceInfo"), "deviceInfo")
     dev_eui = normalise_dev_eui(device.get("devEui"), "deviceInfo.devEui")
     application = _bind(topic, dev_eui, device.get("applicationId"))
-    received_at = arrival
+    received_at = None
     if event.get("time"):
         received_at = parse_time(event["time"], "time")
     else:
@@ -131,7 +149,11 @@ def _parse_loosely(topic: str, payload: bytes, arrival: datetime) -> Uplink:
             if isinstance(rx, dict) and rx.get("nsTime"):
                 received_at = parse_time(rx["nsTime"], "rxInfo.nsTime")
                 break
-    return network_server_uplink(
+    identity = None
+    if received_at is None:
+        received_at = arrival
+        identity = untimed_identity(NAME, event.get("deduplicationId"), "deduplicationId")
+    uplink = network_server_uplink(
         NAME,
         received_at=received_at,
         dev_eui=dev_eui,
@@ -141,3 +163,6 @@ def _parse_loosely(topic: str, payload: bytes, arrival: datetime) -> Uplink:
         decoded=event.get("object"),
         radio=best_radio(event.get("rxInfo")),
     )
+    if identity is not None:
+        uplink.identity = identity
+    return uplink

@@ -8,7 +8,9 @@ to its applications' topics); the body's ``end_device_ids.device_id`` and
 The topic does not carry the DevEUI: ingest binds it by requiring its sensor to belong to
 the application's municipality (ingest/pipeline.py). Fields read:
 ``end_device_ids.dev_eui`` and ``.application_ids.application_id``,
-``uplink_message.received_at`` (network server receive time), ``f_port``, ``frm_payload``
+``uplink_message.received_at`` (network server receive time; without it the readings
+are keyed on the ``as:up:``/``ns:uplink:`` correlation id, see docs/ingest.md),
+``f_port``, ``frm_payload``
 (base64), ``decoded_payload`` (from the payload formatter, when configured) and
 ``rx_metadata[].rssi/snr``.
 
@@ -35,6 +37,7 @@ from ingest.formats._common import (
     normalise_dev_eui,
     parse_time,
     require_agreement,
+    untimed_identity,
 )
 from ingest.uplink import Rejected, Uplink
 
@@ -66,6 +69,22 @@ class UpMessage(msgspec.Struct, frozen=True, gc=False):
     end_device_ids: EndDeviceIds
     uplink_message: UplinkMessage
     received_at: str | None = None
+    correlation_ids: list[str] | None = None
+
+
+def _uplink_id(correlation_ids: Any) -> str | None:
+    """The correlation id naming this uplink in the Application Server (``as:up:…``), else
+    the Network Server's (``ns:uplink:…``); None without either."""
+    ids = (
+        [c for c in correlation_ids if isinstance(c, str)]
+        if isinstance(correlation_ids, list)
+        else []
+    )
+    for prefix in ("as:up:", "ns:uplink:"):
+        for correlation_id in ids:
+            if correlation_id.startswith(prefix):
+                return correlation_id
+    return None
 
 
 _decode_message = msgspec.json.Decoder(UpMessage).decode
@@ -120,12 +139,16 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
         topic, ids.device_id, ids.application_ids.application_id if ids.application_ids else None
     )
     uplink = message.uplink_message
-    received_at = arrival
+    received_at = None
     if uplink.received_at:
         received_at = parse_time(uplink.received_at, "uplink_message.received_at")
     elif message.received_at:
         received_at = parse_time(message.received_at, "uplink_message.received_at")
-    return network_server_uplink(
+    identity = None
+    if received_at is None:
+        received_at = arrival
+        identity = untimed_identity(NAME, _uplink_id(message.correlation_ids), "correlation_ids")
+    uplink = network_server_uplink(
         NAME,
         received_at=received_at,
         dev_eui=dev_eui,
@@ -135,6 +158,9 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
         decoded=uplink.decoded_payload,
         radio=best_gateway(uplink.rx_metadata),
     )
+    if identity is not None:
+        uplink.identity = identity
+    return uplink
 
 
 def _parse_loosely(topic: str, payload: bytes, arrival: datetime) -> Uplink:
@@ -150,12 +176,18 @@ def _parse_loosely(topic: str, payload: bytes, arrival: datetime) -> Uplink:
         body_application.get("application_id") if isinstance(body_application, dict) else None,
     )
     uplink = as_object(message.get("uplink_message"), "uplink_message")
-    received_at = arrival
+    received_at = None
     for source, field in ((uplink, "received_at"), (message, "received_at")):
         if source.get(field):
             received_at = parse_time(source[field], f"uplink_message.{field}")
             break
-    return network_server_uplink(
+    identity = None
+    if received_at is None:
+        received_at = arrival
+        identity = untimed_identity(
+            NAME, _uplink_id(message.get("correlation_ids")), "correlation_ids"
+        )
+    uplink = network_server_uplink(
         NAME,
         received_at=received_at,
         dev_eui=dev_eui,
@@ -165,3 +197,6 @@ def _parse_loosely(topic: str, payload: bytes, arrival: datetime) -> Uplink:
         decoded=uplink.get("decoded_payload"),
         radio=best_radio(uplink.get("rx_metadata")),
     )
+    if identity is not None:
+        uplink.identity = identity
+    return uplink

@@ -7,12 +7,17 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
 from analytics.evaluation import evaluate_municipality
 from analytics.thresholds import ThresholdsError
+from ingest.pipeline import Pipeline
+from ingest.writer import BatchWriter
+from models.db import sync_metrics
+from models.settings import Settings
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 STEP = timedelta(minutes=5)
@@ -44,21 +49,27 @@ def _setup(db: psycopg.Connection, settings: dict | None = None) -> dict[str, in
 
 
 def _write(db: psycopg.Connection, rows: list[tuple[datetime, int, str, float]]) -> None:
-    """COPY readings and keep latest_readings in step, as the ingest writer does."""
-    metric = dict(db.execute("SELECT name, id FROM metrics").fetchall())
-    with db.cursor() as cur:
-        with cur.copy("COPY readings (time, sensor_id, metric_id, value) FROM STDIN") as copy:
-            for t, sensor_id, name, value in rows:
-                copy.write_row((t, sensor_id, metric[name], value))
-        cur.execute(
-            """
-            INSERT INTO latest_readings (sensor_id, metric_id, time, value)
-            SELECT DISTINCT ON (sensor_id, metric_id) sensor_id, metric_id, time, value
-            FROM readings ORDER BY sensor_id, metric_id, time DESC
-            ON CONFLICT (sensor_id, metric_id) DO UPDATE
-            SET time = EXCLUDED.time, value = EXCLUDED.value
-            """
-        )
+    """Store readings the way they reach the database in production: each (sensor, time)
+    becomes a native-format message that the real ingest `Pipeline` judges (deriving fill
+    from distance, checking ranges) and the real `BatchWriter` commits."""
+    topics = dict(
+        db.execute(
+            "SELECT s.id, 'municipality/' || m.slug || '/sensors/' || s.external_id || '/readings'"
+            " FROM sensors s JOIN municipalities m ON m.id = s.municipality_id"
+        ).fetchall()
+    )
+    messages: dict[tuple[int, datetime], dict[str, float]] = {}
+    for t, sensor_id, name, value in rows:
+        messages.setdefault((sensor_id, t), {})[name] = value
+    # The scenarios sit at fixed dates in the past: the sender's age cap must admit them.
+    pipeline = Pipeline(Settings(_env_file=None, max_past_age_days=36500), sync_metrics(db))
+    writer = BatchWriter()
+    for (sensor_id, t), readings in messages.items():
+        topic = topics[sensor_id]
+        payload = orjson.dumps({"time": t.isoformat(), "readings": readings})
+        outcome = pipeline.handle(lambda op: op(db), topic, payload, t)
+        assert outcome.rejection is None, outcome.rejection
+        writer.write(db, outcome.rows, [])
 
 
 def _climate(ids, start: datetime, end: datetime, stuffy_co2: float):
@@ -186,3 +197,33 @@ def test_cli_evaluates_one_municipality_by_slug(db, database_url):
         timeout=60,
     )
     assert unknown.returncode == 1
+
+
+def test_an_impossible_distance_fed_through_ingest_raises_bin_fault(db):
+    ids = _setup(db)
+    # 3000 mm in a bin 1000 mm deep: ingest stores fill_pct 0 (clipped), the distance
+    # itself says the sensor is broken or the bin gone.
+    rows = [
+        (NOW - timedelta(hours=2 - h), ids["bin-full"], "distance_mm", 3000.0) for h in range(3)
+    ]
+    _write(db, rows)
+    stored = dict(
+        db.execute(
+            "SELECT m.name, r.value FROM readings r JOIN metrics m ON m.id = r.metric_id "
+            "WHERE r.sensor_id = %s AND r.time = %s",
+            (ids["bin-full"], NOW),
+        ).fetchall()
+    )
+    assert stored == {"distance_mm": 3000.0, "fill_pct": 0.0}, "rows as ingest makes them"
+    evaluate_municipality(db, 1, now=NOW)
+    faults = {s for (s,) in db.execute("SELECT subject FROM alerts WHERE rule = 'bin.fault'")}
+    assert f"sensor:{ids['bin-full']}" in faults
+
+
+def test_a_plausible_distance_fed_through_ingest_raises_no_bin_fault(db):
+    ids = _setup(db)
+    _write(db, [(NOW - timedelta(hours=1), ids["bin-full"], "distance_mm", 1050.0)])
+    evaluate_municipality(db, 1, now=NOW)
+    faults = {s for (s,) in db.execute("SELECT subject FROM alerts WHERE rule = 'bin.fault'")}
+    # 50 mm beyond the bottom is within the fault margin: an empty bin, not a fault.
+    assert f"sensor:{ids['bin-full']}" not in faults

@@ -173,9 +173,12 @@ def test_things_stack_without_dev_eui_says_how_to_fix_it() -> None:
 
 def test_native_single_and_batch() -> None:
     topic = "x/municipality/aarhus/sensors/gw-co2-1/readings"
-    single = parse(topic, b'{"readings": {"co2_ppm": 812, "occupancy": true}}', ARRIVAL)
+    single = parse(
+        topic, b'{"message_id": "m-1", "readings": {"co2_ppm": 812, "occupancy": true}}', ARRIVAL
+    )
     assert (single.municipality_slug, single.external_id) == ("aarhus", "gw-co2-1")
     assert single.device_id == "aarhus/gw-co2-1"
+    assert single.identity == "native:m-1@aarhus/gw-co2-1"
     [sample] = single.samples
     assert sample.time is None and sample.values == {"co2_ppm": 812, "occupancy": True}
     batch = parse(

@@ -12,7 +12,7 @@ from ingest.subscriber import Inbound, _Inbox
 
 def messages(first: int, n: int) -> list[Inbound]:
     now = datetime.now(UTC)
-    return [Inbound("t", b"", mid, 1, 0, now, 0.0) for mid in range(first, first + n)]
+    return [Inbound("t", b"", mid, 1, False, 0, now, 0.0) for mid in range(first, first + n)]
 
 
 def test_lists_come_out_in_order_and_are_split_at_the_bound() -> None:

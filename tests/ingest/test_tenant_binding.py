@@ -281,7 +281,7 @@ def test_native_topic_municipality_must_be_the_sensors(db, fleet: Fleet, ingest,
     # Aarhus's gateway may publish only under municipality/aarhus/...: it names Odense's
     # external id there. Nothing reaches Odense's sensor, and the refusal does not say
     # who has a sensor of that name.
-    message = orjson.dumps({"readings": {"co2_ppm": 612}})
+    message = orjson.dumps({"time": datetime.now(UTC).isoformat(), "readings": {"co2_ppm": 612}})
     publish_and_settle(
         db, ingest, publisher, [(fleet.native_topic("aarhus", "gw-odense-1"), message)]
     )
