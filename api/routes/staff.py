@@ -22,7 +22,7 @@ from api.auth import create_key, revoke_key
 from api.deps import AppSettings, Conn, SyncConn
 from api.queries import collection, dashboard, keys, places, staff
 from api.security import Admin, ManageAlerts, ReadPrivate, WriteSensors
-from ingest.registry import RegistryError, import_sensors_csv, register_sensor
+from ingest.registry import RegistryError, import_sensors_csv, upsert_sensor
 from ingest.replay import replay
 from models.schemas import ErrorOut, SensorCreate
 
@@ -109,13 +109,23 @@ async def get_sensor(principal: ReadPrivate, conn: Conn, sensor_id: Id) -> dict[
     return row
 
 
-@router.post("/sensors", status_code=201, summary="Register (or update by external_id)")
+@router.post(
+    "/sensors",
+    status_code=201,
+    summary="Register, or update by external_id the fields given (the others are kept)",
+)
 def create_sensor(principal: WriteSensors, conn: SyncConn, sensor: SensorCreate) -> dict:
     try:
-        sensor_id = register_sensor(conn, principal.municipality_id, sensor)
+        done = upsert_sensor(conn, principal.municipality_id, sensor)
     except RegistryError as exc:
         raise HTTPException(422, str(exc)) from None
-    return {"id": sensor_id}
+    return {
+        "id": done.sensor_id,
+        "action": done.action,
+        "is_public": done.is_public,
+        "was_public": done.was_public,
+        "visibility_changed": done.visibility_changed,
+    }
 
 
 @router.patch("/sensors/{sensor_id}", summary="Edit a sensor")
