@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     public_base_url: str = "http://127.0.0.1:8000"
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDR networks of reverse proxies whose X-Forwarded-For the "
+        'API believes, as JSON: ["172.30.0.10"]. Empty: the TCP peer is the client. Only a '
+        "trusted proxy's forwarded address identifies a client to the failed-key limiter.",
+    )
     open_data_license: str = "https://creativecommons.org/licenses/by/4.0/"
 
     log_level: str = "INFO"
@@ -121,6 +127,20 @@ class Settings(BaseSettings):
                 "postgresql://user:password@host:5432/dbname"
             )
         return url
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses_or_networks(cls, entries: list[str]) -> list[str]:
+        from ipaddress import ip_network
+
+        for entry in entries:
+            try:
+                ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"IOT_TRUSTED_PROXIES: {entry!r} is not an IP address or CIDR network"
+                ) from None
+        return entries
 
     @property
     def psycopg_url(self) -> str:

@@ -3,6 +3,8 @@ keep the production files consistent with the code (settings, commands, configs)
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -172,6 +174,17 @@ def test_api_is_reached_only_through_the_proxy():
     caddyfile = (ROOT / "deploy/caddy/Caddyfile").read_text()
     assert f"reverse_proxy api:{port}" in caddyfile
     assert "/health" in " ".join(api["healthcheck"]["test"])
+
+
+def test_the_api_trusts_forwarded_addresses_from_the_proxy_only():
+    caddy = SERVICES["caddy"]["networks"]["edge"]["ipv4_address"]
+    trusted = Settings(
+        trusted_proxies=json.loads(_environment(SERVICES["api"])["IOT_TRUSTED_PROXIES"])
+    )
+    assert trusted.trusted_proxies == [caddy]
+    subnet = COMPOSE["networks"]["edge"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(caddy) in ipaddress.ip_network(subnet)
+    assert "edge" in SERVICES["api"]["networks"]
 
 
 def test_proxy_sets_security_headers_compresses_and_hides_metrics():
