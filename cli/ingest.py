@@ -29,7 +29,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     settings = get_settings()
     configure_logging(settings)
-    telemetry.serve(settings.ingest_metrics_port)
+    telemetry.serve(settings.ingest_metrics_port, settings.ingest_metrics_host)
     service = IngestService(settings)
 
     def _stop(signum: int, frame: object) -> None:

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
         "uplinks for another municipality's sensor are dead letters (municipality_mismatch).",
     )
     ingest_metrics_port: int = Field(9101, ge=0, le=65535, description="0 disables it.")
+    ingest_metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address ingest's /metrics and /health listen on: this machine only by "
+        "default; 0.0.0.0 where Prometheus scrapes from elsewhere (compose's private network).",
+    )
     ingest_gc_interval_s: float = Field(
         60.0,
         ge=0,

@@ -43,6 +43,8 @@ class _Upstream(BaseHTTPRequestHandler):
             return
         body = b"ok" if self.path == "/health" else PAGE
         self.send_response(200)
+        if self.path == "/api/v1/docs":
+            self.send_header("Content-Security-Policy", "default-src 'self' cdn.example")
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -158,6 +160,13 @@ def test_proxy_adds_security_headers_and_hides_its_server(proxy):
     assert "tile.openstreetmap.org" in response.getheader("Content-Security-Policy")
     assert response.getheader("Referrer-Policy") == "strict-origin-when-cross-origin"
     assert response.getheader("Server") is None
+
+
+def test_proxy_keeps_a_content_security_policy_the_api_chose(proxy):
+    port, _ = proxy
+    response, _ = _request(port, "GET", "/api/v1/docs")
+    assert response.getheader("Content-Security-Policy") == "default-src 'self' cdn.example"
+    assert response.getheader("X-Frame-Options") == "DENY"
 
 
 def test_proxy_compresses_for_clients_that_accept_gzip(proxy):

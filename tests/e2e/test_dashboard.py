@@ -167,3 +167,44 @@ def test_a_wrong_key_shows_the_sign_in_again(db, running_api) -> None:
         assert "refused" in page.inner_text("#login-error")
         assert page.is_hidden("#dashboard")
         browser.close()
+
+
+XSS_NAME = '<img src=x onerror="document.body.dataset.pwned=1">Lokale 1'
+
+
+def test_a_sensor_name_is_shown_as_text_in_map_popups(db, running_api) -> None:
+    """A key with write-sensors can name a sensor anything; the name must never become
+    markup in another user's dashboard (stored XSS through Leaflet's HTML popups)."""
+    from playwright.sync_api import sync_playwright
+
+    token = _seed(db)
+    db.execute("UPDATE sensors SET name = %s WHERE external_id = 'room-0'", (XSS_NAME,))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page()
+        page.goto(running_api + "/")
+        page.fill("#api-key", token)
+        page.click("button[type=submit]")
+        page.wait_for_selector("body[data-loaded=true]", timeout=20000)
+        # Open each marker's popup in turn (Leaflet shows one at a time) and read it.
+        popups = page.evaluate(
+            """() => {
+                const seen = [];
+                markerLayer.eachLayer((marker) => {
+                    marker.openPopup();
+                    const popup = marker.getPopup().getElement();
+                    const content = popup.querySelector(".leaflet-popup-content");
+                    seen.push([content.textContent, content.querySelectorAll("img").length]);
+                });
+                return seen;
+            }"""
+        )
+        pwned = page.evaluate("document.body.dataset.pwned")
+        browser.close()
+    assert len(popups) == 9
+    assert f"{XSS_NAME} (climate)" in [text for text, _ in popups]
+    assert all(images == 0 for _, images in popups), popups  # text, not markup
+    assert pwned is None
