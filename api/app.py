@@ -79,19 +79,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(
-            settings.psycopg_url,
-            min_size=1,
-            max_size=settings.db_pool_max,
-            # UTC so that JSON built by PostgreSQL has the same offsets as ours.
-            kwargs={"autocommit": True, "options": "-c TimeZone=UTC"},
-            timeout=5.0,
-            open=False,
-            name="api",
-        )
+        pool = _pool(settings.psycopg_url, settings.db_pool_max, "api")
+        # Staff routes connect as their own database role (models/db_roles.py) when
+        # IOT_STAFF_DATABASE_URL names one; the public role cannot read keys or private data.
+        staff_pool = pool
+        if settings.staff_psycopg_url != settings.psycopg_url:
+            staff_pool = _pool(settings.staff_psycopg_url, settings.db_pool_max, "api-staff")
         # Don't wait for the database: the API starts (and /health says 503) without it.
-        await pool.open(wait=False)
+        for each in {id(pool): pool, id(staff_pool): staff_pool}.values():
+            await each.open(wait=False)
         app.state.pool = pool
+        app.state.staff_pool = staff_pool
         if getattr(app.state, "tune_gc", False):
             tune_garbage_collector()
         log.info("api_started", pool_max=settings.db_pool_max)
@@ -99,6 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await pool.close()
+            if staff_pool is not pool:
+                await staff_pool.close()
 
     app = FastAPI(
         title="kommune-iot open data API",
@@ -128,6 +128,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
     app.add_middleware(ObservabilityMiddleware)
     return app
+
+
+def _pool(url: str, max_size: int, name: str) -> AsyncConnectionPool:
+    return AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=max_size,
+        # UTC so that JSON built by PostgreSQL has the same offsets as ours.
+        kwargs={"autocommit": True, "options": "-c TimeZone=UTC"},
+        timeout=5.0,
+        open=False,
+        name=name,
+    )
 
 
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:

@@ -43,6 +43,18 @@ class Settings(BaseSettings):
     )
     compress_after_days: int = Field(7, ge=1, description="TimescaleDB compression age.")
     db_pool_max: int = Field(10, ge=1, le=200)
+    staff_database_url: str | None = Field(
+        None,
+        description="libpq URL the staff API connects with (role iot_staff), while "
+        "IOT_DATABASE_URL serves the public API (role iot_api). Unset: IOT_DATABASE_URL.",
+    )
+    db_role_passwords: dict[str, str] = Field(
+        default_factory=dict,
+        description="Read by migrate: passwords that let the database roles log in, as JSON: "
+        '{"iot_api": "...", "iot_staff": "...", "iot_ingest": "...", "iot_maintenance": '
+        '"..."} (docs/operations.md). A role left out logs in only where the server trusts '
+        "the connection without a password.",
+    )
 
     # --- MQTT ---------------------------------------------------------------------------
     mqtt_host: str = "127.0.0.1"
@@ -123,12 +135,14 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["logfmt", "json"] = "logfmt"
 
-    @field_validator("database_url")
+    @field_validator("database_url", "staff_database_url")
     @classmethod
-    def _postgres_only(cls, url: str) -> str:
+    def _postgres_only(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
         if not url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
             raise ValueError(
-                "IOT_DATABASE_URL must be a PostgreSQL URL such as "
+                "IOT_DATABASE_URL and IOT_STAFF_DATABASE_URL must be PostgreSQL URLs such as "
                 "postgresql://user:password@host:5432/dbname"
             )
         return url
@@ -151,6 +165,12 @@ class Settings(BaseSettings):
     def psycopg_url(self) -> str:
         """The URL in the plain libpq form psycopg expects."""
         return self.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+    @property
+    def staff_psycopg_url(self) -> str:
+        """The staff API's URL in libpq form (IOT_DATABASE_URL's when unset)."""
+        url = self.staff_database_url or self.database_url
+        return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -158,7 +158,7 @@ async def import_sensors(principal: WriteSensors, request: Request) -> JSONRespo
     settings = request.app.state.settings
 
     def run() -> Any:
-        with psycopg.connect(settings.psycopg_url, autocommit=True) as conn:
+        with psycopg.connect(settings.staff_psycopg_url, autocommit=True) as conn:
             return import_sensors_csv(conn, principal.municipality_id, text)
 
     result = await asyncio.to_thread(run)
@@ -306,7 +306,7 @@ async def replay_dead_letter(
         raise _not_found("dead letter")
 
     def run() -> list:
-        with psycopg.connect(settings.psycopg_url, autocommit=True) as sync_conn:
+        with psycopg.connect(settings.staff_psycopg_url, autocommit=True) as sync_conn:
             return replay(sync_conn, [dead_letter_id], settings)
 
     results = await asyncio.to_thread(run)
