@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import psycopg
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from analytics import alerts as alert_lifecycle
 from analytics.collection_service import CollectionSetupError
@@ -79,6 +79,13 @@ async def sensor_history(
 # --- sensors -------------------------------------------------------------------------------
 
 
+def _not_null(value: Any) -> Any:
+    """For PATCH fields the database requires: null would not keep the stored value."""
+    if value is None:
+        raise ValueError("may not be null; leave it out to keep the stored value")
+    return value
+
+
 class SensorPatch(BaseModel):
     name: str | None = Field(None, max_length=200)
     is_public: bool | None = None
@@ -88,6 +95,8 @@ class SensorPatch(BaseModel):
     bin_depth_mm: float | None = Field(None, gt=0, le=20000)
     mount_offset_mm: float | None = Field(None, ge=0, le=20000)
     expected_interval_s: int | None = Field(None, ge=1, le=7 * 86400)
+
+    _required_when_given = field_validator("is_public", "status")(_not_null)
 
 
 @router.get("/sensors", summary="The municipality's sensors, public and private")
@@ -184,6 +193,8 @@ class SitePatch(BaseModel):
     address: str | None = Field(None, max_length=300)
     lat: float | None = Field(None, ge=-90, le=90)
     lon: float | None = Field(None, ge=-180, le=180)
+
+    _required_when_given = field_validator("name", "kind")(_not_null)
 
 
 class ZoneIn(BaseModel):
