@@ -175,6 +175,15 @@ def _add_exception_handlers(app: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": describe_validation_errors(exc.errors())}, status_code=422)
 
+    @app.exception_handler(psycopg.DataError)
+    async def unstorable_value(request: Request, exc: psycopg.DataError) -> JSONResponse:
+        # Input the validation let through but PostgreSQL cannot hold (a NUL character in
+        # text, a number beyond the column's range): the client's mistake, not ours.
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return JSONResponse(
+            {"detail": f"a value in the request cannot be stored: {reason}"}, status_code=400
+        )
+
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(psycopg.OperationalError)
     async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:

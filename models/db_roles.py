@@ -48,7 +48,9 @@ GRANTS: dict[str, dict[str, str]] = {
     "device_models": {INGEST: R, API: R, STAFF: "SELECT, INSERT, UPDATE", MAINTENANCE: R},
     # ingest registers unknown devices as pending sensors (IOT_AUTO_REGISTER_UNKNOWN)
     "sensors": {INGEST: "SELECT, INSERT", API: R, STAFF: "SELECT, INSERT, UPDATE", MAINTENANCE: R},
-    "metrics": {INGEST: R, API: R, STAFF: R, MAINTENANCE: R},
+    # ingest (and replay) upsert the metric vocabulary of ingest/metrics.py at start-up
+    "metrics": {INGEST: "SELECT, INSERT, UPDATE", API: R, STAFF: "SELECT, INSERT, UPDATE",
+                MAINTENANCE: R},
     "latest_readings": {INGEST: RW, API: R, STAFF: RW, MAINTENANCE: RW},
     "latest_pending": {INGEST: RW, API: "", STAFF: RW, MAINTENANCE: RW},
     "readings": {INGEST: "SELECT, INSERT", API: R, STAFF: "SELECT, INSERT", MAINTENANCE: R},

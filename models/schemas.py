@@ -69,6 +69,13 @@ class SensorCreate(BaseModel):
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value or None
 
+    @field_validator("external_id", "name", "vendor", "model", "site", "zone")
+    @classmethod
+    def _no_nul_character(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("contains a NUL character, which cannot be stored")
+        return value
+
     @model_validator(mode="after")
     def _given_fields_agree(self) -> SensorCreate:
         given = self.model_fields_set

@@ -24,7 +24,7 @@ from api.queries import collection, dashboard, keys, places, staff
 from api.security import Admin, ManageAlerts, ReadPrivate, WriteSensors
 from ingest.registry import RegistryError, import_sensors_csv, upsert_sensor
 from ingest.replay import replay
-from models.schemas import ErrorOut, SensorCreate
+from models.schemas import ErrorOut, SensorCreate, SensorImportResult
 
 _ERROR = {"model": ErrorOut}
 # Every staff route may refuse the key (401, 403, 429), not find the id in the caller's
@@ -152,6 +152,8 @@ async def patch_sensor(
 @router.post(
     "/sensor-imports",
     summary="Register sensors from CSV (all rows or none)",
+    response_model=SensorImportResult,
+    responses={422: {"model": SensorImportResult, "description": "Nothing stored; see errors"}},
     openapi_extra={
         "requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}
     },
@@ -235,7 +237,9 @@ async def patch_site(
 
 @router.get("/zones", summary="Zones (rooms, parking zones)")
 async def list_zones(
-    principal: ReadPrivate, conn: Conn, site_id: Annotated[int | None, Query(ge=1)] = None
+    principal: ReadPrivate,
+    conn: Conn,
+    site_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> list[dict[str, Any]]:
     return await places.list_zones(conn, principal.municipality_id, site_id)
 
