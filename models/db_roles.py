@@ -142,6 +142,14 @@ def apply_grants(conn: psycopg.Connection) -> None:
     _apply_row_policies(conn, relations)
     _apply_function_grants(conn)
     for role, timeout in STATEMENT_TIMEOUTS.items():
+        current = conn.execute(
+            "SELECT s.setconfig FROM pg_db_role_setting s "
+            "JOIN pg_database d ON d.oid = s.setdatabase JOIN pg_roles r ON r.oid = s.setrole "
+            "WHERE d.datname = current_database() AND r.rolname = %s",
+            (role,),
+        ).fetchone()
+        if current and f"statement_timeout={timeout}" in (current[0] or []):
+            continue  # already so: no CREATEROLE needed (migrations run by the owner)
         conn.execute(
             sql.SQL("ALTER ROLE {} IN DATABASE {} SET statement_timeout = {}").format(
                 sql.Identifier(role), sql.Identifier(_database(conn)), sql.Literal(timeout)

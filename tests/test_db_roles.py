@@ -18,8 +18,10 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.auth import create_key
 from cli.db import maintain_once
+from cli.evaluate import evaluate_all
 from ingest.registry import sync_device_models
 from ingest.writer import BatchWriter
+from models.db import migrate
 from models.db_roles import (
     API,
     GRANTS,
@@ -166,6 +168,7 @@ def test_ingest_stores_readings_and_creates_partitions_as_its_role(
     with _connect(database_url, MAINTENANCE) as maintenance:
         done = maintain_once(maintenance, days_ahead=2, retention_days=365 * 3)
         assert done["hours_refreshed"] >= 1
+        assert evaluate_all(maintenance, None) == 0  # alert rules: reads, writes alerts
         with pytest.raises(DENIED):
             maintenance.execute("SELECT * FROM api_keys")
 
@@ -260,3 +263,10 @@ def test_make_up_runs_each_component_as_its_role(db: psycopg.Connection) -> None
         "FROM pg_roles WHERE rolname = ANY(%s)",
         (list(SERVICE_ROLES),),
     ).fetchone() == (False,)
+
+
+def test_later_migrations_can_run_as_the_owner_role(database_url: str, logins: None) -> None:
+    """After the superuser's first migration, the owner role can migrate (and re-grant)."""
+    migrate(role_url(database_url, OWNER), timescaledb="off")
+    with _connect(database_url, API) as api, pytest.raises(DENIED):
+        api.execute("SELECT * FROM api_keys")
