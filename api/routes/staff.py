@@ -368,10 +368,25 @@ def delete_api_key(principal: Admin, conn: SyncConn, key_id: Id) -> None:
 # --- waste collection ----------------------------------------------------------------------
 
 
+# Collection days are planned from readings around them: days near the ends of the
+# calendar overflowed date arithmetic (found by tests/staff/test_staff_fuzz.py).
+FIRST_COLLECTION_DAY, LAST_COLLECTION_DAY = date(2000, 1, 1), date(2999, 12, 31)
+
+
+def _check_collection_day(day: date) -> None:
+    if not FIRST_COLLECTION_DAY <= day <= LAST_COLLECTION_DAY:
+        raise HTTPException(
+            422,
+            f"query parameter 'date': must be between {FIRST_COLLECTION_DAY} and "
+            f"{LAST_COLLECTION_DAY}",
+        )
+
+
 @router.get("/collection/list", summary="Bins to empty on a day, most urgent first")
 async def collection_list(
     principal: ReadPrivate, conn: Conn, day: Annotated[date, Query(alias="date")]
 ) -> dict[str, Any]:
+    _check_collection_day(day)
     try:
         return await collection.collection_list_for_day(conn, principal.municipality_id, day)
     except CollectionSetupError as exc:
@@ -385,6 +400,7 @@ async def collection_route(
     day: Annotated[date, Query(alias="date")],
     fmt: Annotated[Literal["json", "geojson", "vroom"], Query(alias="format")] = "json",
 ) -> JSONResponse:
+    _check_collection_day(day)
     try:
         if fmt == "vroom":
             document = await collection.vroom_input_for_day(conn, principal.municipality_id, day)

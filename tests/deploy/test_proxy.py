@@ -55,17 +55,16 @@ class _Upstream(BaseHTTPRequestHandler):
         with self.lock:
             _Upstream.exports_now += 1
             _Upstream.exports_most = max(_Upstream.exports_most, _Upstream.exports_now)
-        try:
-            body = b"time,value\n" + b"2026-03-01T00:00:00Z,1\n" * 10
-            self.send_response(200)
-            self.send_header("Content-Type", "text/csv")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            time.sleep(1.0)
-            self.wfile.write(body)
-        finally:
-            with self.lock:
-                _Upstream.exports_now -= 1
+        time.sleep(1.0)
+        # Counted out before the answer: once Caddy has it, it may open the next connection.
+        with self.lock:
+            _Upstream.exports_now -= 1
+        body = b"time,value\n" + b"2026-03-01T00:00:00Z,1\n" * 10
+        self.send_response(200)
+        self.send_header("Content-Type", "text/csv")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def do_POST(self) -> None:
         self.paths.append(self.path)

@@ -85,6 +85,18 @@ def _seed(db: psycopg.Connection) -> str:
     return create_key(db, m, ["read-private"]).token
 
 
+def _wait_until(page, expression: str, timeout_s: float = 20.0) -> None:
+    """Poll `expression` in the page. (Playwright's wait_for_function evaluates its string
+    with eval, which the dashboard's Content-Security-Policy forbids, as it should.)"""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {expression}")
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def running_api(database_url: str) -> Iterator[str]:
     port = free_port()
@@ -141,7 +153,7 @@ def test_staff_see_rooms_bins_parking_alerts_and_a_history_chart(db, running_api
         assert page.get_attribute("#map", "data-markers") == "9"
 
         page.click("#rooms tbody tr:nth-child(2)")
-        page.wait_for_function("Number(document.getElementById('history').dataset.points || 0) > 0")
+        _wait_until(page, "Number(document.getElementById('history').dataset.points || 0) > 0")
         assert int(page.get_attribute("#history", "data-points")) == 48
         assert "Lokale 2" in page.inner_text("[data-testid=history-title]")
 
@@ -163,7 +175,7 @@ def test_a_wrong_key_shows_the_sign_in_again(db, running_api) -> None:
         page.goto(running_api + "/")
         page.fill("#api-key", "kiot_wrongwrongwr_" + "x" * 43)
         page.click("button[type=submit]")
-        page.wait_for_function("document.getElementById('login-error').textContent.length > 0")
+        _wait_until(page, "document.getElementById('login-error').textContent.length > 0")
         assert "refused" in page.inner_text("#login-error")
         assert page.is_hidden("#dashboard")
         browser.close()

@@ -119,8 +119,8 @@ def test_null_for_a_required_field_is_refused_by_name(
 def test_values_the_database_cannot_hold_are_refused_not_crashed_on(
     app: FastAPI, pair: tuple[Tenant, Tenant], db: psycopg.Connection
 ) -> None:
-    """Found by the fuzz pass: a NUL character in a name and a site id beyond PostgreSQL's
-    integer answered 500."""
+    """Found by the fuzz pass: a NUL character in a name, a site id beyond PostgreSQL's
+    integer and a collection day in year 1 answered 500."""
     from fastapi.testclient import TestClient
 
     caller, _ = pair
@@ -145,3 +145,6 @@ def test_values_the_database_cannot_hold_are_refused_not_crashed_on(
         assert zone.status_code == 400 and "NUL" in zone.json()["detail"]
         zones = client.get("/api/v1/staff/zones", headers=auth, params={"site_id": 2**31})
         assert zones.status_code == 422 and "site_id" in zones.json()["detail"]
+        for path in ("/api/v1/staff/collection/list", "/api/v1/staff/collection/route"):
+            far = client.get(path, headers=auth, params={"date": "0001-01-01"})
+            assert far.status_code == 422 and "'date'" in far.json()["detail"], far.text
