@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from models.db_roles import apply_grants
+from models.db_roles import apply_grants_retrying
 from models.settings import get_settings
 from models.tables import Base
 
@@ -29,9 +29,11 @@ def _migrate(connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata)
     with context.begin_transaction():
         context.run_migrations()
-        # Whatever the migrations created, the roles get exactly what models/db_roles.py
-        # grants (a no-op before migration 0011 turned the roles on).
-        apply_grants(connection.connection.driver_connection)
+    # Whatever the migrations created, the roles get exactly what models/db_roles.py
+    # grants (a no-op before migration 0011 turned the roles on), in a transaction of its
+    # own that is retried: on TimescaleDB a continuous-aggregate refresh job may deadlock
+    # with the change of an aggregate's owner.
+    apply_grants_retrying(connection.connection.driver_connection)
 
 
 def run_migrations_online() -> None:

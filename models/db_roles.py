@@ -20,6 +20,7 @@ a migration adds a table, add a line here saying what each role may do with it.
 
 from __future__ import annotations
 
+import time
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
@@ -155,6 +156,20 @@ def apply_grants(conn: psycopg.Connection) -> None:
                 sql.Identifier(role), sql.Identifier(_database(conn)), sql.Literal(timeout)
             )
         )
+
+
+def apply_grants_retrying(conn: psycopg.Connection, attempts: int = 5) -> None:
+    """`apply_grants` in its own transaction, again when it loses a deadlock (TimescaleDB's
+    background jobs lock the aggregates whose owner it changes)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with conn.transaction():
+                apply_grants(conn)
+            return
+        except psycopg.errors.DeadlockDetected:
+            if attempt == attempts:
+                raise
+            time.sleep(0.2 * attempt)
 
 
 def revoke_grants(conn: psycopg.Connection) -> None:

@@ -4,8 +4,8 @@ Creates the roles of models/db_roles.py (cluster-wide, idempotently), makes ``io
 the owner of every object, lets the partition and rollup functions run with the owner's
 rights (creating and dropping partitions needs the table's owner) for the roles allowed to
 call them, and turns on the grants: from now on migrations/env.py applies
-``models.db_roles.GRANTS`` after every upgrade. New sensors are private unless registered
-public (the registry applies each municipality's default).
+``models.db_roles.GRANTS`` (and the ownership) after every upgrade. New sensors are
+private unless registered public (the registry applies each municipality's default).
 
 Revision ID: 0011
 Revises: 0005
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from models.db_roles import MARKER, apply_grants, create_roles, revoke_grants
+from models.db_roles import MARKER, create_roles, revoke_grants
 
 revision = "0011"
 down_revision = "0005"
@@ -49,8 +49,8 @@ def upgrade() -> None:
                 f"ALTER FUNCTION {signature} SECURITY DEFINER SET search_path = public, pg_temp"
             )
     conn.execute("ALTER TABLE sensors ALTER COLUMN is_public SET DEFAULT false")
+    # The grants themselves follow right after the migrations commit (migrations/env.py).
     conn.execute("INSERT INTO system_info (key, value) VALUES (%s, %s)", MARKER)
-    apply_grants(conn)
 
 
 def downgrade() -> None:
