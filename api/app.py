@@ -84,6 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pools = create_pools(settings)
         await pools.open()
         app.state.pool = pools.request
+        # Staff routes connect as their own database role (models/db_roles.py) when
+        # IOT_STAFF_DATABASE_URL names one; the public role cannot read keys or private data.
+        app.state.staff_pool = pools.staff_request
         app.state.export_pool = pools.export
         app.state.staff_write_pool = pools.staff_write
         app.state.export_slots = ExportSlots(settings.export_max_concurrent)
@@ -161,6 +164,15 @@ def _add_exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": describe_validation_errors(exc.errors())}, status_code=422)
+
+    @app.exception_handler(psycopg.DataError)
+    async def unstorable_value(request: Request, exc: psycopg.DataError) -> JSONResponse:
+        # Input the validation let through but PostgreSQL cannot hold (a NUL character in
+        # text, a number beyond the column's range): the client's mistake, not ours.
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return JSONResponse(
+            {"detail": f"a value in the request cannot be stored: {reason}"}, status_code=400
+        )
 
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(psycopg.OperationalError)

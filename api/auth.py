@@ -129,40 +129,60 @@ async def authenticate(conn: AsyncConnection, token: str) -> Principal | None:
 
 
 class FailureLimiter:
-    """Counts failed authentications per client and blocks a client after too many.
+    """Counts refused keys per (client address, key prefix) and blocks after too many.
 
-    A sliding window per client address: after `max_failures` failures within `window_s`
-    seconds, further attempts are refused until the window has passed. In-process only;
-    behind several API replicas the reverse proxy's rate limit is the outer guard.
+    A sliding window: after `max_failures` failures of one key prefix from one client
+    within `window_s` seconds, that client's further attempts with that prefix are refused
+    until the window has passed, while other staff behind the same address (a town hall's
+    NAT) keep working with their own keys. A client that fails with many different
+    prefixes is blocked as a whole after `max_failures_per_client`. The client address is
+    the one api.client_address trusts (the proxy's forwarded address only from a trusted
+    proxy). In-process only; behind several API replicas the reverse proxy is the outer guard.
     """
 
-    def __init__(self, max_failures: int = 20, window_s: float = 60.0) -> None:
+    def __init__(
+        self, max_failures: int = 20, window_s: float = 60.0, max_failures_per_client: int = 100
+    ) -> None:
         self.max_failures = max_failures
+        self.max_failures_per_client = max_failures_per_client
         self.window_s = window_s
-        self._failures: dict[str, list[float]] = {}
+        self._failures: dict[tuple[str, str | None], list[float]] = {}
         self._lock = threading.Lock()
 
-    def _recent(self, client: str, now: float) -> list[float]:
-        times = [t for t in self._failures.get(client, ()) if now - t < self.window_s]
+    def _recent(self, key: tuple[str, str | None], now: float) -> list[float]:
+        times = [t for t in self._failures.get(key, ()) if now - t < self.window_s]
         if times:
-            self._failures[client] = times
+            self._failures[key] = times
         else:
-            self._failures.pop(client, None)
+            self._failures.pop(key, None)
         return times
 
-    def blocked_for_s(self, client: str) -> float:
-        """Seconds until `client` may try again; 0 when it may try now."""
-        now = time.monotonic()
-        with self._lock:
-            times = self._recent(client, now)
-            if len(times) < self.max_failures:
-                return 0.0
-            return max(0.0, self.window_s - (now - times[0]))
+    def _wait_s(self, key: tuple[str, str | None], limit: int, now: float) -> float:
+        times = self._recent(key, now)
+        if len(times) < limit:
+            return 0.0
+        return max(0.0, self.window_s - (now - times[-limit]))
 
-    def record_failure(self, client: str) -> None:
+    def blocked_for_s(self, client: str, prefix: str = "") -> float:
+        """Seconds until `client` may try `prefix` again; 0 when it may try now."""
         now = time.monotonic()
         with self._lock:
-            self._recent(client, now)
-            self._failures.setdefault(client, []).append(now)
-            if len(self._failures) > 100_000:  # bound memory under a distributed attack
+            return max(
+                self._wait_s((client, prefix), self.max_failures, now),
+                self._wait_s((client, None), self.max_failures_per_client, now),
+            )
+
+    def record_failure(self, client: str, prefix: str = "") -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key in ((client, prefix), (client, None)):
+                self._recent(key, now)
+                self._failures.setdefault(key, []).append(now)
+            if len(self._failures) > 200_000:  # bound memory under a distributed attack
                 self._failures.clear()
+
+
+def key_prefix(token: str | None) -> str:
+    """The public prefix of a well-formed key, "" for anything else (one shared bucket)."""
+    match = KEY_PATTERN.match(token or "")
+    return match.group(1) if match else ""

@@ -22,8 +22,14 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+STAFF_PREFIX = "/api/v1/staff"
+
+
 def get_pool(request: Request) -> AsyncConnectionPool:
-    """The app's connection pool, opened by the lifespan in api/app.py."""
+    """The request's connection pool, opened by the lifespan in api/app.py: staff routes
+    get the staff role's, everything else the public API role's (models/db_roles.py)."""
+    if request.url.path.startswith(STAFF_PREFIX):
+        return request.app.state.staff_pool
     return request.app.state.pool
 
 

@@ -24,12 +24,37 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 
+# The same headers Caddy sends in production (deploy/caddy/Caddyfile; a test compares
+# them), so that `make up` and tests see what users of the proxy see. Strict-Transport-
+# Security is the proxy's alone: it terminates TLS.
+CONTENT_SECURITY_POLICY = (
+    # The dashboard loads only its own vendored scripts and styles; map tiles are images
+    # from OpenStreetMap.
+    "default-src 'self'; img-src 'self' data: https://tile.openstreetmap.org; "
+    "style-src 'self' 'unsafe-inline'; object-src 'none'; frame-ancestors 'none'; "
+    "base-uri 'self'"
+)
+# The interactive API documentation (FastAPI's Swagger UI) loads its script and styles
+# from jsDelivr and starts with an inline script; only its page gets this policy.
+DOCS_CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "img-src 'self' data: https://fastapi.tiangolo.com; object-src 'none'; "
+    "frame-ancestors 'none'; base-uri 'self'"
+)
+DOCS_PATH = "/api/v1/docs"
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"strict-origin-when-cross-origin"),
+    (b"permissions-policy", b"geolocation=(), camera=(), microphone=()"),
     (b"cross-origin-opener-policy", b"same-origin"),
 )
+
+
+def _security_headers(path: str) -> tuple[tuple[bytes, bytes], ...]:
+    policy = DOCS_CONTENT_SECURITY_POLICY if path.startswith(DOCS_PATH) else CONTENT_SECURITY_POLICY
+    return (*SECURITY_HEADERS, (b"content-security-policy", policy.encode()))
 
 
 class ObservabilityMiddleware:
@@ -49,7 +74,7 @@ class ObservabilityMiddleware:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [h for h in SECURITY_HEADERS if h[0] not in present]
+                extra = [h for h in _security_headers(scope["path"]) if h[0] not in present]
                 message["headers"] = [*message.get("headers", []), *extra]
                 LATENCY.labels(scope["method"], _route_label(scope)).observe(
                     time.perf_counter() - started

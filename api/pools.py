@@ -1,13 +1,17 @@
-"""The API's database connections: three bounded pools with the same session settings.
+"""The API's database connections: bounded pools with the same session settings.
 
-- ``request``: every route's ``Conn`` (api/deps.py), held only while the route runs;
+- ``request``: every public route's ``Conn`` (api/deps.py), held only while the route runs,
+  as the public API's database role (IOT_DATABASE_URL);
+- ``staff_request``: the same for staff routes, as the staff role (IOT_STAFF_DATABASE_URL;
+  the ``request`` pool itself when that is unset);
 - ``export``: one connection per streamed export for as long as its client reads, with a
   statement timeout, so slow readers cannot take connections from the other routes;
 - ``staff_write``: blocking connections for the staff writes that reuse the sync service
-  code shared with the CLI (registry, alerts, keys, replay).
+  code shared with the CLI (registry, alerts, keys, replay), as the staff role.
 
 No route opens a connection of its own: the process holds at most
-``IOT_DB_POOL_MAX + IOT_EXPORT_MAX_CONCURRENT + IOT_DB_STAFF_WRITE_POOL_MAX`` connections.
+``IOT_DB_POOL_MAX + IOT_EXPORT_MAX_CONCURRENT + IOT_DB_STAFF_WRITE_POOL_MAX`` connections,
+and ``IOT_DB_POOL_MAX`` more when staff routes have a role of their own.
 """
 
 from __future__ import annotations
@@ -36,34 +40,50 @@ def connection_kwargs(statement_timeout_s: float | None = None) -> dict[str, Any
 @dataclass(frozen=True)
 class Pools:
     request: AsyncConnectionPool
+    staff_request: AsyncConnectionPool
     export: AsyncConnectionPool
     staff_write: ConnectionPool
+
+    def _async_pools(self) -> list[AsyncConnectionPool]:
+        pools = [self.request, self.export]
+        if self.staff_request is not self.request:
+            pools.append(self.staff_request)
+        return pools
 
     async def open(self) -> None:
         """Open without waiting for the database: the API starts (and /health says 503)
         without it."""
-        await self.request.open(wait=False)
-        await self.export.open(wait=False)
+        for pool in self._async_pools():
+            await pool.open(wait=False)
         self.staff_write.open(wait=False)
 
     async def close(self) -> None:
-        await self.request.close()
-        await self.export.close()
+        for pool in self._async_pools():
+            await pool.close()
         await asyncio.to_thread(self.staff_write.close)
 
 
+def _request_pool(url: str, settings: Settings, name: str) -> AsyncConnectionPool:
+    return AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=settings.db_pool_max,
+        kwargs=connection_kwargs(),
+        timeout=POOL_TIMEOUT_S,
+        open=False,
+        name=name,
+    )
+
+
 def create_pools(settings: Settings) -> Pools:
-    """The three pools, not yet open."""
+    """The pools, not yet open."""
+    request = _request_pool(settings.psycopg_url, settings, "api")
+    staff_request = request
+    if settings.staff_psycopg_url != settings.psycopg_url:
+        staff_request = _request_pool(settings.staff_psycopg_url, settings, "api-staff")
     return Pools(
-        request=AsyncConnectionPool(
-            settings.psycopg_url,
-            min_size=1,
-            max_size=settings.db_pool_max,
-            kwargs=connection_kwargs(),
-            timeout=POOL_TIMEOUT_S,
-            open=False,
-            name="api",
-        ),
+        request=request,
+        staff_request=staff_request,
         export=AsyncConnectionPool(
             settings.psycopg_url,
             min_size=0,
@@ -74,7 +94,7 @@ def create_pools(settings: Settings) -> Pools:
             name="api-export",
         ),
         staff_write=ConnectionPool(
-            settings.psycopg_url,
+            settings.staff_psycopg_url,
             min_size=0,
             max_size=settings.db_staff_write_pool_max,
             kwargs=connection_kwargs(),

@@ -2,7 +2,8 @@
 
 The key comes as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Missing or
 refused keys answer 401; a key without the scope answers 403 naming it; a client that
-failed too often recently answers 429 with Retry-After (api.auth.FailureLimiter).
+failed too often recently answers 429 with Retry-After (api.auth.FailureLimiter), counted
+per client address (api.client_address: a trusted proxy's forwarded address) and key prefix.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from api.auth import SCOPES, FailureLimiter, Principal, authenticate
+from api.auth import SCOPES, FailureLimiter, Principal, authenticate, key_prefix
+from api.client_address import client_address, parse_networks
 from api.deps import Conn
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="kommune-iot staff"'}
@@ -23,6 +25,14 @@ def _limiter(request: Request) -> FailureLimiter:
     if not hasattr(state, "auth_failures"):
         state.auth_failures = FailureLimiter()
     return state.auth_failures
+
+
+def _client(request: Request) -> str:
+    state = request.app.state
+    if not hasattr(state, "trusted_proxies"):
+        state.trusted_proxies = parse_networks(state.settings.trusted_proxies)
+    peer = request.client.host if request.client else None
+    return client_address(peer, request.headers.getlist("x-forwarded-for"), state.trusted_proxies)
 
 
 def _token(request: Request) -> str | None:
@@ -39,22 +49,23 @@ def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
 
     async def dependency(request: Request, conn: Conn) -> Principal:
         limiter = _limiter(request)
-        client = request.client.host if request.client else "unknown"
-        wait_s = limiter.blocked_for_s(client)
+        client = _client(request)
+        token = _token(request)
+        prefix = key_prefix(token)
+        wait_s = limiter.blocked_for_s(client, prefix)
         if wait_s:
             raise HTTPException(
                 429,
                 "too many refused API keys from this address; wait and retry",
                 headers={"Retry-After": str(int(wait_s) + 1)},
             )
-        token = _token(request)
         if not token:
             raise HTTPException(
                 401, "an API key is required: send 'Authorization: Bearer <key>'", _CHALLENGE
             )
         principal = await authenticate(conn, token)
         if principal is None:
-            limiter.record_failure(client)
+            limiter.record_failure(client, prefix)
             raise HTTPException(401, "the API key is unknown, expired or revoked", _CHALLENGE)
         if not principal.has(scope):
             raise HTTPException(403, f"this API key lacks the '{scope}' scope")

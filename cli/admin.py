@@ -1,6 +1,7 @@
 """``admin``: municipalities, API keys, network-server applications and sensor imports.
 
 python -m cli admin create-municipality --slug aarhus --name "Aarhus Kommune" --code 0751
+python -m cli admin new-sensors --municipality aarhus public
 python -m cli admin create-key --municipality aarhus --scopes read-private,write-sensors
 python -m cli admin list-keys --municipality aarhus
 python -m cli admin revoke-key 7
@@ -40,7 +41,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--slug", required=True, help="short lowercase id used in URLs and topics")
     p.add_argument("--name", required=True)
     p.add_argument("--code", help="four-digit Danish municipality code, e.g. 0751")
+    p.add_argument(
+        "--new-sensors",
+        choices=("public", "private"),
+        default="private",
+        help="visibility of sensors registered without is_public (default private)",
+    )
     p.set_defaults(handler=_create_municipality)
+
+    p = commands.add_parser(
+        "new-sensors", help="set a municipality's visibility for sensors registered without one"
+    )
+    p.add_argument("--municipality", required=True, help="municipality slug")
+    p.add_argument("visibility", choices=("public", "private"))
+    p.set_defaults(handler=_set_new_sensors)
 
     p = commands.add_parser("create-key", help="issue an API key; prints it once")
     p.add_argument("--municipality", required=True, help="municipality slug")
@@ -109,15 +123,27 @@ def _create_municipality(args: argparse.Namespace) -> int:
     with _connect() as conn:
         try:
             row = conn.execute(
-                "INSERT INTO municipalities (slug, name, kommune_code) VALUES (%s, %s, %s) "
-                "RETURNING id",
-                (args.slug, args.name, args.code),
+                "INSERT INTO municipalities (slug, name, kommune_code, settings) "
+                "VALUES (%s, %s, %s, jsonb_build_object('new_sensors_public', %s)) RETURNING id",
+                (args.slug, args.name, args.code, args.new_sensors == "public"),
             ).fetchone()
         except psycopg.errors.UniqueViolation:
             sys.exit(f"error: a municipality with slug {args.slug!r} or that code exists")
         except psycopg.errors.CheckViolation:
             sys.exit("error: slug must be lowercase letters, digits and '-', at most 63 chars")
     print(f"municipality {args.slug} created with id {row[0]}")
+    return 0
+
+
+def _set_new_sensors(args: argparse.Namespace) -> int:
+    with _connect() as conn:
+        municipality_id = _municipality_id(conn, args.municipality)
+        conn.execute(
+            "UPDATE municipalities SET settings = settings || "
+            "jsonb_build_object('new_sensors_public', %s) WHERE id = %s",
+            (args.visibility == "public", municipality_id),
+        )
+    print(f"new sensors of {args.municipality} are {args.visibility} unless registered otherwise")
     return 0
 
 

@@ -27,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
         host=args.host or settings.api_host,
         port=args.port or settings.api_port,
         workers=args.workers,
-        proxy_headers=True,
+        # The app decides which forwarded headers to believe (IOT_TRUSTED_PROXIES,
+        # api/client_address.py); uvicorn must not rewrite the peer address before that.
+        proxy_headers=False,
         log_level=settings.log_level.lower(),
         access_log=False,
     )

@@ -12,6 +12,7 @@ import psycopg
 from ingest.identity import forget_before as forget_identities_before
 from ingest.latest import repair_stale as repair_stale_latest
 from models.db import create_database, migrate, storage_backend, sync_metrics
+from models.db_roles import enable_logins
 from models.logging import configure_logging, log
 from models.partitions import DEFAULT_LOCK_TIMEOUT_MS, create_partitions, drop_partitions_before
 from models.settings import get_settings
@@ -28,20 +29,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_maintenance)
 
 
-def prepare_database(url: str) -> None:
-    """Create, migrate and load reference data: what every fresh install needs."""
+def prepare_database(url: str, role_passwords: dict[str, str] | None = None) -> None:
+    """Create, migrate and load reference data: what every fresh install needs. Then let
+    the services' database roles log in (with the passwords given, models/db_roles.py)."""
     created = create_database(url)
     migrate(url)
     with psycopg.connect(url, autocommit=True) as conn:
         metrics = sync_metrics(conn)
         backend = storage_backend(conn)
+        enable_logins(conn, role_passwords or {})
     log.info("database_ready", created=created, backend=backend, metrics=len(metrics))
 
 
 def run_migrate(args: argparse.Namespace) -> int:
     settings = get_settings()
     configure_logging(settings)
-    prepare_database(settings.psycopg_url)
+    prepare_database(settings.psycopg_url, settings.db_role_passwords)
     return 0
 
 

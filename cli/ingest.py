@@ -37,7 +37,7 @@ def run_ingest(args: argparse.Namespace) -> int:
             setting="IOT_APPLICATION_MUNICIPALITIES",
             instead="python -m cli admin map-application",
         )
-    telemetry.serve(settings.ingest_metrics_port)
+    telemetry.serve(settings.ingest_metrics_port, settings.ingest_metrics_host)
     service = IngestService(settings)
 
     def _stop(signum: int, frame: object) -> None:

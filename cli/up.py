@@ -7,12 +7,14 @@ on Ctrl-C or SIGTERM. Components whose command does not exist yet are skipped.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
 import time
 
 from cli.db import prepare_database
+from models.db_roles import API, INGEST, MAINTENANCE, STAFF, role_url
 from models.logging import configure_logging, log
 from models.settings import get_settings
 
@@ -24,6 +26,23 @@ COMPONENTS: tuple[tuple[str, list[str]], ...] = (
     ("evaluate", ["evaluate", "--every", "60"]),
     ("simulator", ["simulate"]),
 )
+
+# The database role each component connects as (models/db_roles.py), like in production.
+# The simulator is a development tool that creates municipalities: it keeps the given URL.
+COMPONENT_ROLES: dict[str, dict[str, str]] = {
+    "ingest": {"IOT_DATABASE_URL": INGEST},
+    "api": {"IOT_DATABASE_URL": API, "IOT_STAFF_DATABASE_URL": STAFF},
+    "maintenance": {"IOT_DATABASE_URL": MAINTENANCE},
+    "evaluate": {"IOT_DATABASE_URL": MAINTENANCE},
+}
+
+
+def component_env(name: str, url: str, passwords: dict[str, str]) -> dict[str, str]:
+    """The environment of component `name`: this one, with its roles' database URLs."""
+    env = dict(os.environ)
+    for variable, role in COMPONENT_ROLES.get(name, {}).items():
+        env[variable] = role_url(url, role, passwords.get(role))
+    return env
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,14 +61,15 @@ def _available_commands() -> set[str]:
 def run_up(args: argparse.Namespace) -> int:
     settings = get_settings()
     configure_logging(settings)
-    prepare_database(settings.psycopg_url)
+    prepare_database(settings.psycopg_url, settings.db_role_passwords)
     available = _available_commands()
     children: dict[str, subprocess.Popen] = {}
     for name, argv in COMPONENTS:
         if argv[0] not in available:
             log.warning("component_skipped", component=name, reason="command not available")
             continue
-        children[name] = subprocess.Popen([sys.executable, "-m", "cli", *argv])
+        env = component_env(name, settings.psycopg_url, settings.db_role_passwords)
+        children[name] = subprocess.Popen([sys.executable, "-m", "cli", *argv], env=env)
         log.info("component_started", component=name, pid=children[name].pid)
 
     base = settings.public_base_url
@@ -60,7 +80,8 @@ def run_up(args: argparse.Namespace) -> int:
         f"  open data      {base}/api/v1/sensors\n"
         f"  health         {base}/health\n"
         f"  API metrics    {base}/metrics\n"
-        f"  ingest metrics http://127.0.0.1:{settings.ingest_metrics_port}/metrics\n"
+        f"  ingest metrics http://{settings.ingest_metrics_host}:"
+        f"{settings.ingest_metrics_port}/metrics\n"
         "  staff key      .venv/bin/python -m cli admin create-key --municipality aarhus "
         "--scopes read-private\n"
         f"  MQTT broker    {settings.mqtt_host}:{settings.mqtt_port}\n"

@@ -5,8 +5,12 @@
 * `import_sensors_csv` registers or updates many from a CSV file, all or nothing.
 
 Sensors are keyed by (municipality, external_id): registering the same external id
-again updates the sensor, so re-uploading a corrected spreadsheet is safe. A DevEUI is
-globally unique: it cannot be registered to two sensors.
+again updates the sensor, so re-uploading a corrected spreadsheet is safe. An update
+changes only what it names (a CSV's columns, a JSON body's keys); everything else keeps
+its stored value, so a file without `is_public` or `lat`/`lon` neither publishes a
+private sensor nor erases its position. A new sensor's visibility, when not given, is the
+municipality's default (``municipalities.settings.new_sensors_public``, private when
+unset). A DevEUI is globally unique: it cannot be registered to two sensors.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
@@ -58,6 +63,20 @@ class RegistryError(ValueError):
 
 
 @dataclass(frozen=True)
+class Registered:
+    """What one registration did: the sensor, and its visibility before and after."""
+
+    sensor_id: int
+    action: Literal["created", "updated"]
+    is_public: bool
+    was_public: bool | None  # None: the sensor is new
+
+    @property
+    def visibility_changed(self) -> bool:
+        return self.was_public != self.is_public
+
+
+@dataclass(frozen=True)
 class _ModelRow:
     id: int
     vendor: str
@@ -87,21 +106,30 @@ def sync_device_models(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
 
 
 def register_sensor(conn: psycopg.Connection, municipality_id: int, sensor: SensorCreate) -> int:
-    """Register `sensor` for the municipality, or update it if its external_id exists.
+    """Register `sensor` for the municipality, or update it if its external_id exists;
+    returns the sensor id. See `upsert_sensor`."""
+    return upsert_sensor(conn, municipality_id, sensor).sensor_id
 
-    Creates the named site and zone when missing. Returns the sensor id; raises
-    RegistryError (unknown model, DevEUI taken by another sensor, unknown municipality,
-    missing bin depth) without changing anything.
+
+def upsert_sensor(
+    conn: psycopg.Connection, municipality_id: int, sensor: SensorCreate
+) -> Registered:
+    """Register `sensor`, or update the fields it gives if its external_id exists.
+
+    Creates the named site and zone when missing. Raises RegistryError (unknown model,
+    DevEUI taken by another sensor, unknown municipality, missing bin depth, no kind)
+    without changing anything.
     """
     try:
         with conn.transaction():
-            _check_municipality(conn, municipality_id)
-            models = _model_index(conn, [sensor])
-            sensor_id, _created = _upsert(conn, municipality_id, sensor, models)
+            default_public = _municipality_default_public(conn, municipality_id)
+            stored = _stored_sensors(conn, municipality_id, [sensor.external_id])
+            merged = _merge(sensor, stored.get(sensor.external_id), default_public)
+            models = _model_index(conn, [merged])
+            return _upsert(conn, municipality_id, merged, models, stored.get(sensor.external_id))
     except psycopg.errors.UniqueViolation:
         # Another registration took the DevEUI between our check and the insert.
         raise RegistryError(f"dev_eui {sensor.dev_eui} is already registered") from None
-    return sensor_id
 
 
 def import_sensors_csv(
@@ -125,22 +153,39 @@ def import_sensors_csv(
         )
     try:
         with conn.transaction():
-            _check_municipality(conn, municipality_id)
-            models = _model_index(conn, [sensor for _line, sensor in parsed])
+            default_public = _municipality_default_public(conn, municipality_id)
+            stored = _stored_sensors(conn, municipality_id, [s.external_id for _l, s in parsed])
+            merged: list[tuple[int, SensorCreate]] = []
+            for line, sensor in parsed:
+                try:
+                    merged.append(
+                        (line, _merge(sensor, stored.get(sensor.external_id), default_public))
+                    )
+                except RegistryError as error:
+                    errors.append(
+                        SensorImportError(
+                            line=line, message=str(error), external_id=sensor.external_id
+                        )
+                    )
+            models = _model_index(conn, [sensor for _line, sensor in merged])
             errors = sorted(
-                errors + _check_rows(conn, municipality_id, parsed, models), key=lambda e: e.line
+                errors + _check_rows(conn, municipality_id, merged, models), key=lambda e: e.line
             )
             if errors:
                 raise _RejectedError(errors)
             rows: list[SensorImportRow] = []
-            for line, sensor in parsed:
-                sensor_id, created = _upsert(conn, municipality_id, sensor, models)
+            for line, sensor in merged:
+                done = _upsert(
+                    conn, municipality_id, sensor, models, stored.get(sensor.external_id)
+                )
                 rows.append(
                     SensorImportRow(
                         line=line,
                         external_id=sensor.external_id,
-                        sensor_id=sensor_id,
-                        action="created" if created else "updated",
+                        sensor_id=done.sensor_id,
+                        action=done.action,
+                        is_public=done.is_public,
+                        was_public=done.was_public,
                     )
                 )
     except _RejectedError as rejected:
@@ -157,7 +202,11 @@ def import_sensors_csv(
         )
     created = sum(1 for r in rows if r.action == "created")
     return SensorImportResult(
-        committed=True, created=created, updated=len(rows) - created, rows=rows
+        committed=True,
+        created=created,
+        updated=len(rows) - created,
+        rows=rows,
+        visibility_changes=[r for r in rows if r.was_public != r.is_public],
     )
 
 
@@ -167,10 +216,68 @@ class _RejectedError(Exception):
         self.errors = errors
 
 
-def _check_municipality(conn: psycopg.Connection, municipality_id: int) -> None:
-    row = conn.execute("SELECT 1 FROM municipalities WHERE id = %s", (municipality_id,)).fetchone()
+def _municipality_default_public(conn: psycopg.Connection, municipality_id: int) -> bool:
+    """The municipality's visibility for new sensors; RegistryError when it does not exist."""
+    row = conn.execute(
+        "SELECT coalesce((settings->>'new_sensors_public')::boolean, false) "
+        "FROM municipalities WHERE id = %s",
+        (municipality_id,),
+    ).fetchone()
     if row is None:
         raise RegistryError(f"municipality {municipality_id} does not exist")
+    return bool(row[0])
+
+
+# What `_stored_sensors` returns per sensor: SensorCreate's fields, plus its id.
+_STORED = """
+SELECT s.external_id, s.id, s.dev_eui, s.name, s.kind, dm.vendor, dm.model, s.lat, s.lon,
+       s.bin_depth_mm, s.mount_offset_mm, s.expected_interval_s, s.is_public,
+       st.name AS site, z.name AS zone
+FROM sensors s
+LEFT JOIN device_models dm ON dm.id = s.device_model_id
+LEFT JOIN sites st ON st.id = s.site_id
+LEFT JOIN zones z ON z.id = s.zone_id
+WHERE s.municipality_id = %s AND s.external_id = ANY(%s)
+FOR UPDATE OF s
+"""
+
+
+def _stored_sensors(
+    conn: psycopg.Connection, municipality_id: int, external_ids: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The registered sensors among `external_ids`, locked until the transaction ends so
+    that what is merged into them is what gets written."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_STORED, (municipality_id, external_ids)).fetchall()
+    return {row["external_id"]: row for row in rows}
+
+
+def _merge(
+    sensor: SensorCreate, stored: dict[str, Any] | None, default_public: bool
+) -> SensorCreate:
+    """The complete sensor: the fields `sensor` gives over the stored ones (or defaults).
+
+    RegistryError when the result is incomplete (no kind, a zone without a site)."""
+    given = sensor.given()
+    if stored is None:
+        record: dict[str, Any] = {"is_public": default_public}
+    else:
+        record = {k: v for k, v in stored.items() if k in SensorCreate.model_fields}
+        if "kind" not in given and given.keys() & {"vendor", "model"}:
+            record.pop("kind")  # a new device model brings its own kind
+        if "zone" not in given and "site" in given and given["site"] != stored["site"]:
+            record["zone"] = None  # the stored zone belongs to the old site
+    record.update(given)
+    if record.get("is_public") is None:
+        record["is_public"] = default_public if stored is None else stored["is_public"]
+    if record.get("kind") is None and record.get("model") is None:
+        raise RegistryError("give a kind (climate, bin, parking, other) or a vendor and model")
+    if record.get("zone") is not None and record.get("site") is None:
+        raise RegistryError("a zone needs the site it belongs to")
+    try:
+        return SensorCreate(**record)
+    except ValidationError as error:
+        raise RegistryError(_explain(error)) from None
 
 
 def _model_key(vendor: str, model: str) -> tuple[str, str]:
@@ -212,7 +319,7 @@ def _resolve(
             )
             raise RegistryError(f"unknown device model {sensor.vendor} {sensor.model} ({hint})")
     kind = sensor.kind or (model.kind if model else None)
-    if kind is None:  # SensorCreate guarantees kind or model; keep the type checker honest
+    if kind is None:  # _merge guarantees a kind or a model; keep the type checker honest
         raise RegistryError("give a kind or a vendor and model")
     try:
         check_bin_geometry(kind, sensor.bin_depth_mm, sensor.mount_offset_mm)
@@ -301,8 +408,9 @@ def _upsert(
     municipality_id: int,
     sensor: SensorCreate,
     models: dict[tuple[str, str], _ModelRow],
-) -> tuple[int, bool]:
-    """Insert or update one sensor inside the caller's transaction; (id, created)."""
+    stored: dict[str, Any] | None,
+) -> Registered:
+    """Write one merged sensor (see `_merge`) inside the caller's transaction."""
     model, kind = _resolve(sensor, models)
     if sensor.dev_eui:
         owner = conn.execute(
@@ -344,7 +452,13 @@ def _upsert(
         ),
     ).fetchone()
     assert row is not None
-    return int(row[0]), bool(row[1])
+    created = bool(row[1])
+    return Registered(
+        sensor_id=int(row[0]),
+        action="created" if created else "updated",
+        is_public=bool(sensor.is_public),
+        was_public=None if created or stored is None else bool(stored["is_public"]),
+    )
 
 
 def _parse_csv(csv_text: str) -> tuple[list[tuple[int, SensorCreate]], list[SensorImportError]]:
@@ -426,10 +540,21 @@ def _parse_csv(csv_text: str) -> tuple[list[tuple[int, SensorCreate]], list[Sens
     return parsed, errors
 
 
+# Columns whose empty cell means "not given" rather than "no value": a sensor always has
+# a kind and a visibility, so an empty cell keeps the stored one (or the default).
+_EMPTY_IS_NOT_GIVEN = ("external_id", "kind", "is_public")
+
+
 def _row_fields(values: dict[str, str], decimal_comma: bool) -> dict[str, Any]:
-    fields: dict[str, Any] = {k: v for k, v in values.items() if v != ""}
+    """SensorCreate's fields from one row: every column of the file, an empty cell as
+    null (it clears the stored value), except the columns of `_EMPTY_IS_NOT_GIVEN`."""
+    fields: dict[str, Any] = {
+        k: (v if v != "" else None)
+        for k, v in values.items()
+        if v != "" or k not in _EMPTY_IS_NOT_GIVEN
+    }
     for column in _NUMERIC_COLUMNS:
-        if column in fields:
+        if fields.get(column) is not None:
             text = fields[column]
             if decimal_comma and "," in text and "." not in text:
                 text = text.replace(",", ".")

@@ -96,8 +96,8 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # scrapes every few seconds are not worth a log line
 
 
-def serve(port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer | None:  # noqa: S104
-    """Serve /metrics and /health on `port` in a daemon thread (0 disables it).
+def serve(port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer | None:
+    """Serve /metrics and /health on `host`:`port` in a daemon thread (port 0 disables it).
 
     Returns the server (``shutdown()`` stops it), or None when disabled."""
     if not port:

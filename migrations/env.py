@@ -6,6 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from models.db_roles import apply_grants_retrying
 from models.settings import get_settings
 from models.tables import Base
 
@@ -24,19 +25,26 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _migrate(connection) -> None:
+    context.configure(connection=connection, target_metadata=target_metadata)
+    with context.begin_transaction():
+        context.run_migrations()
+    # Whatever the migrations created, the roles get exactly what models/db_roles.py
+    # grants (a no-op before migration 0011 turned the roles on), in a transaction of its
+    # own that is retried: on TimescaleDB a continuous-aggregate refresh job may deadlock
+    # with the change of an aggregate's owner.
+    apply_grants_retrying(connection.connection.driver_connection)
+
+
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=target_metadata)
-        with context.begin_transaction():
-            context.run_migrations()
+        _migrate(connection)
         return
     url = config.attributes.get("url") or get_settings().sqlalchemy_url
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=target_metadata)
-        with context.begin_transaction():
-            context.run_migrations()
+        _migrate(conn)
 
 
 if context.is_offline_mode():

@@ -16,6 +16,7 @@ from datetime import date
 import psycopg
 from psycopg import errors, sql
 
+from models.db_roles import as_owner
 from models.logging import log
 
 DEFAULT_LOCK_TIMEOUT_MS = 1000
@@ -83,21 +84,23 @@ def drop_partitions_before(
     previous = conn.execute("SHOW lock_timeout").fetchone()[0]
     conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{lock_timeout_ms}ms")))
     try:
-        for name, pending in doomed:
-            how = sql.SQL("FINALIZE" if pending else "CONCURRENTLY")
-            try:
-                conn.execute(
-                    sql.SQL("ALTER TABLE readings DETACH PARTITION {} {}").format(
-                        sql.Identifier(name), how
+        # Only a table's owner may detach and drop its partitions (models/db_roles.py).
+        with as_owner(conn):
+            for name, pending in doomed:
+                how = sql.SQL("FINALIZE" if pending else "CONCURRENTLY")
+                try:
+                    conn.execute(
+                        sql.SQL("ALTER TABLE readings DETACH PARTITION {} {}").format(
+                            sql.Identifier(name), how
+                        )
                     )
-                )
-                conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
-            except errors.LockNotAvailable:
-                log.warning(
-                    "retention_lock_timeout", partition=name, lock_timeout_ms=lock_timeout_ms
-                )
-                continue
-            dropped += 1
+                    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+                except errors.LockNotAvailable:
+                    log.warning(
+                        "retention_lock_timeout", partition=name, lock_timeout_ms=lock_timeout_ms
+                    )
+                    continue
+                dropped += 1
     finally:
         conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(previous)))
     return dropped

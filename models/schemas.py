@@ -18,11 +18,17 @@ _DEV_EUI = re.compile(r"^[0-9a-f]{16}$")
 
 
 class SensorCreate(BaseModel):
-    """A sensor to register (or update, keyed by the municipality's `external_id`).
+    """A sensor to register, or the fields to change of one registered already (keyed by the
+    municipality's `external_id`).
 
+    Only the fields given are written: a field left out keeps the stored value on an update
+    (an explicit null clears it), and on a new sensor takes its default; `is_public` left
+    out on a new sensor takes the municipality's default (``new_sensors_public``).
     `kind` may be left out when `vendor`/`model` name a known device model: the model's
     kind is used. Bin sensors need `bin_depth_mm` (full line to bottom) so fill level can
     be derived from distance; `mount_offset_mm` is the sensor's height above the full line.
+    Checks that need the stored sensor (a kind or model, bin geometry, a zone's site) are
+    made on the merged record by ingest.registry.
     """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -40,7 +46,11 @@ class SensorCreate(BaseModel):
     bin_depth_mm: float | None = Field(default=None, gt=0.0, le=10000.0)
     mount_offset_mm: float | None = Field(default=None, ge=0.0, le=10000.0)
     expected_interval_s: int | None = Field(default=None, gt=0, le=7 * 86400)
-    is_public: bool = True
+    is_public: bool | None = Field(
+        default=None,
+        description="Publish as open data. Left out: unchanged on an update, the "
+        "municipality's default for a new sensor.",
+    )
     site: str | None = Field(default=None, max_length=200, description="site name")
     zone: str | None = Field(default=None, max_length=200, description="zone name in site")
 
@@ -59,19 +69,33 @@ class SensorCreate(BaseModel):
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value or None
 
+    @field_validator("external_id", "name", "vendor", "model", "site", "zone")
+    @classmethod
+    def _no_nul_character(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("contains a NUL character, which cannot be stored")
+        return value
+
     @model_validator(mode="after")
-    def _fields_agree(self) -> SensorCreate:
-        if (self.lat is None) != (self.lon is None):
+    def _given_fields_agree(self) -> SensorCreate:
+        given = self.model_fields_set
+        if ("lat" in given) != ("lon" in given) or (self.lat is None) != (self.lon is None):
             raise ValueError("give both lat and lon, or neither")
-        if (self.vendor is None) != (self.model is None):
+        if ("vendor" in given) != ("model" in given) or (self.vendor is None) != (
+            self.model is None
+        ):
             raise ValueError("give both vendor and model, or neither")
-        if self.kind is None and self.model is None:
-            raise ValueError("give a kind (climate, bin, parking, other) or a vendor and model")
-        if self.zone is not None and self.site is None:
-            raise ValueError("a zone needs the site it belongs to")
-        if self.kind is not None:
+        if (
+            self.kind is not None
+            and self.kind != "bin"
+            and (self.bin_depth_mm is not None or self.mount_offset_mm is not None)
+        ):
             check_bin_geometry(self.kind, self.bin_depth_mm, self.mount_offset_mm)
         return self
+
+    def given(self) -> dict[str, object]:
+        """The fields the caller gave (a CSV's columns, a JSON body's keys)."""
+        return self.model_dump(include=self.model_fields_set)
 
 
 def check_bin_geometry(
@@ -91,6 +115,10 @@ class SensorImportRow(BaseModel):
     external_id: str
     sensor_id: int
     action: Literal["created", "updated"]
+    is_public: bool
+    was_public: bool | None = Field(
+        None, description="Visibility before the import; null for a sensor it created."
+    )
 
 
 class SensorImportError(BaseModel):
@@ -108,6 +136,11 @@ class SensorImportResult(BaseModel):
     created: int = 0
     updated: int = 0
     rows: list[SensorImportRow] = Field(default_factory=list)
+    visibility_changes: list[SensorImportRow] = Field(
+        default_factory=list,
+        description="The rows whose sensor this import published, hid, or created (with the "
+        "visibility it got): what to check before open data changes.",
+    )
     errors: list[SensorImportError] = Field(default_factory=list)
 
 

@@ -64,6 +64,18 @@ class Settings(BaseSettings):
         description="Connections for the API's staff writes that share code with the CLI "
         "(sensor registration and imports, alerts, keys, replays); more writes at once wait.",
     )
+    staff_database_url: str | None = Field(
+        None,
+        description="libpq URL the staff API connects with (role iot_staff), while "
+        "IOT_DATABASE_URL serves the public API (role iot_api). Unset: IOT_DATABASE_URL.",
+    )
+    db_role_passwords: dict[str, str] = Field(
+        default_factory=dict,
+        description="Read by migrate: passwords that let the database roles log in, as JSON: "
+        '{"iot_api": "...", "iot_staff": "...", "iot_ingest": "...", "iot_maintenance": '
+        '"..."} (docs/operations.md). A role left out logs in only where the server trusts '
+        "the connection without a password.",
+    )
 
     # --- MQTT ---------------------------------------------------------------------------
     mqtt_host: str = "127.0.0.1"
@@ -143,6 +155,11 @@ class Settings(BaseSettings):
         "process; the rest are counted in dead_letter_repeats.",
     )
     ingest_metrics_port: int = Field(9101, ge=0, le=65535, description="0 disables it.")
+    ingest_metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address ingest's /metrics and /health listen on: this machine only by "
+        "default; 0.0.0.0 where Prometheus scrapes from elsewhere (compose's private network).",
+    )
     ingest_gc_interval_s: float = Field(
         60.0,
         ge=0,
@@ -155,6 +172,12 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     public_base_url: str = "http://127.0.0.1:8000"
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDR networks of reverse proxies whose X-Forwarded-For the "
+        'API believes, as JSON: ["172.30.0.10"]. Empty: the TCP peer is the client. Only a '
+        "trusted proxy's forwarded address identifies a client to the failed-key limiter.",
+    )
     open_data_license: str = "https://creativecommons.org/licenses/by/4.0/"
     export_max_concurrent: int = Field(
         4,
@@ -182,20 +205,42 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["logfmt", "json"] = "logfmt"
 
-    @field_validator("database_url")
+    @field_validator("database_url", "staff_database_url")
     @classmethod
-    def _postgres_only(cls, url: str) -> str:
+    def _postgres_only(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
         if not url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
             raise ValueError(
-                "IOT_DATABASE_URL must be a PostgreSQL URL such as "
+                "IOT_DATABASE_URL and IOT_STAFF_DATABASE_URL must be PostgreSQL URLs such as "
                 "postgresql://user:password@host:5432/dbname"
             )
         return url
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses_or_networks(cls, entries: list[str]) -> list[str]:
+        from ipaddress import ip_network
+
+        for entry in entries:
+            try:
+                ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"IOT_TRUSTED_PROXIES: {entry!r} is not an IP address or CIDR network"
+                ) from None
+        return entries
 
     @property
     def psycopg_url(self) -> str:
         """The URL in the plain libpq form psycopg expects."""
         return self.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+    @property
+    def staff_psycopg_url(self) -> str:
+        """The staff API's URL in libpq form (IOT_DATABASE_URL's when unset)."""
+        url = self.staff_database_url or self.database_url
+        return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
     @property
     def sqlalchemy_url(self) -> str:

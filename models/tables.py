@@ -151,7 +151,7 @@ class Sensor(Base):
     bin_depth_mm: Mapped[float | None] = mapped_column(Double)
     mount_offset_mm: Mapped[float | None] = mapped_column(Double)
     expected_interval_s: Mapped[int | None] = mapped_column(Integer)
-    is_public: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    is_public: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     status: Mapped[str] = mapped_column(Text, server_default="active")
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 

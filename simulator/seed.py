@@ -103,6 +103,9 @@ def seed_fleet(conn: psycopg.Connection, fleet: Fleet) -> SeedResult:
                     expected_interval_s=d.interval_s,
                     site=d.site,
                     zone=d.zone,
+                    # The simulated fleet is demo data: published, like a municipality
+                    # whose default for new sensors is public.
+                    is_public=True,
                 ),
             )
     return SeedResult(

@@ -12,6 +12,7 @@ from ingest.registry import (
     import_sensors_csv,
     register_sensor,
     sync_device_models,
+    upsert_sensor,
 )
 from models.schemas import SensorCreate
 
@@ -165,7 +166,7 @@ def test_csv_import_from_danish_excel_stores_every_row(db: psycopg.Connection) -
     assert rows == [
         ("bin-1", "70b3d57ba1000001", "bin", 56.157, True),
         ("p-1", "fcd6bd0000000001", "parking", 56.1571, False),
-        ("room-1", None, "climate", None, True),
+        ("room-1", None, "climate", None, False),  # empty is_public: the default, private
     ]
 
 
@@ -256,3 +257,104 @@ def test_registered_bin_geometry_gives_fill_level_from_distance(db: psycopg.Conn
     ).fetchone()
     # 1200 mm deep, sensor 100 mm above the full line: 700 mm to the surface is half full.
     assert float(fill_level_pct(700.0, depth, offset)) == pytest.approx(50.0)
+
+
+# --- re-uploads change only what they name -------------------------------------------------
+
+FULL_CSV = (
+    "external_id,name,kind,lat,lon,is_public,site,zone\n"
+    "room-1,Lokale 1,climate,56.1,10.2,no,Skolen,Lokale 1\n"
+    "room-2,Lokale 2,climate,56.2,10.3,yes,Skolen,Lokale 2\n"
+)
+
+
+def _sensor_rows(conn: psycopg.Connection) -> list[tuple]:
+    return conn.execute(
+        "SELECT s.external_id, s.name, s.lat, s.lon, s.is_public, s.expected_interval_s, z.name "
+        "FROM sensors s LEFT JOIN zones z ON z.id = s.zone_id ORDER BY s.external_id"
+    ).fetchall()
+
+
+def test_reupload_without_columns_keeps_visibility_position_name_and_zone(
+    db: psycopg.Connection,
+) -> None:
+    """A careless re-upload (a sheet with only ids, kinds and intervals) neither publishes
+    the private sensor nor erases what the file does not mention."""
+    municipality = _municipality(db)
+    assert import_sensors_csv(db, municipality, FULL_CSV).committed
+    before = _sensor_rows(db)
+    again = import_sensors_csv(
+        db,
+        municipality,
+        "external_id,kind,expected_interval_s\nroom-1,climate,600\nroom-2,climate,900\n",
+    )
+    assert again.committed, again.errors
+    after = _sensor_rows(db)
+    intervals = (600, 900)
+    assert after == [(*b[:5], i, b[6]) for b, i in zip(before, intervals, strict=True)]
+    assert again.visibility_changes == []
+    assert [(r.external_id, r.was_public, r.is_public) for r in again.rows] == [
+        ("room-1", False, False),
+        ("room-2", True, True),
+    ]
+
+
+def test_a_named_column_with_an_empty_cell_clears_the_value_but_not_the_visibility(
+    db: psycopg.Connection,
+) -> None:
+    municipality = _municipality(db)
+    import_sensors_csv(db, municipality, FULL_CSV)
+    result = import_sensors_csv(db, municipality, "external_id,name,is_public\nroom-1,,\n")
+    assert result.committed, result.errors
+    assert _sensor_rows(db)[0][:5] == ("room-1", None, 56.1, 10.2, False)
+
+
+def test_new_sensors_take_the_municipalitys_default_visibility(db: psycopg.Connection) -> None:
+    closed, open_ = _municipality(db, "aarhus"), _municipality(db, "odense")
+    db.execute(
+        "UPDATE municipalities SET settings = '{\"new_sensors_public\": true}' WHERE id = %s",
+        (open_,),
+    )
+    csv_text = "external_id,kind\nnew-1,climate\n"
+    private = import_sensors_csv(db, closed, csv_text)
+    public = import_sensors_csv(db, open_, csv_text)
+    assert [(r.is_public, r.was_public) for r in private.rows] == [(False, None)]
+    assert [(r.is_public, r.was_public) for r in public.rows] == [(True, None)]
+    # A new sensor is listed with the visibility it got: staff see what gets published.
+    assert [r.external_id for r in public.visibility_changes] == ["new-1"]
+    assert db.execute(
+        "SELECT municipality_id, is_public FROM sensors ORDER BY municipality_id"
+    ).fetchall() == [(closed, False), (open_, True)]
+
+
+def test_every_change_of_visibility_is_listed(db: psycopg.Connection) -> None:
+    municipality = _municipality(db)
+    import_sensors_csv(db, municipality, FULL_CSV)
+    flipped = import_sensors_csv(db, municipality, "external_id,is_public\nroom-1,ja\nroom-2,ja\n")
+    assert [
+        (r.line, r.external_id, r.was_public, r.is_public) for r in flipped.visibility_changes
+    ] == [(2, "room-1", False, True)]
+
+
+def test_register_sensor_updates_only_the_fields_given(db: psycopg.Connection) -> None:
+    municipality = _municipality(db)
+    register_sensor(
+        db,
+        municipality,
+        SensorCreate(
+            external_id="bin-7", kind="bin", bin_depth_mm=900, lat=56.1, lon=10.1, is_public=False
+        ),
+    )
+    done = upsert_sensor(db, municipality, SensorCreate(external_id="bin-7", name="Container 7"))
+    assert (done.action, done.was_public, done.is_public) == ("updated", False, False)
+    assert db.execute(
+        "SELECT name, kind, bin_depth_mm, lat, lon, is_public FROM sensors"
+    ).fetchone() == ("Container 7", "bin", 900.0, 56.1, 10.1, False)
+
+
+def test_a_new_sensor_still_needs_a_kind_or_a_model(db: psycopg.Connection) -> None:
+    municipality = _municipality(db)
+    with pytest.raises(RegistryError, match="give a kind"):
+        register_sensor(db, municipality, SensorCreate(external_id="nothing-known"))
+    result = import_sensors_csv(db, municipality, "external_id,name\nx,Somewhere\n")
+    assert not result.committed and "give a kind" in result.errors[0].message

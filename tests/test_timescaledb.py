@@ -325,3 +325,34 @@ def test_fresh_readings_go_straight_into_the_hypertable_and_repeats_are_absorbed
     assert tsdb.execute(
         "SELECT time, value FROM latest_readings WHERE sensor_id = 101 AND metric_id = 1"
     ).fetchone() == (newer[0], -1.0)
+
+
+def test_database_roles_hold_on_timescaledb(tsdb: psycopg.Connection, timescale_url: str) -> None:
+    """models/db_roles.py on a hypertable and continuous aggregates: the owner owns them,
+    the public API role reads them but no keys or private sensors, ingest writes readings."""
+    from models.db_roles import API, INGEST, OWNER, enable_logins, role_url
+
+    enable_logins(tsdb, {})
+    owners = dict(
+        tsdb.execute(
+            "SELECT relname, pg_get_userbyid(relowner) FROM pg_class "
+            "WHERE relname IN ('readings', 'readings_hourly', 'readings_daily', 'sensors')"
+        ).fetchall()
+    )
+    assert set(owners.values()) == {OWNER}, owners
+    _register_sensors(tsdb)
+    tsdb.execute("UPDATE sensors SET is_public = (id = 101)")
+    now = datetime.now(UTC).replace(microsecond=0)
+    with psycopg.connect(role_url(timescale_url, INGEST), autocommit=True) as ingest:
+        rows = [(now - timedelta(days=d), 102, 1, 1.0) for d in range(3)]
+        assert BatchWriter().write(ingest, rows, []).inserted == 3
+    with psycopg.connect(role_url(timescale_url, API), autocommit=True) as api:
+        assert api.execute("SELECT id FROM sensors").fetchall() == [(101,)]
+        assert api.execute("SELECT count(*) FROM readings_hourly").fetchone()[0] >= 0
+        for statement in (
+            "SELECT * FROM api_keys",
+            "INSERT INTO readings VALUES (now(), 101, 1, 1.0)",
+            "SELECT iot_refresh_rollups()",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                api.execute(statement)

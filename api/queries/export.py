@@ -27,11 +27,15 @@ CSV_HEADER = ("time", "sensor_id", "sensor_name", "kind", "metric", "unit", "val
 # time as ISO 8601 (the session runs in UTC): "2026-03-01T00:00:00+00:00"
 _ISO_TIME = "(to_json(r.time) #>> '{}')"
 _METRIC_NAME = "(%(metric_names)s::text[])[r.metric_id]"
+# Sensor names are typed by staff. A spreadsheet opening the CSV would run a cell that
+# starts with = + - @ (or a tab or carriage return before one) as a formula: such a name
+# gets a leading apostrophe, which spreadsheets show as text (OWASP "CSV injection").
+_CSV_SAFE_NAME = r"CASE WHEN s.name ~ '^[=+@\t\r-]' THEN '''' || s.name ELSE s.name END"
 _METRIC_UNIT = "(%(metric_units)s::text[])[r.metric_id]"
 
 _SELECT_LIST: dict[str, str] = {
-    "csv": f"{_ISO_TIME}, s.id, s.name, s.kind, {_METRIC_NAME}, {_METRIC_UNIT}, r.value, "
-    "s.lat, s.lon",
+    "csv": f"{_ISO_TIME}, s.id, {_CSV_SAFE_NAME}, s.kind, {_METRIC_NAME}, {_METRIC_UNIT}, "
+    "r.value, s.lat, s.lon",
     "jsonl": "json_build_object('time', r.time, 'sensor_id', s.id, 'kind', s.kind, "
     f"'metric', {_METRIC_NAME}, 'unit', {_METRIC_UNIT}, 'value', r.value)::text",
     "geojson": "json_build_object('type', 'Feature', 'geometry', "

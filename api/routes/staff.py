@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import psycopg
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from analytics import alerts as alert_lifecycle
 from analytics.collection_service import CollectionSetupError
@@ -30,9 +30,9 @@ from ingest.applications import (
     map_application,
     unmap_application,
 )
-from ingest.registry import RegistryError, import_sensors_csv, register_sensor
+from ingest.registry import RegistryError, import_sensors_csv, upsert_sensor
 from ingest.replay import replay
-from models.schemas import ErrorOut, SensorCreate
+from models.schemas import ErrorOut, SensorCreate, SensorImportResult
 
 _ERROR = {"model": ErrorOut}
 # Every staff route may refuse the key (401, 403, 429), not find the id in the caller's
@@ -87,6 +87,13 @@ async def sensor_history(
 # --- sensors -------------------------------------------------------------------------------
 
 
+def _not_null(value: Any) -> Any:
+    """For PATCH fields the database requires: null would not keep the stored value."""
+    if value is None:
+        raise ValueError("may not be null; leave it out to keep the stored value")
+    return value
+
+
 class SensorPatch(BaseModel):
     name: str | None = Field(None, max_length=200)
     is_public: bool | None = None
@@ -96,6 +103,8 @@ class SensorPatch(BaseModel):
     bin_depth_mm: float | None = Field(None, gt=0, le=20000)
     mount_offset_mm: float | None = Field(None, ge=0, le=20000)
     expected_interval_s: int | None = Field(None, ge=1, le=7 * 86400)
+
+    _required_when_given = field_validator("is_public", "status")(_not_null)
 
 
 @router.get("/sensors", summary="The municipality's sensors, public and private")
@@ -117,13 +126,23 @@ async def get_sensor(principal: ReadPrivate, conn: Conn, sensor_id: Id) -> dict[
     return row
 
 
-@router.post("/sensors", status_code=201, summary="Register (or update by external_id)")
+@router.post(
+    "/sensors",
+    status_code=201,
+    summary="Register, or update by external_id the fields given (the others are kept)",
+)
 def create_sensor(principal: WriteSensors, conn: SyncConn, sensor: SensorCreate) -> dict:
     try:
-        sensor_id = register_sensor(conn, principal.municipality_id, sensor)
+        done = upsert_sensor(conn, principal.municipality_id, sensor)
     except RegistryError as exc:
         raise HTTPException(422, str(exc)) from None
-    return {"id": sensor_id}
+    return {
+        "id": done.sensor_id,
+        "action": done.action,
+        "is_public": done.is_public,
+        "was_public": done.was_public,
+        "visibility_changed": done.visibility_changed,
+    }
 
 
 @router.patch("/sensors/{sensor_id}", summary="Edit a sensor")
@@ -141,6 +160,8 @@ async def patch_sensor(
 @router.post(
     "/sensor-imports",
     summary="Register sensors from CSV (all rows or none)",
+    response_model=SensorImportResult,
+    responses={422: {"model": SensorImportResult, "description": "Nothing stored; see errors"}},
     openapi_extra={
         "requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}
     },
@@ -227,6 +248,8 @@ class SitePatch(BaseModel):
     lat: float | None = Field(None, ge=-90, le=90)
     lon: float | None = Field(None, ge=-180, le=180)
 
+    _required_when_given = field_validator("name", "kind")(_not_null)
+
 
 class ZoneIn(BaseModel):
     site_id: int = Field(ge=1, le=2**31 - 1)
@@ -266,7 +289,9 @@ async def patch_site(
 
 @router.get("/zones", summary="Zones (rooms, parking zones)")
 async def list_zones(
-    principal: ReadPrivate, conn: Conn, site_id: Annotated[int | None, Query(ge=1)] = None
+    principal: ReadPrivate,
+    conn: Conn,
+    site_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> list[dict[str, Any]]:
     return await places.list_zones(conn, principal.municipality_id, site_id)
 
@@ -399,10 +424,25 @@ def delete_api_key(principal: Admin, conn: SyncConn, key_id: Id) -> None:
 # --- waste collection ----------------------------------------------------------------------
 
 
+# Collection days are planned from readings around them: days near the ends of the
+# calendar overflowed date arithmetic (found by tests/staff/test_staff_fuzz.py).
+FIRST_COLLECTION_DAY, LAST_COLLECTION_DAY = date(2000, 1, 1), date(2999, 12, 31)
+
+
+def _check_collection_day(day: date) -> None:
+    if not FIRST_COLLECTION_DAY <= day <= LAST_COLLECTION_DAY:
+        raise HTTPException(
+            422,
+            f"query parameter 'date': must be between {FIRST_COLLECTION_DAY} and "
+            f"{LAST_COLLECTION_DAY}",
+        )
+
+
 @router.get("/collection/list", summary="Bins to empty on a day, most urgent first")
 async def collection_list(
     principal: ReadPrivate, conn: Conn, day: Annotated[date, Query(alias="date")]
 ) -> dict[str, Any]:
+    _check_collection_day(day)
     try:
         return await collection.collection_list_for_day(conn, principal.municipality_id, day)
     except CollectionSetupError as exc:
@@ -416,6 +456,7 @@ async def collection_route(
     day: Annotated[date, Query(alias="date")],
     fmt: Annotated[Literal["json", "geojson", "vroom"], Query(alias="format")] = "json",
 ) -> JSONResponse:
+    _check_collection_day(day)
     try:
         if fmt == "vroom":
             document = await collection.vroom_input_for_day(conn, principal.municipality_id, day)

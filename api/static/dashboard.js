@@ -107,7 +107,10 @@ function renderMap(sensors) {
     if (s.kind === "bin") { color = "#5d4037"; radius = 4 + (s.fill_pct ?? 0) / 10; }
     if (s.kind === "parking") color = s.occupied >= 0.5 ? "#1565c0" : "#90caf9";
     const marker = L.circleMarker([s.lat, s.lon], { radius, color, fillColor: color, fillOpacity: 0.8, weight: 1 });
-    marker.bindPopup(`${s.name ?? s.external_id} (${s.kind})`);
+    // Names are typed by staff: a text node, never HTML (Leaflet renders strings as HTML).
+    const popup = document.createElement("span");
+    popup.textContent = `${s.name ?? s.external_id} (${s.kind})`;
+    marker.bindPopup(popup);
     marker.on("click", () => showHistory(s, { climate: "co2_ppm", bin: "fill_pct", parking: "occupied" }[s.kind] ?? "battery_v"));
     marker.addTo(markerLayer);
     bounds.push([s.lat, s.lon]);

@@ -3,6 +3,8 @@ keep the production files consistent with the code (settings, commands, configs)
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -93,6 +95,26 @@ def test_app_services_reach_the_database_and_broker_by_service_name():
         assert env["IOT_MQTT_USERNAME"] and env["IOT_MQTT_PASSWORD"].startswith("${")
 
 
+def test_long_running_services_connect_as_their_own_roles_not_the_superuser():
+    expected = {
+        "api": "iot_api",
+        "maintenance": "iot_maintenance",
+        "evaluate": "iot_maintenance",
+        **dict.fromkeys(INGEST, "iot_ingest"),
+    }
+    for name, role in expected.items():
+        url = _environment(SERVICES[name])["IOT_DATABASE_URL"]
+        assert url.startswith(f"postgresql://{role}:"), name
+    staff = _environment(SERVICES["api"])["IOT_STAFF_DATABASE_URL"]
+    assert staff.startswith("postgresql://iot_staff:")
+    # migrate sets each role's password to the one in that role's URL
+    passwords = json.loads(_environment(SERVICES["migrate"])["IOT_DB_ROLE_PASSWORDS"])
+    urls = [staff, *(_environment(SERVICES[name])["IOT_DATABASE_URL"] for name in expected)]
+    for url in urls:
+        role, password = url.removeprefix("postgresql://").split("@")[0].split(":", 1)
+        assert passwords[role] == password
+
+
 def test_services_start_after_migrations_completed():
     migrate = SERVICES["migrate"]
     assert migrate["command"] == ["migrate"] and migrate["restart"] == "no"
@@ -172,6 +194,17 @@ def test_api_is_reached_only_through_the_proxy():
     caddyfile = (ROOT / "deploy/caddy/Caddyfile").read_text()
     assert f"reverse_proxy api:{port}" in caddyfile
     assert "/health" in " ".join(api["healthcheck"]["test"])
+
+
+def test_the_api_trusts_forwarded_addresses_from_the_proxy_only():
+    caddy = SERVICES["caddy"]["networks"]["edge"]["ipv4_address"]
+    trusted = Settings(
+        trusted_proxies=json.loads(_environment(SERVICES["api"])["IOT_TRUSTED_PROXIES"])
+    )
+    assert trusted.trusted_proxies == [caddy]
+    subnet = COMPOSE["networks"]["edge"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(caddy) in ipaddress.ip_network(subnet)
+    assert "edge" in SERVICES["api"]["networks"]
 
 
 def test_proxy_sets_security_headers_compresses_and_hides_metrics():

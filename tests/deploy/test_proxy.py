@@ -32,11 +32,36 @@ class _Upstream(BaseHTTPRequestHandler):
     paths: ClassVar[list[str]] = []
     body_bytes: ClassVar[dict[str, int]] = {}
 
+    exports_now: ClassVar[int] = 0
+    exports_most: ClassVar[int] = 0
+    lock: ClassVar[threading.Lock] = threading.Lock()
+
     def do_GET(self) -> None:
         self.paths.append(self.path)
+        if self.path.startswith("/api/v1/export/"):
+            self._slow_export()
+            return
         body = b"ok" if self.path == "/health" else PAGE
         self.send_response(200)
+        if self.path == "/api/v1/docs":
+            self.send_header("Content-Security-Policy", "default-src 'self' cdn.example")
         self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _slow_export(self) -> None:
+        """A client reading slowly: the connection stays busy for a while."""
+        with self.lock:
+            _Upstream.exports_now += 1
+            _Upstream.exports_most = max(_Upstream.exports_most, _Upstream.exports_now)
+        time.sleep(1.0)
+        # Counted out before the answer: once Caddy has it, it may open the next connection.
+        with self.lock:
+            _Upstream.exports_now -= 1
+        body = b"time,value\n" + b"2026-03-01T00:00:00Z,1\n" * 10
+        self.send_response(200)
+        self.send_header("Content-Type", "text/csv")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -70,7 +95,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, list[
 
     text = CADDYFILE.read_text()
     for old, new in (
-        ("reverse_proxy api:8000", f"reverse_proxy 127.0.0.1:{upstream.server_port}"),
+        ("api:8000", f"127.0.0.1:{upstream.server_port}"),
         ("{\n\temail", "{\n\tadmin off\n\temail"),
     ):
         assert old in text, f"{old!r} no longer in {CADDYFILE}"
@@ -136,6 +161,13 @@ def test_proxy_adds_security_headers_and_hides_its_server(proxy):
     assert response.getheader("Server") is None
 
 
+def test_proxy_keeps_a_content_security_policy_the_api_chose(proxy):
+    port, _ = proxy
+    response, _ = _request(port, "GET", "/api/v1/docs")
+    assert response.getheader("Content-Security-Policy") == "default-src 'self' cdn.example"
+    assert response.getheader("X-Frame-Options") == "DENY"
+
+
 def test_proxy_compresses_for_clients_that_accept_gzip(proxy):
     port, _ = proxy
     response, body = _request(port, "GET", "/", {"Accept-Encoding": "gzip"})
@@ -163,3 +195,27 @@ def test_request_bodies_over_the_limit_never_reach_the_api_whole(proxy):
     # Caddy 2.7, 502 on older releases such as Debian's 2.6 (caddyserver/caddy#5652).
     assert large.status in (413, 502)
     assert upstream.body_bytes.get("/api/too-large", 0) <= 10**7
+
+
+def test_at_most_four_exports_reach_the_api_at_once_and_other_routes_are_not_held(proxy):
+    """Debian's caddy has no rate-limit module: the proxy caps concurrent exports instead."""
+    port, upstream = proxy
+    upstream.exports_most = 0
+    results: list[int] = []
+
+    def export(n: int) -> None:
+        response, _ = _request(port, "GET", f"/api/v1/export/aarhus/readings.csv?n={n}")
+        results.append(response.status)
+
+    threads = [threading.Thread(target=export, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    health, _ = _request(port, "GET", "/health")
+    health_s = time.monotonic() - started
+    for thread in threads:
+        thread.join(30)
+    assert results == [200] * 8
+    assert upstream.exports_most == 4
+    assert health.status == 200 and health_s < 0.5

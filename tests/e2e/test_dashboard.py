@@ -85,6 +85,18 @@ def _seed(db: psycopg.Connection) -> str:
     return create_key(db, m, ["read-private"]).token
 
 
+def _wait_until(page, expression: str, timeout_s: float = 20.0) -> None:
+    """Poll `expression` in the page. (Playwright's wait_for_function evaluates its string
+    with eval, which the dashboard's Content-Security-Policy forbids, as it should.)"""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {expression}")
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def running_api(database_url: str) -> Iterator[str]:
     port = free_port()
@@ -141,7 +153,7 @@ def test_staff_see_rooms_bins_parking_alerts_and_a_history_chart(db, running_api
         assert page.get_attribute("#map", "data-markers") == "9"
 
         page.click("#rooms tbody tr:nth-child(2)")
-        page.wait_for_function("Number(document.getElementById('history').dataset.points || 0) > 0")
+        _wait_until(page, "Number(document.getElementById('history').dataset.points || 0) > 0")
         assert int(page.get_attribute("#history", "data-points")) == 48
         assert "Lokale 2" in page.inner_text("[data-testid=history-title]")
 
@@ -163,7 +175,48 @@ def test_a_wrong_key_shows_the_sign_in_again(db, running_api) -> None:
         page.goto(running_api + "/")
         page.fill("#api-key", "kiot_wrongwrongwr_" + "x" * 43)
         page.click("button[type=submit]")
-        page.wait_for_function("document.getElementById('login-error').textContent.length > 0")
+        _wait_until(page, "document.getElementById('login-error').textContent.length > 0")
         assert "refused" in page.inner_text("#login-error")
         assert page.is_hidden("#dashboard")
         browser.close()
+
+
+XSS_NAME = '<img src=x onerror="document.body.dataset.pwned=1">Lokale 1'
+
+
+def test_a_sensor_name_is_shown_as_text_in_map_popups(db, running_api) -> None:
+    """A key with write-sensors can name a sensor anything; the name must never become
+    markup in another user's dashboard (stored XSS through Leaflet's HTML popups)."""
+    from playwright.sync_api import sync_playwright
+
+    token = _seed(db)
+    db.execute("UPDATE sensors SET name = %s WHERE external_id = 'room-0'", (XSS_NAME,))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        page = browser.new_page()
+        page.goto(running_api + "/")
+        page.fill("#api-key", token)
+        page.click("button[type=submit]")
+        page.wait_for_selector("body[data-loaded=true]", timeout=20000)
+        # Open each marker's popup in turn (Leaflet shows one at a time) and read it.
+        popups = page.evaluate(
+            """() => {
+                const seen = [];
+                markerLayer.eachLayer((marker) => {
+                    marker.openPopup();
+                    const popup = marker.getPopup().getElement();
+                    const content = popup.querySelector(".leaflet-popup-content");
+                    seen.push([content.textContent, content.querySelectorAll("img").length]);
+                });
+                return seen;
+            }"""
+        )
+        pwned = page.evaluate("document.body.dataset.pwned")
+        browser.close()
+    assert len(popups) == 9
+    assert f"{XSS_NAME} (climate)" in [text for text, _ in popups]
+    assert all(images == 0 for _, images in popups), popups  # text, not markup
+    assert pwned is None
