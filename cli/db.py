@@ -13,6 +13,7 @@ from ingest.latest import repair_stale as repair_stale_latest
 from models.db import create_database, migrate, storage_backend, sync_metrics
 from models.logging import configure_logging, log
 from models.settings import get_settings
+from models.timescale import failing_jobs, refresh_dirty_rollups, run_policy_jobs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,16 +45,36 @@ def run_migrate(args: argparse.Namespace) -> int:
 
 
 def maintain_once(conn: psycopg.Connection, days_ahead: int, retention_days: int) -> dict:
-    """One maintenance pass; returns what it did (partitions created, hours refreshed...)."""
+    """One maintenance pass; returns what it did (partitions created, hours refreshed...).
+    Needs an autocommit connection (TimescaleDB refreshes refuse a transaction block)."""
     today = datetime.now(UTC).date()
+    backend = storage_backend(conn)
     created = conn.execute(
         "SELECT iot_ensure_partitions(%s, %s)", (today, today + timedelta(days=days_ahead))
     ).fetchone()[0]
-    refreshed = conn.execute("SELECT iot_refresh_rollups()").fetchone()[0]
+    if backend == "timescaledb":
+        refreshed = refresh_dirty_rollups(conn, retention_days)
+    else:
+        refreshed = conn.execute("SELECT iot_refresh_rollups()").fetchone()[0]
     # Latest values that a stopped ingest process held without upserting (ingest/latest.py).
     repaired = repair_stale_latest(conn)
     dropped = 0
-    if retention_days and storage_backend(conn) == "postgresql":
+    jobs_run, jobs_failed = 0, 0
+    if backend == "timescaledb":
+        # Compression, retention and the refresh windows, whether or not TimescaleDB's
+        # scheduler manages to run them (models/timescale.py).
+        jobs = run_policy_jobs(conn)
+        jobs_run, jobs_failed = jobs.ran, len(jobs.failed)
+        for job in failing_jobs(conn):
+            log.warning(
+                "timescaledb_job_failing",
+                job_id=job.job_id,
+                proc=job.proc_name,
+                relation=job.relation,
+                failures=job.total_failures,
+                error=job.last_error,
+            )
+    elif retention_days:
         dropped = conn.execute(
             "SELECT iot_drop_partitions_before(%s)", (today - timedelta(days=retention_days),)
         ).fetchone()[0]
@@ -62,6 +83,8 @@ def maintain_once(conn: psycopg.Connection, days_ahead: int, retention_days: int
         "hours_refreshed": refreshed,
         "partitions_dropped": dropped,
         "latest_markers_repaired": repaired,
+        "policy_jobs_run": jobs_run,
+        "policy_jobs_failed": jobs_failed,
     }
 
 
