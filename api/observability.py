@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter(
@@ -22,6 +22,23 @@ LATENCY = Histogram(
     "Time to the response headers, per route (seconds).",
     ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+# Set at each scrape from the database (api/routes/health.py); docs/operations.md.
+JOBS_FAILING = Gauge(
+    "iot_timescaledb_jobs_failing",
+    "TimescaleDB background jobs whose last scheduled run failed (0 on plain PostgreSQL).",
+)
+JOB_FAILING = Gauge(
+    "iot_timescaledb_job_failing",
+    "1 for each TimescaleDB job whose last scheduled run failed, with its total failures "
+    "in iot_timescaledb_job_failures.",
+    ["job_id", "proc_name", "relation"],
+)
+JOB_FAILURES = Gauge(
+    "iot_timescaledb_job_failures",
+    "Failed runs recorded by TimescaleDB for each job whose last run failed.",
+    ["job_id", "proc_name", "relation"],
 )
 
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (

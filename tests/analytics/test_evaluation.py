@@ -14,6 +14,9 @@ from psycopg.types.json import Jsonb
 from analytics.evaluation import evaluate_municipality
 from analytics.thresholds import ThresholdsError
 
+# Runs on plain PostgreSQL and on TimescaleDB (tests/conftest.py).
+pytestmark = pytest.mark.storage
+
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 STEP = timedelta(minutes=5)
 
