@@ -409,3 +409,25 @@ def test_maintenance_keeps_rollups_compression_and_retention_current_without_the
 
 def _sum(rows: list[Row], sensor_id: int, metric_id: int) -> float:
     return sum(v for _, s, m, v in rows if (s, m) == (sensor_id, metric_id))
+
+
+def test_readings_has_only_its_primary_key_and_rollups_have_covering_indexes(
+    tsdb: psycopg.Connection,
+) -> None:
+    """Migration 0009: no time index to maintain on ingest; a sensor's year of hourly
+    values is an index-only scan."""
+    assert tsdb.execute(
+        "SELECT indexname FROM pg_indexes WHERE tablename = 'readings'"
+    ).fetchall() == [("pk_readings",)]
+    covering = {
+        r[0]: r[1]
+        for r in tsdb.execute(
+            "SELECT c.view_name, i.indexdef FROM timescaledb_information.continuous_aggregates c "
+            "JOIN pg_indexes i ON i.schemaname = c.materialization_hypertable_schema "
+            "AND i.tablename = c.materialization_hypertable_name "
+            "WHERE i.indexname LIKE 'ix_%_series'"
+        )
+    }
+    assert set(covering) == {"readings_hourly", "readings_daily"}
+    for indexdef in covering.values():
+        assert "(sensor_id, metric_id, bucket) INCLUDE (count, sum, avg, min, max)" in indexdef
