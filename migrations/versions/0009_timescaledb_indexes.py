@@ -18,8 +18,11 @@ Create Date: 2026-12-03
 
 from __future__ import annotations
 
+import time
+
 from alembic import op
-from sqlalchemy import text
+from psycopg import errors
+from sqlalchemy import exc, text
 
 revision = "0009"
 down_revision = "0005"
@@ -34,16 +37,34 @@ def _timescaledb() -> bool:
     return backend == "timescaledb"
 
 
+def _execute_alone(statement: str, attempts: int = 5) -> None:
+    """Run `statement` in a transaction of its own, again after a deadlock.
+
+    TimescaleDB's refresh jobs lock the aggregates' materialization hypertables and then
+    readings, in their own order (on a new database they run right after 0002); a
+    migration transaction holding a lock on one while waiting for the other deadlocks
+    with them. One statement per transaction holds nothing while it waits."""
+    for attempt in range(attempts):
+        try:
+            with op.get_context().autocommit_block():
+                op.execute(statement)
+            return
+        except exc.OperationalError as error:
+            if not isinstance(error.orig, errors.DeadlockDetected) or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
 def upgrade() -> None:
     if not _timescaledb():
         return
-    # Dropping it on the hypertable drops it on every chunk.
-    op.execute("DROP INDEX IF EXISTS readings_time_idx")
     for view in ROLLUPS:
-        op.execute(
+        _execute_alone(
             f"CREATE INDEX IF NOT EXISTS ix_{view}_series ON {view} "
             "(sensor_id, metric_id, bucket) INCLUDE (count, sum, avg, min, max)"
         )
+    # Dropping it on the hypertable drops it on every chunk.
+    _execute_alone("DROP INDEX IF EXISTS readings_time_idx")
 
 
 def downgrade() -> None:
