@@ -15,7 +15,9 @@ One invocation measures, on the same machine and data:
 
 Everything runs against a private Mosquitto (bench/mosquitto-bench.conf written to a temp
 dir; its queue limits are raised so a flood is queued, not dropped) and a fresh database
-on the local PostgreSQL. Every path runs in every run, and the ratios are taken within
+on the local PostgreSQL (``--backend postgres``, native partitions) or on the TimescaleDB
+server of ../shared/timescaledb/setup.sh (``--backend timescaledb``, the hypertable;
+IOT_BENCH_TIMESCALE_URL). Every path runs in every run, and the ratios are taken within
 each run (then the median over runs): the speed of a shared machine drifts within
 minutes. The limits are measured before the first ingest path and after each one, and an
 ingest path is held against the mean of the lower limit just before and just after it.

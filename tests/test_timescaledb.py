@@ -2,8 +2,9 @@
 
 Needs a PostgreSQL server with TimescaleDB installed *and* preloaded, reached with a
 superuser URL in IOT_TEST_TIMESCALE_ADMIN_URL (default ``127.0.0.1:5433``). Without one,
-every test here is skipped with the reason; the plain-PostgreSQL path is covered by
-tests/test_migrations.py and the rest of the suite either way.
+every test here is skipped with the reason, and with CI set that skip is a failure
+(tests/conftest.py). Behaviour both backends share is tested once, on both, by the tests
+marked ``storage``; this module holds what only TimescaleDB has.
 """
 
 from __future__ import annotations
