@@ -13,6 +13,13 @@ BENCHMARKS.md (this script's section only) with the machine and the exact comman
 
     .venv/bin/python bench/bench_api.py            # load, measure, drop the database
     .venv/bin/python bench/bench_api.py --keep     # keep it; reuse with --database-url
+    .venv/bin/python bench/bench_api.py --backend timescaledb --late-batch
+
+``--backend timescaledb`` loads into the TimescaleDB server of ../shared/timescaledb/setup.sh
+(IOT_TEST_TIMESCALE_ADMIN_URL), materialises the continuous aggregates, compresses the
+chunks older than 7 days (bytes per reading before and after) and writes its own section;
+``--late-batch`` also times a batch of month-old readings (half repeats) through the ingest
+writer and the maintenance pass that brings them into the rollups.
 """
 
 from __future__ import annotations
