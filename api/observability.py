@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter(
@@ -43,6 +43,24 @@ DOCS_CONTENT_SECURITY_POLICY = (
     "frame-ancestors 'none'; base-uri 'self'"
 )
 DOCS_PATH = "/api/v1/docs"
+
+# Set at each scrape from the database (api/routes/health.py); docs/operations.md.
+JOBS_FAILING = Gauge(
+    "iot_timescaledb_jobs_failing",
+    "TimescaleDB background jobs whose last scheduled run failed (0 on plain PostgreSQL).",
+)
+JOB_FAILING = Gauge(
+    "iot_timescaledb_job_failing",
+    "1 for each TimescaleDB job whose last scheduled run failed, with its total failures "
+    "in iot_timescaledb_job_failures.",
+    ["job_id", "proc_name", "relation"],
+)
+JOB_FAILURES = Gauge(
+    "iot_timescaledb_job_failures",
+    "Failed runs recorded by TimescaleDB for each job whose last run failed.",
+    ["job_id", "proc_name", "relation"],
+)
+
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),

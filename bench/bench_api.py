@@ -13,6 +13,13 @@ BENCHMARKS.md (this script's section only) with the machine and the exact comman
 
     .venv/bin/python bench/bench_api.py            # load, measure, drop the database
     .venv/bin/python bench/bench_api.py --keep     # keep it; reuse with --database-url
+    .venv/bin/python bench/bench_api.py --backend timescaledb --late-batch
+
+``--backend timescaledb`` loads into the TimescaleDB server of ../shared/timescaledb/setup.sh
+(IOT_TEST_TIMESCALE_ADMIN_URL), materialises the continuous aggregates, compresses the
+chunks older than 7 days (bytes per reading before and after) and writes its own section;
+``--late-batch`` also times a batch of month-old readings (half repeats) through the ingest
+writer and the maintenance pass that brings them into the rollups.
 """
 
 from __future__ import annotations
@@ -40,7 +47,15 @@ sys.path.insert(0, str(REPO))
 from bench.report import cpu_model  # noqa: E402
 from models.db import create_database, drop_database, migrate, sync_metrics  # noqa: E402
 
-ADMIN_URL = os.environ.get("IOT_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_URLS = {
+    "postgres": os.environ.get(
+        "IOT_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    ),
+    "timescaledb": os.environ.get(
+        "IOT_TEST_TIMESCALE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5433/postgres"
+    ),
+}
+ADMIN_URL = ADMIN_URLS["postgres"]  # --backend changes it
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 KIND_METRIC = {"climate": "co2_ppm", "bin": "fill_pct", "parking": "occupied"}
 # Hourly rollup rows of one sensor are spread over the table (written hour by hour for
@@ -58,6 +73,11 @@ def _free_port() -> int:
 
 def _database_url(name: str) -> str:
     return ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def _timescaledb(conn: psycopg.Connection) -> bool:
+    backend = conn.execute("SELECT value FROM system_info WHERE key = 'backend'").fetchone()
+    return backend == ("timescaledb",)
 
 
 def _copy_header() -> bytes:
@@ -160,8 +180,13 @@ def load(url: str, sensors: int, per_sensor: int, municipalities: int, end: date
             (metric_id["co2_ppm"], end),
         )
         t0 = time.perf_counter()
-        fill_rollups(conn, start, end)
+        if _timescaledb(conn):
+            refresh_aggregates(conn, start, end)
+        else:
+            fill_rollups(conn, start, end)
         timings["rollups_s"] = time.perf_counter() - t0
+        if _timescaledb(conn):
+            timings.update(compress(conn, facts_rows=sensors * per_sensor))
         conn.execute("VACUUM ANALYZE")
         size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
         timings["db_size"] = size.fetchone()[0]
@@ -204,6 +229,77 @@ def fill_rollups(conn: psycopg.Connection, start: datetime, end: datetime) -> No
             "PRIMARY KEY (sensor_id, metric_id, bucket)"
         )
     conn.execute("RESET maintenance_work_mem")
+
+
+def refresh_aggregates(conn: psycopg.Connection, start: datetime, end: datetime) -> None:
+    """Materialise the continuous aggregates over the loaded year, 30 days per call (what
+    the refresh policies and the maintenance job do for new data, as one backfill)."""
+    for view, stop in (("readings_hourly", end), ("readings_daily", end - timedelta(days=1))):
+        window = datetime(start.year, start.month, start.day, tzinfo=UTC)
+        while window < stop:
+            upper = min(window + timedelta(days=30), stop)
+            conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, window, upper))
+            window = upper
+        print(f"  refreshed {view}", flush=True)
+
+
+def compress(conn: psycopg.Connection, facts_rows: int) -> dict:
+    """Compress the chunks the compression policy would (older than 7 days): bytes per
+    reading of the hypertable before and after, and the time it took."""
+    before = conn.execute("SELECT hypertable_size('readings')").fetchone()[0]
+    t0 = time.perf_counter()
+    chunks = conn.execute(
+        "SELECT count(compress_chunk(c, if_not_compressed => true)) "
+        "FROM show_chunks('readings', older_than => interval '7 days') c"
+    ).fetchone()[0]
+    seconds = time.perf_counter() - t0
+    after = conn.execute("SELECT hypertable_size('readings')").fetchone()[0]
+    uncompressed_rows = conn.execute(
+        "SELECT count(*) FROM readings WHERE time >= now() - interval '8 days'"
+    ).fetchone()[0]
+    print(f"  compressed {chunks} chunks in {seconds:.0f} s", flush=True)
+    return {
+        "bytes_per_reading_uncompressed": before / facts_rows,
+        "bytes_per_reading_after": after / facts_rows,
+        "compress_s": seconds,
+        "chunks_compressed": chunks,
+        "rows_left_uncompressed": uncompressed_rows,
+    }
+
+
+def late_batch_cost(url: str, facts: dict, rows: int = 10_000) -> dict:
+    """Cost of one ingest batch of late readings (a month old; on TimescaleDB inside
+    compressed chunks), half of them repeats of stored readings, through the ingest writer,
+    and of the maintenance pass that brings them into the rollups."""
+    from cli.db import maintain_once
+    from ingest.writer import BatchWriter
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        metric = conn.execute("SELECT id FROM metrics WHERE name = 'co2_ppm'").fetchone()[0]
+        since = facts["end"] - timedelta(days=32)
+        stored = conn.execute(
+            "SELECT time, sensor_id, metric_id, value FROM readings "
+            "WHERE sensor_id = ANY(%s) AND metric_id = %s AND time >= %s "
+            "AND time < %s + interval '2 days' ORDER BY time LIMIT %s",
+            (facts["climate_ids"], metric, since, since, rows // 2),
+        ).fetchall()
+        fresh = [(t + timedelta(minutes=1), s, m, v + 1) for t, s, m, v in stored]
+        batch = [row for pair in zip(stored, fresh, strict=True) for row in pair]
+        writer = BatchWriter()
+        t0 = time.perf_counter()
+        result = writer.write(conn, batch, [])
+        write_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        done = maintain_once(conn, days_ahead=7, retention_days=0)
+        maintain_s = time.perf_counter() - t0
+    assert (result.inserted, result.duplicates) == (len(fresh), len(stored)), result
+    return {
+        "rows": len(batch),
+        "write_s": write_s,
+        "us_per_row": write_s / len(batch) * 1e6,
+        "maintenance_s": maintain_s,
+        "hours_refreshed": done["hours_refreshed"],
+    }
 
 
 def fleet_facts(url: str) -> dict:
@@ -328,6 +424,15 @@ def machine() -> dict:
     with psycopg.connect(ADMIN_URL) as conn:
         pg = conn.execute("SHOW server_version").fetchone()[0]
         shared = conn.execute("SHOW shared_buffers").fetchone()[0]
+        tsdb = conn.execute(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb' "
+            "AND current_setting('shared_preload_libraries') LIKE '%timescaledb%'"
+        ).fetchone()
+    storage = (
+        f"TimescaleDB {tsdb[0]}, hypertable with 1-day chunks"
+        if tsdb
+        else "plain PostgreSQL, daily partitions"
+    )
     from importlib.metadata import version
 
     return {
@@ -335,20 +440,28 @@ def machine() -> dict:
         "cores": os.cpu_count(),
         "ram_gib": round(mem_kb / 2**20, 1),
         "python": platform.python_version(),
-        "postgresql": f"{pg} (shared_buffers {shared}, plain PostgreSQL, daily partitions)",
+        "postgresql": f"{pg} (shared_buffers {shared}, {storage})",
         "versions": ", ".join(
             f"{d} {version(d)}" for d in ("fastapi", "uvicorn", "psycopg", "orjson", "httpx")
         ),
     }
 
 
-def write_section(results: dict, timings: dict, facts: dict, command: str) -> str:
+def write_section(
+    results: dict, timings: dict, facts: dict, command: str, backend: str = "postgres"
+) -> str:
     m = machine()
     latest, hourly = results["latest_10k"], results["hourly_year_one_sensor"]
     ok = lambda good: "met" if good else "**missed**"  # noqa: E731
+    start_marker, end_marker = SECTION_START, SECTION_END
+    title = "## Open data API (bench/bench_api.py)"
+    if backend == "timescaledb":
+        start_marker = SECTION_START.replace("bench_api", "bench_api_timescaledb")
+        end_marker = SECTION_END.replace("bench_api", "bench_api_timescaledb")
+        title = "## Open data API on TimescaleDB (bench/bench_api.py --backend timescaledb)"
     lines = [
-        SECTION_START,
-        "## Open data API (bench/bench_api.py)",
+        start_marker,
+        title,
         "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {m['cpu']}, {m['cores']} cores, "
         f"{m['ram_gib']} GiB RAM, shared with other work (load average "
@@ -364,7 +477,12 @@ def write_section(results: dict, timings: dict, facts: dict, command: str) -> st
             if "load_s" in timings
             else ""
         )
-        + "Indexes as the migrations create them (0003: covering rollup indexes). "
+        + (
+            "Indexes as the migrations create them (0003: covering rollup indexes). "
+            if backend == "postgres"
+            else "Rollups from the continuous aggregates (materialised, real-time part "
+            "after the watermark), chunks older than 7 days compressed. "
+        )
         + "Requests over HTTP to uvicorn (one worker) with httpx, keep-alive, "
         "`Accept-Encoding: identity` unless noted.",
         "",
@@ -389,20 +507,41 @@ def write_section(results: dict, timings: dict, facts: dict, command: str) -> st
     lines += [
         f"| Same CSV export with `Accept-Encoding: gzip` ({gz['mib']} MiB on the wire) | "
         f"{gz['rows_per_s']:,} rows/s | |",
+    ]
+    if "bytes_per_reading_uncompressed" in timings:
+        lines.append(
+            f"| Bytes per stored reading (`hypertable_size` / readings) | "
+            f"{timings['bytes_per_reading_uncompressed']:.1f} uncompressed, "
+            f"{timings['bytes_per_reading_after']:.1f} with {timings['chunks_compressed']} "
+            f"of the chunks compressed ({timings['compress_s']:.0f} s; "
+            f"{timings['rows_left_uncompressed']:,} readings of the newest 8 days left "
+            "uncompressed) | |"
+        )
+    if "late_batch" in results:
+        late = results["late_batch"]
+        where = "compressed chunks" if backend == "timescaledb" else "month-old partitions"
+        lines.append(
+            f"| A late batch into {where} ({late['rows']:,} readings a month old, half "
+            f"repeats), through the ingest writer | {late['write_s'] * 1000:.0f} ms "
+            f"({late['us_per_row']:.1f} µs per reading); the maintenance pass that brings "
+            f"them into the rollups {late['maintenance_s']:.1f} s "
+            f"({late['hours_refreshed']} hours) | |"
+        )
+    lines += [
         "",
         "Command:",
         "",
         "```",
         command,
         "```",
-        SECTION_END,
+        end_marker,
     ]
     section = "\n".join(lines)
     path = REPO / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION_START in text:
-        before, rest = text.split(SECTION_START, 1)
-        after = rest.split(SECTION_END, 1)[1] if SECTION_END in rest else ""
+    if start_marker in text:
+        before, rest = text.split(start_marker, 1)
+        after = rest.split(end_marker, 1)[1] if end_marker in rest else ""
         text = before + section + after
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
@@ -420,7 +559,13 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--database-url", help="reuse a database loaded by an earlier --keep")
     parser.add_argument("--no-write", action="store_true", help="don't touch BENCHMARKS.md")
+    parser.add_argument("--backend", choices=ADMIN_URLS, default="postgres")
+    parser.add_argument(
+        "--late-batch", action="store_true", help="also measure a batch of late readings"
+    )
     args = parser.parse_args()
+    global ADMIN_URL
+    ADMIN_URL = ADMIN_URLS[args.backend]
     command = "cd /work/main && .venv/bin/python " + shlex.join(
         ["bench/bench_api.py", *sys.argv[1:]]
     )
@@ -435,7 +580,7 @@ def main() -> int:
     proc = None
     try:
         if created:
-            migrate(url, timescaledb="off")
+            migrate(url, timescaledb="on" if args.backend == "timescaledb" else "off")
             end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
             timings = load(url, args.sensors, args.readings_per_sensor, args.municipalities, end)
             print(f"loaded: {timings}", flush=True)
@@ -443,10 +588,12 @@ def main() -> int:
         port = _free_port()
         proc = start_api(url, port, Path("/tmp") / f"bench_api_{port}.log")
         results = measure(f"http://127.0.0.1:{port}", facts, args.repeat, args.export_repeat)
+        if args.late_batch:
+            results["late_batch"] = late_batch_cost(url, facts)
         for name, value in results.items():
             print(f"{name}: {value}", flush=True)
         if not args.no_write:
-            print(write_section(results, timings, facts, command))
+            print(write_section(results, timings, facts, command, args.backend))
     finally:
         if proc is not None:
             proc.terminate()

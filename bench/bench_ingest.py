@@ -15,7 +15,9 @@ One invocation measures, on the same machine and data:
 
 Everything runs against a private Mosquitto (bench/mosquitto-bench.conf written to a temp
 dir; its queue limits are raised so a flood is queued, not dropped) and a fresh database
-on the local PostgreSQL. Every path runs in every run, and the ratios are taken within
+on the local PostgreSQL (``--backend postgres``, native partitions) or on the TimescaleDB
+server of ../shared/timescaledb/setup.sh (``--backend timescaledb``, the hypertable;
+IOT_BENCH_TIMESCALE_URL). Every path runs in every run, and the ratios are taken within
 each run (then the median over runs): the speed of a shared machine drifts within
 minutes. The limits are measured before the first ingest path and after each one, and an
 ingest path is held against the mean of the lower limit just before and just after it.
@@ -75,6 +77,13 @@ max_queued_messages 0
 max_inflight_messages 1000
 """
 TOPIC_PREFIX = "bench/"
+# Where each backend's fresh database is created (--backend).
+BACKEND_SERVERS = {
+    "postgres": os.environ.get("IOT_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432"),
+    "timescaledb": os.environ.get(
+        "IOT_BENCH_TIMESCALE_URL", "postgresql://postgres@127.0.0.1:5433"
+    ),
+}
 
 
 # --- environment ------------------------------------------------------------------------
@@ -675,22 +684,36 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("bench-ingest-results.json"))
     parser.add_argument("--keep-db", action="store_true")
+    parser.add_argument(
+        "--backend",
+        choices=BACKEND_SERVERS,
+        default="postgres",
+        help="plain PostgreSQL (native partitions) or TimescaleDB (hypertable); the COPY "
+        "limit goes into the same table",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     flood_bin = compile_flood(workdir)
-    database_url = f"postgresql://postgres@127.0.0.1:5432/bench_ingest_{uuid.uuid4().hex[:8]}"
+    server = BACKEND_SERVERS[args.backend]
+    database_url = f"{server}/bench_ingest_{uuid.uuid4().hex[:8]}"
     create_database(database_url)
     broker = Broker(workdir)
     results: dict = {
         "machine": machine(),
         "command": " ".join(sys.argv),
+        "backend": args.backend,
         "broker_conf": BROKER_CONF,
     }
     try:
-        migrate(database_url, timescaledb="off")
+        migrate(database_url, timescaledb="on" if args.backend == "timescaledb" else "off")
         with psycopg.connect(database_url, autocommit=True) as conn:
             sync_metrics(conn)
+            results["machine"]["storage"] = conn.execute(
+                "SELECT coalesce((SELECT 'TimescaleDB ' || extversion FROM pg_extension "
+                "WHERE extname = 'timescaledb'), 'plain PostgreSQL') || ', PostgreSQL ' "
+                "|| current_setting('server_version')"
+            ).fetchone()[0]
             t = time.time()
             work = build_workload(conn, database_url, args.messages, workdir, args.seed)
             print(

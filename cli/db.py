@@ -12,10 +12,11 @@ import psycopg
 from ingest.identity import forget_before as forget_identities_before
 from ingest.latest import repair_stale as repair_stale_latest
 from models.db import create_database, migrate, storage_backend, sync_metrics
-from models.db_roles import enable_logins
+from models.db_roles import as_owner, enable_logins
 from models.logging import configure_logging, log
 from models.partitions import DEFAULT_LOCK_TIMEOUT_MS, create_partitions, drop_partitions_before
 from models.settings import get_settings
+from models.timescale import failing_jobs, refresh_dirty_rollups, run_policy_jobs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,8 +57,10 @@ def maintain_once(
     dead_letter_retention_days: int = 30,
     session_expiry_s: int = 7 * 24 * 3600,
 ) -> dict:
-    """One maintenance pass; returns what it did (partitions created, hours refreshed...)."""
+    """One maintenance pass; returns what it did (partitions created, hours refreshed...).
+    Needs an autocommit connection (TimescaleDB refreshes refuse a transaction block)."""
     today = datetime.now(UTC).date()
+    backend = storage_backend(conn)
     try:
         created = create_partitions(
             conn, [today + timedelta(days=n) for n in range(days_ahead + 1)], lock_timeout_ms
@@ -65,11 +68,32 @@ def maintain_once(
     except psycopg.errors.LockNotAvailable:
         # Days ahead leave slack: the next run creates them (logged by create_partitions).
         created = 0
-    refreshed = conn.execute("SELECT iot_refresh_rollups()").fetchone()[0]
+    if backend == "timescaledb":
+        # Refreshing an aggregate and running its policies are its owner's (db_roles.py).
+        with as_owner(conn):
+            refreshed = refresh_dirty_rollups(conn, retention_days)
+    else:
+        refreshed = conn.execute("SELECT iot_refresh_rollups()").fetchone()[0]
     # Latest values that a stopped ingest process held without upserting (ingest/latest.py).
     repaired = repair_stale_latest(conn)
     dropped = 0
-    if retention_days and storage_backend(conn) == "postgresql":
+    jobs_run, jobs_failed = 0, 0
+    if backend == "timescaledb":
+        # Compression, retention and the refresh windows, whether or not TimescaleDB's
+        # scheduler manages to run them (models/timescale.py).
+        with as_owner(conn):
+            jobs = run_policy_jobs(conn)
+        jobs_run, jobs_failed = jobs.ran, len(jobs.failed)
+        for job in failing_jobs(conn):
+            log.warning(
+                "timescaledb_job_failing",
+                job_id=job.job_id,
+                proc=job.proc_name,
+                relation=job.relation,
+                failures=job.total_failures,
+                error=job.last_error,
+            )
+    elif retention_days:
         dropped = drop_partitions_before(
             conn, today - timedelta(days=retention_days), lock_timeout_ms
         )
@@ -92,6 +116,8 @@ def maintain_once(
         "hours_refreshed": refreshed,
         "partitions_dropped": dropped,
         "latest_markers_repaired": repaired,
+        "policy_jobs_run": jobs_run,
+        "policy_jobs_failed": jobs_failed,
     }
 
 

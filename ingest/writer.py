@@ -69,6 +69,24 @@ SELECT time, sensor_id, metric_id, value FROM ingest_staging
 ON CONFLICT DO NOTHING
 """
 
+# On TimescaleDB a hypertable's triggers cannot see the statement's new rows as a table,
+# so the statement itself records the UTC hours it stored rows in, for the maintenance
+# job to refresh the continuous aggregates there (models/timescale.py). Only this path
+# needs it: the direct path takes rows of the last day, inside the policies' windows.
+_INSERT_FROM_STAGING_MARKING_HOURS = """
+WITH inserted AS (
+    INSERT INTO readings (time, sensor_id, metric_id, value)
+    SELECT time, sensor_id, metric_id, value FROM ingest_staging
+    ON CONFLICT DO NOTHING
+    RETURNING time
+), marked AS (
+    INSERT INTO rollup_dirty_hours (bucket)
+    SELECT DISTINCT date_trunc('hour', time, 'UTC') FROM inserted
+    ON CONFLICT DO NOTHING
+)
+SELECT count(*) FROM inserted
+"""
+
 # Rows older than this always take the staging path (see the module docstring).
 DIRECT_MAX_AGE = timedelta(days=1)
 # After a unique violation on the direct path, this many batches take the staging path.
@@ -232,6 +250,7 @@ class BatchWriter:
         self.dead_letters = dead_letters or DeadLetterPolicy()
         self.latest = LatestValues(latest_flush_interval_s)
         self._prepared_conn: int | None = None
+        self._marks_hours = False
         self._staging_batches_left = 0
         self.direct_writes = 0
         self.staging_writes = 0
@@ -244,6 +263,8 @@ class BatchWriter:
         if self._prepared_conn != id(conn):
             conn.execute(_STAGING_DDL.format(name="ingest_staging"))
             conn.execute(_STAGING_DDL.format(name="ingest_latest"))
+            backend = conn.execute("SELECT value FROM system_info WHERE key = 'backend'").fetchone()
+            self._marks_hours = backend == ("timescaledb",)
             self._prepared_conn = id(conn)
 
     def _ensure_partitions(self, conn: psycopg.Connection, batch: EncodedBatch) -> None:
@@ -298,8 +319,10 @@ class BatchWriter:
 
     def _via_staging(self, cur: psycopg.Cursor, batch: EncodedBatch) -> int:
         _copy(cur, "ingest_staging", batch.readings)
-        cur.execute(_INSERT_FROM_STAGING)
         self.staging_writes += 1
+        if self._marks_hours:
+            return cur.execute(_INSERT_FROM_STAGING_MARKING_HOURS).fetchone()[0]
+        cur.execute(_INSERT_FROM_STAGING)
         return cur.rowcount
 
     def _use_direct(self, batch: EncodedBatch) -> bool:

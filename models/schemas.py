@@ -159,13 +159,27 @@ class ErrorOut(BaseModel):
     detail: str
 
 
+class FailingJob(BaseModel):
+    """A TimescaleDB background job whose last scheduled run failed (docs/operations.md)."""
+
+    job_id: int
+    proc_name: str
+    relation: str = Field(description="Hypertable or continuous aggregate; empty if none.")
+    total_failures: int
+    last_run_started_at: datetime | None
+    last_error_at: datetime | None
+    last_error: str
+
+
 class Health(BaseModel):
-    """Whether the API is ready: database reachable, which storage, newest reading."""
+    """Whether the API is ready: database reachable, which storage, newest reading, and
+    TimescaleDB background jobs whose last run failed (always empty on plain PostgreSQL)."""
 
     status: Literal["ok", "unavailable"]
     database: str
     storage_backend: str | None = None
     last_reading_at: datetime | None = None
+    failing_jobs: list[FailingJob] = []
 
 
 class MunicipalityOut(BaseModel):

@@ -10,6 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
+from cli.db import maintain_once
+from ingest.writer import BatchWriter
 from models.db import downgrade, migrate, to_sqlalchemy_url
 from models.tables import Base
 from tests.conftest import throwaway_database
@@ -23,6 +25,7 @@ def _include(obj, name, type_, reflected, compare_to):
     return not (type_ == "table" and backend_specific)
 
 
+@pytest.mark.storage
 def test_models_and_migrations_describe_the_same_schema(database_url: str) -> None:
     engine = create_engine(to_sqlalchemy_url(database_url))
     with engine.connect() as conn:
@@ -70,6 +73,7 @@ def test_plain_postgres_backend_is_recorded_and_partitions_exist_ahead(db) -> No
         assert f"readings_p{(today + timedelta(days=offset)):%Y%m%d}" in partitions
 
 
+@pytest.mark.storage
 def test_reinserting_a_reading_is_a_no_op(db) -> None:
     now = datetime.now(UTC)
     for _ in range(2):
@@ -116,3 +120,27 @@ def test_latest_readings_leave_room_for_in_place_updates(db) -> None:
         "SELECT reloptions FROM pg_class WHERE oid = 'latest_readings'::regclass"
     ).fetchone()[0]
     assert options == ["fillfactor=50"]
+
+
+@pytest.mark.storage
+def test_rollups_take_in_readings_older_than_any_refresh_window(db) -> None:
+    """A reading 10 days late reaches the hourly and daily rollups on either backend once
+    the maintenance job has run, also after the hour was rolled up (and, on TimescaleDB,
+    materialised and compressed) without it."""
+    db.execute(
+        "INSERT INTO municipalities (id, slug, name) VALUES (1, 'late', 'Late');"
+        "INSERT INTO sensors (id, municipality_id, external_id, kind) VALUES (7, 1, 'l', 'other')"
+    )
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=10)
+    writer = BatchWriter()
+    writer.write(db, [(hour + timedelta(minutes=m), 7, 3, v) for m, v in ((0, 400), (10, 800))], [])
+    maintain_once(db, days_ahead=1, retention_days=0)
+    hourly = "SELECT count, avg, max FROM readings_hourly WHERE sensor_id = 7"
+    assert db.execute(hourly).fetchall() == [(2, 600.0, 800.0)]
+
+    writer.write(db, [(hour + timedelta(minutes=20), 7, 3, 1200.0)], [])
+    maintain_once(db, days_ahead=1, retention_days=0)
+    assert db.execute(hourly).fetchall() == [(3, 800.0, 1200.0)]
+    assert db.execute(
+        "SELECT count, sum, min, max FROM readings_daily WHERE sensor_id = 7"
+    ).fetchall() == [(3, 2400.0, 400.0, 1200.0)]

@@ -2,19 +2,22 @@
 
 Needs a PostgreSQL server with TimescaleDB installed *and* preloaded, reached with a
 superuser URL in IOT_TEST_TIMESCALE_ADMIN_URL (default ``127.0.0.1:5433``). Without one,
-every test here is skipped with the reason; the plain-PostgreSQL path is covered by
-tests/test_migrations.py and the rest of the suite either way.
+every test here is skipped with the reason, and with CI set that skip is a failure
+(tests/conftest.py). Behaviour both backends share is tested once, on both, by the tests
+marked ``storage``; this module holds what only TimescaleDB has.
 """
 
 from __future__ import annotations
 
-import os
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 
+from api.app import create_app
 from cli.db import maintain_once
 from ingest.normalise import Row
 from ingest.writer import BatchWriter
@@ -23,14 +26,10 @@ from models.db import (
     migrate,
     storage_backend,
 )
-from models.settings import get_settings
+from models.settings import Settings, get_settings
 from tests.conftest import migrated_database, throwaway_database
 
 pytestmark = pytest.mark.timescaledb
-
-TIMESCALE_ADMIN_URL = os.environ.get(
-    "IOT_TEST_TIMESCALE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5433/postgres"
-)
 
 # The statement the API's rollup queries boil down to, for one sensor and metric.
 ROLLUP_QUERY = (
@@ -40,25 +39,6 @@ ROLLUP_QUERY = (
 
 SENSORS = (101, 102)
 METRICS = (1, 2)
-
-
-@pytest.fixture(scope="session")
-def timescale_admin_url() -> str:
-    """The admin URL of a server with TimescaleDB preloaded, or skip the test."""
-    try:
-        with psycopg.connect(TIMESCALE_ADMIN_URL, connect_timeout=3) as conn:
-            installed, preloaded = conn.execute(
-                "SELECT EXISTS (SELECT FROM pg_available_extensions WHERE name = 'timescaledb'),"
-                " current_setting('shared_preload_libraries') LIKE '%timescaledb%'"
-            ).fetchone()
-    except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0]
-        pytest.skip(f"no TimescaleDB server at IOT_TEST_TIMESCALE_ADMIN_URL ({reason})")
-    if not installed:
-        pytest.skip("the timescaledb extension is not installed on IOT_TEST_TIMESCALE_ADMIN_URL")
-    if not preloaded:
-        pytest.skip("timescaledb is not in shared_preload_libraries on that server")
-    return TIMESCALE_ADMIN_URL
 
 
 @pytest.fixture
@@ -268,6 +248,7 @@ def test_reinserting_readings_is_a_no_op_also_into_compressed_chunks(
 def test_partition_and_rollup_functions_are_harmless_no_ops(tsdb: psycopg.Connection) -> None:
     today = datetime.now(UTC).date()
     done = maintain_once(tsdb, days_ahead=7, retention_days=30)
+    # The maintenance pass runs the three policies itself (compression, two refreshes).
     assert done == {
         "dead_letters_deleted": 0,
         "uplink_identities_deleted": 0,
@@ -275,6 +256,8 @@ def test_partition_and_rollup_functions_are_harmless_no_ops(tsdb: psycopg.Connec
         "hours_refreshed": 0,
         "partitions_dropped": 0,
         "latest_markers_repaired": 0,
+        "policy_jobs_run": 3,
+        "policy_jobs_failed": 0,
     }
     assert tsdb.execute("SELECT iot_ensure_partitions(%s, %s)", (today, today)).fetchone() == (0,)
     assert tsdb.execute("SELECT iot_refresh_rollups()").fetchone() == (0,)
@@ -356,3 +339,129 @@ def test_database_roles_hold_on_timescaledb(tsdb: psycopg.Connection, timescale_
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 api.execute(statement)
+
+
+def _wait_for(predicate: Callable[[], bool], timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s")
+        time.sleep(0.5)
+
+
+def test_failing_background_jobs_show_in_health_and_metrics(timescale_url: str) -> None:
+    """A job whose scheduled runs fail is listed by /health (with TimescaleDB's error) and
+    counted by /metrics; the scheduler, not a test double, runs and fails it."""
+    with psycopg.connect(timescale_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE PROCEDURE broken_on_purpose(job_id int, config jsonb) LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'broken on purpose'; END $$"
+        )
+        job_id = conn.execute(
+            "SELECT add_job('broken_on_purpose', interval '1 hour', initial_start => now())"
+        ).fetchone()[0]
+
+        def failed() -> bool:
+            return conn.execute(
+                "SELECT last_run_status = 'Failed' FROM timescaledb_information.job_stats "
+                "WHERE job_id = %s",
+                (job_id,),
+            ).fetchone() == (True,)
+
+        _wait_for(failed)
+
+    with TestClient(create_app(Settings(database_url=timescale_url))) as client:
+        body = client.get("/health").json()
+        metrics = client.get("/metrics").text
+    failing = {job["job_id"]: job for job in body["failing_jobs"]}
+    assert failing[job_id]["proc_name"] == "broken_on_purpose"
+    assert "broken on purpose" in failing[job_id]["last_error"]
+    assert failing[job_id]["total_failures"] >= 1
+    assert f'iot_timescaledb_job_failing{{job_id="{job_id}",proc_name="broken_on_purpose"' in (
+        metrics
+    )
+    count = next(
+        line for line in metrics.splitlines() if line.startswith("iot_timescaledb_jobs_failing ")
+    )
+    assert float(count.split()[1]) == len(failing)
+
+
+def test_maintenance_keeps_rollups_compression_and_retention_current_without_the_scheduler(
+    retention_days: Callable[[int], None], timescale_admin_url: str
+) -> None:
+    """No scheduled run does any work (the jobs are paused: stricter than runs that fail);
+    the maintenance pass alone drops, compresses and materialises, late data included."""
+    retention_days(30)
+    with (
+        migrated_database("on", "iot_tsdb_test", timescale_admin_url) as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        conn.execute(
+            "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs "
+            "WHERE hypertable_schema = 'public'"
+        )
+        # Only what has been materialised is visible: the rollups must be current.
+        for view in ("readings_hourly", "readings_daily"):
+            conn.execute(
+                f"ALTER MATERIALIZED VIEW {view} SET (timescaledb.materialized_only = true)"
+            )
+        _register_sensors(conn)
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        expired = _sample_rows(midnight - timedelta(days=40), days=1)
+        week_old = _sample_rows(midnight - timedelta(days=10), days=1)
+        writer = BatchWriter()
+        writer.write(conn, expired + week_old, [])
+        done = maintain_once(conn, days_ahead=7, retention_days=30)
+        assert (done["policy_jobs_run"], done["policy_jobs_failed"]) == (4, 0)
+
+        assert conn.execute(
+            "SELECT count(*) FROM readings WHERE time < now() - interval '30 days'"
+        ).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT bool_and(is_compressed), count(*) FROM timescaledb_information.chunks "
+            "WHERE hypertable_name = 'readings'"
+        ).fetchone() == (True, 1)
+        daily = "SELECT count, sum FROM readings_daily WHERE sensor_id = 101 AND metric_id = 1"
+        assert conn.execute(daily).fetchall() == [(144, _sum(week_old, 101, 1))]
+
+        # A late batch into the compressed chunk, half of it repeats.
+        late = [(t + timedelta(minutes=5), s, m, v + 1.0) for t, s, m, v in week_old[:144]]
+        result = writer.write(conn, week_old[:144] + late, [])
+        assert (result.inserted, result.duplicates) == (144, 144)
+        maintain_once(conn, days_ahead=7, retention_days=30)
+        assert conn.execute(daily).fetchall() == [
+            (288, _sum(week_old, 101, 1) + _sum(late, 101, 1))
+        ]
+        assert conn.execute("SELECT count(*) FROM readings").fetchone() == (
+            len(week_old) + len(late),
+        )
+        assert conn.execute(
+            "SELECT bool_and(is_compressed) FROM timescaledb_information.chunks "
+            "WHERE hypertable_name = 'readings'"
+        ).fetchone() == (True,)
+
+
+def _sum(rows: list[Row], sensor_id: int, metric_id: int) -> float:
+    return sum(v for _, s, m, v in rows if (s, m) == (sensor_id, metric_id))
+
+
+def test_readings_has_only_its_primary_key_and_rollups_have_covering_indexes(
+    tsdb: psycopg.Connection,
+) -> None:
+    """Migration 0009: no time index to maintain on ingest; a sensor's year of hourly
+    values is an index-only scan."""
+    assert tsdb.execute(
+        "SELECT indexname FROM pg_indexes WHERE tablename = 'readings'"
+    ).fetchall() == [("pk_readings",)]
+    covering = {
+        r[0]: r[1]
+        for r in tsdb.execute(
+            "SELECT c.view_name, i.indexdef FROM timescaledb_information.continuous_aggregates c "
+            "JOIN pg_indexes i ON i.schemaname = c.materialization_hypertable_schema "
+            "AND i.tablename = c.materialization_hypertable_name "
+            "WHERE i.indexname LIKE 'ix_%_series'"
+        )
+    }
+    assert set(covering) == {"readings_hourly", "readings_daily"}
+    for indexdef in covering.values():
+        assert "(sensor_id, metric_id, bucket) INCLUDE (count, sum, avg, min, max)" in indexdef

@@ -7,6 +7,18 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from models.timescale import FAILING_JOBS
+
+_FAILING_JOB_FIELDS = (
+    "job_id",
+    "proc_name",
+    "relation",
+    "total_failures",
+    "last_run_started_at",
+    "last_error_at",
+    "last_error",
+)
+
 
 async def database_status(conn: AsyncConnection) -> dict[str, Any]:
     """Storage backend ('postgresql' or 'timescaledb') and the newest reading's time."""
@@ -16,4 +28,11 @@ async def database_status(conn: AsyncConnection) -> dict[str, Any]:
     )
     backend, last_reading = await cur.fetchone() or (None, None)
     last: datetime | None = last_reading
-    return {"storage_backend": backend or "unknown", "last_reading_at": last}
+    jobs = await failing_jobs(conn) if backend == "timescaledb" else []
+    return {"storage_backend": backend or "unknown", "last_reading_at": last, "failing_jobs": jobs}
+
+
+async def failing_jobs(conn: AsyncConnection) -> list[dict[str, Any]]:
+    """TimescaleDB jobs whose last scheduled run failed, with the newest error."""
+    cur = await conn.execute(FAILING_JOBS)
+    return [dict(zip(_FAILING_JOB_FIELDS, row, strict=True)) for row in await cur.fetchall()]

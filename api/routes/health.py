@@ -10,7 +10,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import PoolTimeout
 
 from api.http_cache import json_body
-from api.queries.health import database_status
+from api.observability import JOB_FAILING, JOB_FAILURES, JOBS_FAILING
+from api.queries.health import database_status, failing_jobs
 from models.schemas import Health
 
 router = APIRouter(tags=["operations"])
@@ -45,6 +46,27 @@ async def health(request: Request) -> Response:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
-    """Prometheus exposition of this process's metrics."""
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of this process's metrics, with the failing background jobs
+    read from the database at each scrape."""
+    await _update_job_gauges(request.app.state.pool)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _update_job_gauges(pool) -> None:
+    # An unreachable database leaves the previous values: /health reports that outage.
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_S):
+            async with pool.connection(timeout=HEALTH_TIMEOUT_S) as conn:
+                cur = await conn.execute("SELECT value FROM system_info WHERE key = 'backend'")
+                backend = await cur.fetchone()
+                jobs = await failing_jobs(conn) if backend == ("timescaledb",) else []
+    except (psycopg.Error, PoolTimeout, TimeoutError):
+        return
+    JOB_FAILING.clear()
+    JOB_FAILURES.clear()
+    for job in jobs:
+        labels = (str(job["job_id"]), job["proc_name"], job["relation"])
+        JOB_FAILING.labels(*labels).set(1)
+        JOB_FAILURES.labels(*labels).set(job["total_failures"])
+    JOBS_FAILING.set(len(jobs))

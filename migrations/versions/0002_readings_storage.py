@@ -269,9 +269,16 @@ MIN_TIMESCALEDB_VERSION = (2, 18, 1)
 
 
 def _require_safe_timescaledb_version() -> None:
-    version = op.get_bind().scalar(
-        text("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+    refuse_unsafe_timescaledb_version(
+        op.get_bind().scalar(
+            text("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
+        )
     )
+
+
+def refuse_unsafe_timescaledb_version(version: str) -> None:
+    """Raise RuntimeError for a TimescaleDB version (``2.17.2``, ``2.18.0-dev``) that
+    loses rows."""
     numbers = tuple(int(part) for part in version.split("-")[0].split(".")[:3])
     if numbers < MIN_TIMESCALEDB_VERSION:
         raise RuntimeError(

@@ -8,7 +8,7 @@ call them, and turns on the grants: from now on migrations/env.py applies
 private unless registered public (the registry applies each municipality's default).
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-03
 """
 
@@ -19,7 +19,7 @@ from alembic import op
 from models.db_roles import MARKER, create_roles, revoke_grants
 
 revision = "0011"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

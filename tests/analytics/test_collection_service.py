@@ -19,6 +19,9 @@ from analytics.collection_service import (
     route_document,
 )
 
+# Runs on plain PostgreSQL and on TimescaleDB (tests/conftest.py).
+pytestmark = pytest.mark.storage
+
 THURSDAY = date(2026, 3, 5)
 FRIDAY = date(2026, 3, 6)
 # 07:00 Copenhagen in March is 06:00 UTC.

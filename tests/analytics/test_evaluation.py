@@ -19,6 +19,9 @@ from ingest.writer import BatchWriter
 from models.db import sync_metrics
 from models.settings import Settings
 
+# Runs on plain PostgreSQL and on TimescaleDB (tests/conftest.py).
+pytestmark = pytest.mark.storage
+
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 STEP = timedelta(minutes=5)
 

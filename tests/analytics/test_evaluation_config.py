@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from analytics.evaluation import evaluate_municipality
 from tests.analytics.test_evaluation import NOW, _write
+
+# Runs on plain PostgreSQL and on TimescaleDB (tests/conftest.py).
+pytestmark = pytest.mark.storage
 
 
 def _bins(db, depths: dict[str, float | None]) -> dict[str, int]:

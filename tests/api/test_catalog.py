@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 from rdflib import Graph, Literal, Namespace, URIRef
 from rdflib.compare import isomorphic
 from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF
 
 from tests.api.conftest import STEP, Fleet
+
+# Runs on plain PostgreSQL and on TimescaleDB (tests/conftest.py).
+pytestmark = pytest.mark.storage
 
 BASE = "http://127.0.0.1:8000/api/v1"
 GSP = Namespace("http://www.opengis.net/ont/geosparql#")

@@ -8,6 +8,7 @@ import io
 import json
 from datetime import datetime
 
+import pytest
 from fastapi.testclient import TestClient
 from psycopg_pool import AsyncConnectionPool
 
@@ -15,6 +16,9 @@ from api.export import stream_export
 from api.queries.export import copy_params, metric_vocabulary
 from models.settings import Settings
 from tests.api.conftest import Fleet
+
+# Runs on plain PostgreSQL and on TimescaleDB (tests/conftest.py).
+pytestmark = pytest.mark.storage
 
 RANGE = {"from": "2026-03-01T00:00:00Z", "to": "2026-03-04T00:00:00Z"}
 

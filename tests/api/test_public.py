@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from models.settings import Settings
 from tests.api.conftest import HIDDEN_IDS, PUBLIC_IDS, Fleet
 
+# Runs on plain PostgreSQL and on TimescaleDB (tests/conftest.py).
+pytestmark = pytest.mark.storage
+
 
 def test_health_reports_database_backend_and_newest_reading(
-    client: TestClient, fleet: Fleet
+    client: TestClient, fleet: Fleet, backend: str
 ) -> None:
     response = client.get("/health")
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
-    assert body["storage_backend"] == "postgresql"
+    assert body["storage_backend"] == {"postgres": "postgresql"}.get(backend, backend)
     assert body["last_reading_at"].startswith("2026-03-03T23:50:00")
+    # TimescaleDB's jobs are listed when their last run failed (tests/test_timescaledb.py).
+    assert isinstance(body["failing_jobs"], list)
+    if backend == "postgres":
+        assert body["failing_jobs"] == []
 
 
 def test_metrics_endpoint_counts_requests_by_route_template(client: TestClient) -> None:

@@ -8,6 +8,9 @@ from fastapi.testclient import TestClient
 
 from tests.api.conftest import Fleet
 
+# Runs on plain PostgreSQL and on TimescaleDB (tests/conftest.py).
+pytestmark = pytest.mark.storage
+
 URL = "/api/v1/readings"
 DAY = {"from": "2026-03-01T00:00:00Z", "to": "2026-03-02T00:00:00Z"}
 

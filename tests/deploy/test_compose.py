@@ -3,6 +3,7 @@ keep the production files consistent with the code (settings, commands, configs)
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import json
 import re
@@ -10,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
 
@@ -65,6 +67,39 @@ def test_database_is_pinned_timescaledb_on_postgresql_15_with_a_data_volume():
     assert "db-data:/var/lib/postgresql/data" in db["volumes"]
     assert "pg_isready" in db["healthcheck"]["test"][1]
     assert set(COMPOSE["volumes"]) >= {"db-data", "mosquitto-data", "caddy-data"}
+
+
+def _compose_timescaledb() -> tuple[str, int]:
+    """(TimescaleDB version, PostgreSQL major) of the compose database image."""
+    tag = re.fullmatch(r"timescale/timescaledb:(\d+\.\d+\.\d+)-pg(\d+)", SERVICES["db"]["image"])
+    assert tag, SERVICES["db"]["image"]
+    return tag.group(1), int(tag.group(2))
+
+
+@pytest.mark.timescaledb
+def test_compose_runs_the_timescaledb_and_postgresql_that_the_tests_run(
+    timescale_admin_url: str,
+) -> None:
+    """The server CI tests against (../shared/timescaledb/setup.sh) is what production gets."""
+    with psycopg.connect(timescale_admin_url) as conn:
+        tested = conn.execute(
+            "SELECT default_version, current_setting('server_version_num')::int / 10000 "
+            "FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()
+    assert _compose_timescaledb() == tested
+
+
+def test_the_migrations_refuse_timescaledb_that_loses_rows_and_accept_the_compose_one() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "storage_migration", ROOT / "migrations/versions/0002_readings_storage.py"
+    )
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    for lossy in ("2.17.2", "2.18.0", "2.14.2-dev"):
+        with pytest.raises(RuntimeError, match="7672"):
+            migration.refuse_unsafe_timescaledb_version(lossy)
+    for safe in ("2.18.1", "2.28.3", _compose_timescaledb()[0]):
+        migration.refuse_unsafe_timescaledb_version(safe)
 
 
 def test_there_are_several_ingest_replicas_with_own_client_ids_in_one_share_group():

@@ -21,6 +21,9 @@ from tests.ingest.conftest import (
 )
 from tests.ingest.test_end_to_end import chirpstack_up
 
+# Runs on plain PostgreSQL and on TimescaleDB (tests/conftest.py).
+pytestmark = pytest.mark.storage
+
 UNKNOWN_EUI = "0011223344556677"
 
 

@@ -19,6 +19,9 @@ from models.db import sync_metrics
 from tests.ingest.conftest import ELSYS_ERS_CO2_HEX, ELSYS_EUI, Fleet, count, wait_for
 from tests.ingest.test_end_to_end import chirpstack_up
 
+# Runs on plain PostgreSQL and on TimescaleDB (tests/conftest.py).
+pytestmark = pytest.mark.storage
+
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 

@@ -21,6 +21,9 @@ from ingest.writer import (
 from models.db import sync_metrics
 from tests.ingest.conftest import Fleet, count, wait_for
 
+# Runs on plain PostgreSQL and on TimescaleDB (tests/conftest.py).
+pytestmark = pytest.mark.storage
+
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
