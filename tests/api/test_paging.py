@@ -20,7 +20,6 @@ from api.queries.readings import readings_query
 from models.settings import Settings
 from tests.api.conftest import Fleet
 from tests.conftest import migrated_database
-from tests.test_timescaledb import timescale_admin_url  # noqa: F401 (fixture)
 
 URL = "/api/v1/readings"
 
@@ -257,7 +256,7 @@ def test_pages_over_several_sensors_are_exactly_the_rows_of_one_query(
 
 @pytest.mark.timescaledb
 def test_pages_are_exactly_the_rows_of_one_query_on_timescaledb(
-    timescale_admin_url: str,  # noqa: F811
+    timescale_admin_url: str,
 ) -> None:
     with (
         migrated_database("on", "iot_tsdb_paging", timescale_admin_url) as url,
