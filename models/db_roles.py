@@ -76,7 +76,7 @@ GRANTS: dict[str, dict[str, str]] = {
                           STAFF: "SELECT, INSERT, UPDATE", MAINTENANCE: "SELECT, DELETE"},
     # application -> municipality (ingest/applications.py): ingest reads it, staff map and
     # unmap their own municipality's applications
-    "network_applications": {INGEST: R, API: "", STAFF: "SELECT, INSERT, DELETE",
+    "network_applications": {INGEST: R, API: "", STAFF: RW,
                              MAINTENANCE: R},
     "alerts": {INGEST: "", API: "", STAFF: "SELECT, UPDATE", MAINTENANCE: "SELECT, INSERT, UPDATE"},
     "api_keys": {INGEST: "", API: "", STAFF: "SELECT, INSERT, UPDATE", MAINTENANCE: ""},

@@ -228,7 +228,7 @@ def test_a_full_disk_under_load_stops_ingest_until_there_is_room(
 
 @pytest.fixture(scope="module")
 def broker_killed_while_ingest_holds_messages(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Accounting:
     """The broker (persistence on, a snapshot every second) is killed while ingest holds
     messages it cannot commit yet and the broker holds more queued for it. Ingest then
