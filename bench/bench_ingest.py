@@ -465,6 +465,8 @@ def _wait_subscribed(port: int, database_url: str, conn: psycopg.Connection, pro
             for p in procs:
                 if p.poll() is not None:
                     raise RuntimeError(f"ingest process exited with {p.returncode}")
+            # A new message each time: the same bytes again would be one dead letter.
+            probe["fCnt"] += 1
             client.publish(
                 f"{TOPIC_PREFIX}application/probe/device/ffffffffffffff00/event/up",
                 orjson.dumps(probe),

@@ -9,6 +9,12 @@ the same transaction as the batch. Letters that name no device are keyed by thei
 The count is per ingest process: with K processes up to K × `samples_per_hour` letters of
 a key may be stored in an hour.
 
+A message is one letter, however often the broker delivers it: each letter carries the
+SHA-256 of its topic, a NUL byte and its whole payload (``fingerprint``, unique), and a
+letter whose fingerprint is stored already is dropped in the database. So a redelivery
+after a lost acknowledgement (the broker or ingest killed) adds nothing, and the same bytes
+published twice on one topic are taken as one message, as their readings would be.
+
 Payloads longer than `max_payload_bytes` are stored cut, with their size in
 ``payload_truncated_from``. With the default (IOT_MAX_MESSAGE_BYTES) only messages that
 are refused as ``oversized`` anyway are cut, so every replayable letter is kept whole.
@@ -16,6 +22,7 @@ are refused as ``oversized`` anyway are cut, so every replayable letter is kept 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,10 +43,26 @@ class DeadLetterRow:
     received_at: datetime
 
 
-_COPY_LETTERS = (
-    "COPY dead_letters (topic, payload, reason, detail, municipality_id, device_id, "
-    "received_at, payload_truncated_from) FROM STDIN"
+_LETTER_COLUMNS = (
+    "topic, payload, reason, detail, municipality_id, device_id, received_at, "
+    "payload_truncated_from, fingerprint"
 )
+# Letters are copied here, then inserted in arrival order, skipping fingerprints stored
+# already (COPY itself would fail the whole batch on the unique index).
+_CREATE_INCOMING = """
+CREATE TEMP TABLE IF NOT EXISTS dead_letters_incoming (
+    n bigint GENERATED ALWAYS AS IDENTITY,
+    topic text, payload bytea, reason text, detail text, municipality_id integer,
+    device_id text, received_at timestamptz, payload_truncated_from integer,
+    fingerprint bytea
+) ON COMMIT DELETE ROWS
+"""
+_COPY_LETTERS = f"COPY dead_letters_incoming ({_LETTER_COLUMNS}) FROM STDIN"
+_INSERT_LETTERS = f"""
+INSERT INTO dead_letters ({_LETTER_COLUMNS})
+SELECT {_LETTER_COLUMNS} FROM dead_letters_incoming ORDER BY n
+ON CONFLICT (fingerprint) DO NOTHING
+"""  # noqa: S608 (module constants, no input)
 _UPSERT_REPEATS = """
 INSERT INTO dead_letter_repeats
     (key, reason, hour, municipality_id, device_id, repeats, last_received_at)
@@ -49,6 +72,12 @@ SET repeats = dead_letter_repeats.repeats + EXCLUDED.repeats,
     last_received_at = greatest(dead_letter_repeats.last_received_at, EXCLUDED.last_received_at),
     municipality_id = coalesce(dead_letter_repeats.municipality_id, EXCLUDED.municipality_id)
 """
+
+
+def fingerprint(topic: str, payload: bytes) -> bytes:
+    """What makes a letter the same message: SHA-256 of the topic, NUL, the whole payload."""
+    return hashlib.sha256(topic.encode("utf-8", "surrogatepass") + b"\0" + payload).digest()
+
 
 Key = tuple[str, str, datetime]  # (device id or topic, reason, hour)
 
@@ -116,6 +145,7 @@ class DeadLetterPolicy:
         """Store the plan's letters and add its repeats, in the caller's transaction."""
         if plan.stored:
             cap = self.max_payload_bytes
+            cur.execute(_CREATE_INCOMING)
             with cur.copy(_COPY_LETTERS) as copy:
                 for d in plan.stored:
                     truncated_from = len(d.payload) if len(d.payload) > cap else None
@@ -129,8 +159,10 @@ class DeadLetterPolicy:
                             db_text_or_none(d.device_id, 200),
                             d.received_at,
                             truncated_from,
+                            fingerprint(d.topic, d.payload),
                         )
                     )
+            cur.execute(_INSERT_LETTERS)
         if plan.repeats:
             cur.executemany(
                 _UPSERT_REPEATS,

@@ -279,12 +279,16 @@ class DeadLetter(Base):
     replayed_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # Size of a payload stored cut to IOT_DEAD_LETTER_MAX_PAYLOAD_BYTES; NULL: stored whole.
     payload_truncated_from: Mapped[int | None] = mapped_column(Integer)
+    # SHA-256 of topic, NUL and the whole payload: a redelivered message is one letter
+    # (migration 0012).
+    fingerprint: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     __table_args__ = (
         Index("ix_dead_letters_received_at", "received_at"),
         Index("ix_dead_letters_reason", "reason"),
         # A municipality's newest letters, in id order, without a sort.
         Index("ix_dead_letters_municipality_id_id", "municipality_id", "id"),
+        Index("ux_dead_letters_fingerprint", "fingerprint", unique=True),
         Index(
             "ix_dead_letters_unattributed_device_id",
             "device_id",

@@ -36,9 +36,10 @@ def test_repeats_of_one_device_and_reason_are_sampled_and_counted(
     db, fleet, bounded_ingest, publisher
 ) -> None:
     topic = fleet.chirpstack_topic(ELSYS_EUI)
-    for _ in range(11):
-        publisher.client.publish(topic, b'{"deviceInfo": 7}', qos=1)
-    publisher.publish(topic, b'{"deviceInfo": 7}')
+    # Twelve messages with one mistake (identical bytes would be one message, redelivered).
+    for n in range(11):
+        publisher.client.publish(topic, b'{"deviceInfo": 7, "n": %d}' % n, qos=1)
+    publisher.publish(topic, b'{"deviceInfo": 7, "n": 11}')
     wait_for(lambda: bounded_ingest.totals.committed_messages == 12, what="12 messages")
     assert count(db, "SELECT count(*) FROM dead_letters") == 5
     assert db.execute("SELECT key, reason, repeats FROM dead_letter_repeats").fetchall() == [
@@ -71,7 +72,9 @@ def test_letters_are_attributed_to_a_municipality_when_written(
 
 
 def _letter(at: datetime, municipality_id: int | None, device: str = "d") -> DeadLetterRow:
-    return DeadLetterRow("t", b"{", "malformed_json", "x", municipality_id, device, at)
+    # Bytes of its own: the same bytes on the same topic would be one message.
+    payload = b"{" + device.encode() + b" " + at.isoformat().encode()
+    return DeadLetterRow("t", payload, "malformed_json", "x", municipality_id, device, at)
 
 
 def test_maintenance_deletes_dead_letters_past_their_retention(db, fleet) -> None:
@@ -130,3 +133,20 @@ def test_the_listing_shows_own_letters_and_unattributed_ones_of_own_devices(db, 
         return [r["device_id"] for r in rows]
 
     assert asyncio.run(listing()) == ["aarhus/gw-co2-1", ELSYS_EUI, "aarhus-own"]
+
+
+def test_a_redelivered_message_is_one_dead_letter(db) -> None:
+    """The broker delivers a message again when its acknowledgement was lost: in a later
+    batch, or twice within one. Its letter is stored once; other messages are not held up."""
+    now = datetime.now(UTC)
+    topic = "test/redelivery/application/app-1/device/0011223344556677/event/up"
+    again = DeadLetterRow(topic, b"{", "malformed_json", "not JSON", None, None, now)
+    other = DeadLetterRow(topic, b"{{", "malformed_json", "not JSON", None, None, now)
+    writer = BatchWriter()
+    assert writer.write(db, [], [again]).dead_letters == 1
+    writer.write(db, [], [again, other, again])
+    stored = db.execute("SELECT payload FROM dead_letters ORDER BY id").fetchall()
+    assert [bytes(p) for (p,) in stored] == [b"{", b"{{"]
+    # The same bytes on another topic are another message.
+    writer.write(db, [], [DeadLetterRow(topic + "x", b"{", "malformed_json", "", None, None, now)])
+    assert count(db, "SELECT count(*) FROM dead_letters") == 3

@@ -286,11 +286,6 @@ def test_mosquitto_killed_with_sigkill_then_restarted_stores_every_reading_once(
     assert len(accounting.dead) >= TOTAL // INVALID_EVERY
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dead letters have no identity: a message redelivered after its acknowledgement "
-    "was lost (broker kill -9, ingest kill -9) is dead-lettered again (issue 17, item 6)",
-)
 def test_mosquitto_killed_with_sigkill_then_restarted_stores_no_dead_letter_twice(
     broker_killed_while_ingest_holds_messages: Accounting,
 ) -> None:
