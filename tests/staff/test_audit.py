@@ -405,3 +405,36 @@ def test_the_maintenance_job_deletes_events_older_than_the_retention(
     assert done["audit_events_deleted"] == 1
     ages = [now - e["occurred_at"] for e in _events(db)]
     assert len(ages) == 1 and ages[0] < timedelta(days=11)
+
+
+# --- keys are for machines, and someone answers for each --------------------------------------
+
+
+def test_keys_are_tied_to_a_named_owner(role_client, tenants, db) -> None:
+    a, _ = tenants
+    db.execute("UPDATE api_keys SET owner = 'Mette Jensen, IT' WHERE municipality_id = %s", (a.id,))
+    headers = auth(a.admin)
+    for blank in ("", "   "):
+        refused = role_client.post(
+            "/api/v1/staff/keys", headers=headers, json={"scopes": ["admin"], "owner": blank}
+        )
+        assert refused.status_code == 422 and "owner" in refused.json()["detail"]
+    named = role_client.post(
+        "/api/v1/staff/keys",
+        headers=headers,
+        json={"scopes": ["read-private"], "owner": "SCADA integration", "name": "heating"},
+    )
+    assert named.status_code == 201 and named.json()["owner"] == "SCADA integration"
+    # Without an owner, whoever issues the key answers for it.
+    unnamed = role_client.post("/api/v1/staff/keys", headers=headers, json={"scopes": ["admin"]})
+    assert unnamed.json()["owner"] == "Mette Jensen, IT"
+    owners = {
+        k["id"]: k["owner"] for k in role_client.get("/api/v1/staff/keys", headers=headers).json()
+    }
+    assert owners[named.json()["id"]] == "SCADA integration"
+    # A request with the new key is recorded as its owner's.
+    new_key = named.json()["token"]
+    assert role_client.get("/api/v1/staff/me", headers=auth(new_key)).status_code == 200
+    created = [e for e in _events(db) if e["action"] == "key.create"]
+    assert [e["after"]["owner"] for e in created] == ["SCADA integration", "Mette Jensen, IT"]
+    assert {e["actor_name"] for e in created} == {"Mette Jensen, IT"}
