@@ -229,6 +229,17 @@ class Settings(BaseSettings):
         "a plain-HTTP address other than localhost on a trusted network.",
     )
 
+    saml_sp_key_file: str | None = Field(
+        None,
+        description="PEM private key the API signs its SAML authentication requests with "
+        "(SAML sign-in, docs/staff.md); unset: SAML sign-in is off.",
+    )
+    saml_sp_cert_file: str | None = Field(
+        None,
+        description="PEM certificate of IOT_SAML_SP_KEY_FILE, published in the service "
+        "provider metadata at /auth/saml/metadata.",
+    )
+
     log_level: str = "INFO"
     log_format: Literal["logfmt", "json"] = "logfmt"
 

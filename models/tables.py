@@ -428,7 +428,7 @@ class AuditEvent(Base):
 
 
 class IdentityProvider(Base):
-    """An OpenID Connect provider the staff of one municipality sign in with."""
+    """An OpenID Connect or SAML 2.0 provider the staff of one municipality sign in with."""
 
     __tablename__ = "identity_providers"
 
@@ -439,12 +439,12 @@ class IdentityProvider(Base):
     slug: Mapped[str] = mapped_column(Text, unique=True)
     kind: Mapped[str] = mapped_column(Text, server_default="oidc")
     display_name: Mapped[str] = mapped_column(Text)
-    # issuer, client_id, client_secret_env, scopes, role claim and role mapping (api/oidc.py)
+    # OIDC: issuer, client, role claim and mapping (api/oidc.py); SAML: api/saml.py
     config: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
-    __table_args__ = (CheckConstraint("kind IN ('oidc')", name="kind_known"),)
+    __table_args__ = (CheckConstraint("kind IN ('oidc', 'saml')", name="kind_known"),)
 
 
 class StaffSession(Base):

@@ -78,10 +78,8 @@ async def login(
         raise HTTPException(exc.status, str(exc)) from None
     state, nonce, browser = (secrets.token_urlsafe(32) for _ in range(3))
     verifier, challenge = oidc.pkce_pair()
-    await conn.execute(
-        "INSERT INTO login_states (state_hash, provider_id, municipality_id, browser_hash, "
-        "nonce, code_verifier) VALUES (%s, %s, %s, %s, %s, %s)",
-        (_hash(state), config.id, config.municipality_id, _hash(browser), nonce, verifier),
+    await identity.store_login_state(
+        conn, _hash(state), config.id, config.municipality_id, _hash(browser), nonce, verifier
     )
     url = oidc.authorization_url(metadata, config, _redirect_uri(request), state, nonce, challenge)
     response = RedirectResponse(url, status_code=302)
@@ -98,7 +96,7 @@ async def login(
     return response
 
 
-def _client(request: Request) -> str | None:
+def client_of(request: Request) -> str | None:
     state = request.app.state
     if not hasattr(state, "trusted_proxies"):
         state.trusted_proxies = parse_networks(state.settings.trusted_proxies)
@@ -120,21 +118,15 @@ async def callback(
         raise HTTPException(401, f"the identity provider refused: {error} {error_description}")
     if not state or not code:
         raise HTTPException(400, "query parameters 'state' and 'code' are required")
-    cur = await conn.execute(
-        "DELETE FROM login_states WHERE state_hash = %s "
-        "RETURNING provider_id, browser_hash, nonce, code_verifier, "
-        "created_at > now() - make_interval(secs => %s)",
-        (_hash(state), LOGIN_TIMEOUT_S),
-    )
-    row = await cur.fetchone()
+    found = await identity.take_login_state(conn, _hash(state), LOGIN_TIMEOUT_S)
     browser = request.cookies.get(LOGIN_COOKIE, "")
-    if row is None or not secrets.compare_digest(bytes(row[1]), _hash(browser)):
+    if found is None or not secrets.compare_digest(found.browser_hash, _hash(browser)):
         raise HTTPException(
             400, "query parameter 'state': unknown, used, or started in another browser"
         )
-    provider_id, _, nonce, verifier, fresh = row
-    if not fresh:
+    if not found.fresh:
         raise HTTPException(400, "the sign-in took too long; start again")
+    provider_id, nonce, verifier = found.provider_id, found.nonce, found.code_verifier
     config = await identity.provider_by_id(conn, provider_id)
     if config is None:
         raise HTTPException(400, "the identity provider was disabled meanwhile")
@@ -154,7 +146,7 @@ async def callback(
         method=request.method,
         path=request.url.path,
         request_id=secrets.token_hex(16),
-        client=_client(request),
+        client=client_of(request),
         actor=actor,
     )
     request.state.audit = context

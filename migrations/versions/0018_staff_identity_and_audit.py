@@ -8,8 +8,8 @@
   request's audit context in the session setting ``iot.audit`` (api/audit.py). A write by
   the staff role without that context is refused, so an unaudited staff write cannot happen.
 * ``api_keys.owner``: the person or system a key belongs to.
-* ``identity_providers``: per municipality, the OpenID Connect providers staff sign in with,
-  and how claims map to scopes.
+* ``identity_providers``: per municipality, the OpenID Connect and SAML 2.0 providers staff
+  sign in with, and how claims or attributes map to scopes.
 * ``staff_sessions`` and ``login_states``: signed-in staff and logins under way.
 
 Revision ID: 0018
@@ -110,7 +110,7 @@ CREATE TABLE identity_providers (
     created_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT pk_identity_providers PRIMARY KEY (id),
     CONSTRAINT uq_identity_providers_slug UNIQUE (slug),
-    CONSTRAINT ck_identity_providers_kind_known CHECK (kind IN ('oidc')),
+    CONSTRAINT ck_identity_providers_kind_known CHECK (kind IN ('oidc', 'saml')),
     CONSTRAINT fk_identity_providers_municipality_id_municipalities FOREIGN KEY
         (municipality_id) REFERENCES municipalities (id) ON DELETE CASCADE
 );
