@@ -8,6 +8,9 @@ python -m cli admin add-oidc-provider --municipality aarhus --slug aarhus-entra 
     --name "Aarhus Kommune (Entra ID)" --issuer https://login.microsoftonline.com/TENANT/v2.0 \
     --client-id CLIENT --client-secret-env IOT_OIDC_SECRET_AARHUS \
     --role-scopes '{"IoT.Admin": ["admin"], "IoT.Reader": ["read-private"]}'
+python -m cli admin add-saml-provider --municipality aarhus --slug aarhus-kombit \
+    --name "KOMBIT medarbejderlogin" --idp-metadata kombit-idp-metadata.xml --cvr 55133018 \
+    --role-scopes '{"http://kommune-iot.dk/roles/usersystemrole/admin/1": ["admin"]}'
 python -m cli admin list-providers
 python -m cli admin list-keys --municipality aarhus
 python -m cli admin revoke-key 7
@@ -30,6 +33,7 @@ from psycopg.types.json import Jsonb
 
 from api.auth import SCOPES, create_key, revoke_key
 from api.oidc import validate_config
+from api.saml import validate_config as validate_saml_config
 from ingest.applications import (
     NETWORKS,
     ApplicationError,
@@ -81,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "add-oidc-provider", help="let a municipality's staff sign in with an OIDC provider"
     )
     p.add_argument("--municipality", required=True, help="municipality slug")
-    p.add_argument("--slug", required=True, help="the provider's name in URLs, e.g. aarhus-entra")
+    p.add_argument("--slug", required=True, help="the provider's name in URLs: aarhus-entra")
     p.add_argument("--name", required=True, help="shown on the sign-in button")
     p.add_argument("--issuer", required=True, help="issuer URL (https://...)")
     p.add_argument("--client-id", required=True)
@@ -101,6 +105,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--municipality-values", default="", help="comma-separated values of that claim to admit"
     )
     p.set_defaults(handler=_add_oidc_provider)
+
+    p = commands.add_parser(
+        "add-saml-provider", help="let a municipality's staff sign in with SAML 2.0 (KOMBIT)"
+    )
+    p.add_argument("--municipality", required=True, help="municipality slug")
+    p.add_argument("--slug", required=True, help="the provider's name in URLs")
+    p.add_argument("--name", required=True, help="shown on the sign-in button")
+    p.add_argument("--idp-metadata", required=True, type=Path, help="the IdP's metadata XML file")
+    p.add_argument(
+        "--role-scopes", required=True, help='JSON: role -> scopes, {"<role URI>": ["admin"]}'
+    )
+    p.add_argument(
+        "--roles-format",
+        choices=("oiosaml-bpp", "plain"),
+        default="oiosaml-bpp",
+        help="oiosaml-bpp: KOMBIT's privilege profile (default); plain: attribute values",
+    )
+    p.add_argument(
+        "--roles-attribute",
+        default="dk:gov:saml:attribute:Privileges_intermediate",
+        help="the attribute carrying the roles",
+    )
+    p.add_argument("--cvr", help="the municipality's CVR number (roles scoped to it count)")
+    p.add_argument("--name-attribute", default="cn", help="attribute with the person's name")
+    p.set_defaults(handler=_add_saml_provider)
 
     p = commands.add_parser("list-providers", help="list identity providers")
     p.set_defaults(handler=_list_providers)
@@ -310,18 +339,51 @@ def _add_oidc_provider(args: argparse.Namespace) -> int:
         validate_config(config)
     except ValueError as exc:
         sys.exit(f"error: {exc}")
+    _insert_provider(args, "oidc", config)
+    print(f"provider {args.slug} added; its redirect URI is <IOT_PUBLIC_BASE_URL>/auth/callback")
+    return 0
+
+
+def _add_saml_provider(args: argparse.Namespace) -> int:
+    try:
+        role_scopes = json.loads(args.role_scopes)
+        metadata = args.idp_metadata.read_text(encoding="utf-8")
+    except (json.JSONDecodeError, OSError) as exc:
+        sys.exit(f"error: {exc}")
+    config = {
+        "idp_metadata_xml": metadata,
+        "roles_attribute": args.roles_attribute,
+        "roles_format": args.roles_format,
+        "role_scopes": role_scopes,
+        "name_attribute": args.name_attribute,
+    }
+    if args.cvr:
+        config["cvr"] = args.cvr
+    try:
+        validate_saml_config(config)
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
+    _insert_provider(args, "saml", config)
+    print(
+        f"provider {args.slug} added; give the identity provider this service provider's "
+        "metadata: <IOT_PUBLIC_BASE_URL>/auth/saml/metadata"
+    )
+    return 0
+
+
+def _insert_provider(args: argparse.Namespace, kind: str, config: dict) -> None:
     with _connect() as conn:
         municipality_id = _municipality_id(conn, args.municipality)
         try:
             conn.execute(
                 "INSERT INTO identity_providers (municipality_id, slug, kind, display_name, "
-                "config) VALUES (%s, %s, 'oidc', %s, %s)",
-                (municipality_id, args.slug, args.name, Jsonb(config)),
+                "config) VALUES (%s, %s, %s, %s, %s)",
+                (municipality_id, args.slug, kind, args.name, Jsonb(config)),
             )
         except psycopg.errors.UniqueViolation:
             sys.exit(f"error: a provider with slug {args.slug!r} exists")
-    print(f"provider {args.slug} added; its redirect URI is <IOT_PUBLIC_BASE_URL>/auth/callback")
-    return 0
+        except psycopg.errors.CheckViolation as exc:
+            sys.exit(f"error: {exc}")
 
 
 def _list_providers(args: argparse.Namespace) -> int:
