@@ -106,7 +106,9 @@ def acs_url(settings: Settings) -> str:
 def _sp_config(settings: Settings, idp_metadata_xml: str | None) -> SPConfig:
     if not settings.saml_sp_key_file or not settings.saml_sp_cert_file:
         raise SignInError(
-            503, "SAML sign-in is not configured: set IOT_SAML_SP_KEY_FILE and _CERT_FILE"
+            404,
+            "SAML sign-in is not configured on this server (IOT_SAML_SP_KEY_FILE and "
+            "IOT_SAML_SP_CERT_FILE are unset)",
         )
     xmlsec = shutil.which("xmlsec1")
     if xmlsec is None:

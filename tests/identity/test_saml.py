@@ -250,3 +250,9 @@ def test_oiosaml_privilege_profiles_are_read_per_organisation() -> None:
         b'<!DOCTYPE x [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><x>&b;</x>'
     ).decode()
     assert saml.bpp_roles(bomb, AARHUS_CVR) == []  # entities are refused, not expanded
+
+
+def test_without_a_service_provider_key_saml_is_simply_not_offered(database_url) -> None:
+    with TestClient(create_app(Settings(database_url=database_url))) as plain:
+        response = plain.get("/auth/saml/metadata")
+    assert response.status_code == 404 and "IOT_SAML_SP_KEY_FILE" in response.json()["detail"]
