@@ -152,7 +152,9 @@ WRITES: dict[tuple[str, str], dict] = {
         "table": "api_keys",
     },
     ("DELETE", "/api/v1/staff/keys/{key_id}"): {"table": "api_keys"},
+    # Sign-in and sign-out are exercised with real identity providers in tests/identity.
     ("POST", "/auth/logout"): {"session": True, "table": "staff_sessions"},
+    ("POST", "/auth/saml/acs"): {"session": True, "table": "staff_sessions"},
 }
 
 
