@@ -9,6 +9,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# xmlsec1 signs and verifies the SAML messages of the staff sign-in (pysaml2).
+RUN apt-get update && apt-get install -y --no-install-recommends xmlsec1 \
+    && rm -rf /var/lib/apt/lists/*
+
 # Dependencies first, in their own layer, so a code change does not reinstall them.
 COPY pyproject.toml README.md ./
 RUN python -c "import subprocess, sys, tomllib; \

@@ -30,15 +30,27 @@ SCOPES = {
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: one key of one municipality, with its scopes."""
+    """Who is calling: one key or one signed-in person of one municipality, with scopes.
 
-    key_id: int
+    `actor_kind` is "key" (`actor_id` the key's id, `actor_name` its owner) or "person"
+    (`actor_id` provider:subject, `actor_name` the name the identity provider gave)."""
+
+    key_id: int | None
     municipality_id: int
     municipality_slug: str
     scopes: frozenset[str]
+    actor_kind: str = "key"
+    actor_id: str = ""
+    actor_name: str = ""
+    session_id: int | None = None
 
     def has(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
+
+    @property
+    def label(self) -> str:
+        """Who, in one string: "key:7 (IT department)" or "person:Jens Hansen (kc:abc)"."""
+        return f"{self.actor_kind}:{self.actor_id} ({self.actor_name})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +85,26 @@ def create_key(
     scopes: list[str],
     name: str = "",
     expires_at: datetime | None = None,
+    owner: str | None = None,
 ) -> NewKey:
-    """Store a new key for `municipality_id` and return its token (the only time it is seen)."""
+    """Store a new key for `municipality_id` and return its token (the only time it is seen).
+
+    `owner` names the person or system answering for the key; without one, the key's
+    `name`, and without that "unnamed key" (the API and CLI always give one)."""
+    owner = (owner or "").strip() or name.strip() or "unnamed key"
     token, prefix, secret = generate_token()
     row = conn.execute(
-        "INSERT INTO api_keys (municipality_id, prefix, secret_hash, name, scopes, expires_at) "
-        "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-        (municipality_id, prefix, hash_secret(secret), name, validate_scopes(scopes), expires_at),
+        "INSERT INTO api_keys (municipality_id, prefix, secret_hash, name, scopes, expires_at, "
+        "owner) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (
+            municipality_id,
+            prefix,
+            hash_secret(secret),
+            name,
+            validate_scopes(scopes),
+            expires_at,
+            owner,
+        ),
     ).fetchone()
     assert row is not None
     return NewKey(key_id=row[0], token=token, prefix=prefix)
@@ -108,7 +133,8 @@ async def authenticate(conn: AsyncConnection, token: str) -> Principal | None:
     prefix, secret = match.groups()
     cur = await conn.execute(
         "SELECT k.id, k.secret_hash, k.scopes, m.id, m.slug, "
-        "       (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())) "
+        "       (k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())), "
+        "       k.owner "
         "FROM api_keys k JOIN municipalities m ON m.id = k.municipality_id "
         "WHERE k.prefix = %s",
         (prefix,),
@@ -124,7 +150,13 @@ async def authenticate(conn: AsyncConnection, token: str) -> Principal | None:
         (row[0],),
     )
     return Principal(
-        key_id=row[0], municipality_id=row[3], municipality_slug=row[4], scopes=frozenset(row[2])
+        key_id=row[0],
+        municipality_id=row[3],
+        municipality_slug=row[4],
+        scopes=frozenset(row[2]),
+        actor_kind="key",
+        actor_id=str(row[0]),
+        actor_name=row[6],
     )
 
 

@@ -7,13 +7,14 @@ reaching for module globals, so tests can build an app around any Settings.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractContextManager
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
 from psycopg import AsyncConnection, Connection
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from api import audit
 from models.settings import Settings
 
 
@@ -23,26 +24,36 @@ def get_settings(request: Request) -> Settings:
 
 
 STAFF_PREFIX = "/api/v1/staff"
+# Staff sign-in and sign-out (api/routes/auth.py): the staff role's connections too.
+AUTH_PREFIX = "/auth/"
 
 
 def get_pool(request: Request) -> AsyncConnectionPool:
     """The request's connection pool, opened by the lifespan in api/app.py: staff routes
     get the staff role's, everything else the public API role's (models/db_roles.py)."""
-    if request.url.path.startswith(STAFF_PREFIX):
+    if request.url.path.startswith((STAFF_PREFIX, AUTH_PREFIX)):
         return request.app.state.staff_pool
     return request.app.state.pool
 
 
 async def get_conn(
+    request: Request,
     pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
 ) -> AsyncIterator[AsyncConnection]:
     """A pooled autocommit connection for the duration of one route call.
 
     Connections are autocommit, so a plain read never leaves a transaction open; code that
-    needs one (server-side cursors in exports) opens it with ``conn.transaction()``.
+    needs one (server-side cursors in exports) opens it with ``conn.transaction()``. On an
+    audited route the connection carries the request's audit context (api/audit.py).
     """
     async with pool.connection() as conn:
-        yield conn
+        if not await audit.attach_async(request, conn):
+            yield conn
+            return
+        try:
+            yield conn
+        finally:
+            await audit.detach_async(request, conn)
 
 
 AppSettings = Annotated[Settings, Depends(get_settings)]
@@ -55,11 +66,20 @@ Conn = Annotated[AsyncConnection, Depends(get_conn, scope="function")]
 # Staff authentication (require_scope) lives in api/security.py.
 
 
-def staff_write_connection(request: Request) -> AbstractContextManager[Connection]:
+@contextmanager
+def staff_write_connection(request: Request) -> Iterator[Connection]:
     """A blocking connection from the staff-write pool (api/pools.py), for code that runs in
-    a worker thread (``with staff_write_connection(request) as conn: ...``)."""
+    a worker thread (``with staff_write_connection(request) as conn: ...``); on an audited
+    route it carries the request's audit context (api/audit.py)."""
     pool: ConnectionPool = request.app.state.staff_write_pool
-    return pool.connection()
+    with pool.connection() as conn:
+        if not audit.attach_sync(request, conn):
+            yield conn
+            return
+        try:
+            yield conn
+        finally:
+            audit.detach_sync(request, conn)
 
 
 def get_sync_conn(request: Request) -> Iterator[Connection]:

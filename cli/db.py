@@ -56,6 +56,7 @@ def maintain_once(
     lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
     dead_letter_retention_days: int = 30,
     session_expiry_s: int = 7 * 24 * 3600,
+    audit_retention_days: int = 0,
 ) -> dict:
     """One maintenance pass; returns what it did (partitions created, hours refreshed...).
     Needs an autocommit connection (TimescaleDB refreshes refuse a transaction block)."""
@@ -109,7 +110,21 @@ def maintain_once(
     # An uplink can be redelivered while the broker keeps the session; a day more covers
     # a replay of what the last ingest process left unacknowledged.
     identities = forget_identities_before(conn, now - timedelta(seconds=session_expiry_s, days=1))
+    audit_events = 0
+    if audit_retention_days:
+        audit_events = conn.execute(
+            "DELETE FROM audit_events WHERE occurred_at < %s",
+            (now - timedelta(days=audit_retention_days),),
+        ).rowcount
+    # Ended sessions and abandoned sign-ins: nothing to keep them for (sign-in and sign-out
+    # are in the audit trail).
+    conn.execute(
+        "DELETE FROM staff_sessions WHERE expires_at < now() - interval '1 day' "
+        "OR revoked_at < now() - interval '1 day'"
+    )
+    conn.execute("DELETE FROM login_states WHERE created_at < now() - interval '1 hour'")
     return {
+        "audit_events_deleted": audit_events,
         "dead_letters_deleted": letters,
         "uplink_identities_deleted": identities,
         "partitions_created": created,
@@ -133,6 +148,7 @@ def run_maintenance(args: argparse.Namespace) -> int:
                 settings.partition_lock_timeout_ms,
                 settings.dead_letter_retention_days,
                 settings.mqtt_session_expiry_s,
+                settings.audit_retention_days,
             )
         log.info("maintenance_done", **done)
         if not args.every:

@@ -83,7 +83,7 @@ def run_up(args: argparse.Namespace) -> int:
         f"  ingest metrics http://{settings.ingest_metrics_host}:"
         f"{settings.ingest_metrics_port}/metrics\n"
         "  staff key      .venv/bin/python -m cli admin create-key --municipality aarhus "
-        "--scopes read-private\n"
+        "--scopes read-private --owner 'your name'\n"
         f"  MQTT broker    {settings.mqtt_host}:{settings.mqtt_port}\n"
         f"  database       {settings.psycopg_url}\n"
         "Press Ctrl-C to stop.\n",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from models.audit import apply_audit_triggers
 from models.db_roles import apply_grants_retrying
 from models.settings import get_settings
 from models.tables import Base
@@ -33,7 +34,11 @@ def _migrate(connection) -> None:
     # grants (a no-op before migration 0011 turned the roles on), in a transaction of its
     # own that is retried: on TimescaleDB a continuous-aggregate refresh job may deadlock
     # with the change of an aggregate's owner.
-    apply_grants_retrying(connection.connection.driver_connection)
+    driver_connection = connection.connection.driver_connection
+    apply_grants_retrying(driver_connection)
+    # Every audited table records staff writes (models/audit.py), whichever migration made it.
+    with driver_connection.transaction():
+        apply_audit_triggers(driver_connection)
 
 
 def run_migrations_online() -> None:

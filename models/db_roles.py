@@ -81,6 +81,15 @@ GRANTS: dict[str, dict[str, str]] = {
     "alerts": {INGEST: "", API: "", STAFF: "SELECT, UPDATE", MAINTENANCE: "SELECT, INSERT, UPDATE"},
     "api_keys": {INGEST: "", API: "", STAFF: "SELECT, INSERT, UPDATE", MAINTENANCE: ""},
     "system_info": {INGEST: R, API: R, STAFF: R, MAINTENANCE: R},
+    # append-only: staff writes add rows (through the iot_audit_row trigger) and read their
+    # municipality's; only the maintenance job's retention deletes (models/audit.py)
+    "audit_events": {INGEST: "", API: "", STAFF: "SELECT, INSERT", MAINTENANCE: "SELECT, DELETE"},
+    # providers are configured with the admin CLI (the owner); the API reads them to sign in
+    "identity_providers": {INGEST: "", API: "", STAFF: R, MAINTENANCE: R},
+    "staff_sessions": {INGEST: "", API: "", STAFF: "SELECT, INSERT, UPDATE",
+                       MAINTENANCE: "SELECT, DELETE"},
+    "login_states": {INGEST: "", API: "", STAFF: "SELECT, INSERT, DELETE",
+                     MAINTENANCE: "SELECT, DELETE"},
 }  # fmt: skip
 
 # Relations that are not the application's to grant (Alembic's bookkeeping).
@@ -94,6 +103,8 @@ FUNCTION_GRANTS: dict[str, tuple[str, ...]] = {
     "iot_drop_partitions_before": (MAINTENANCE,),
     "iot_refresh_rollups": (MAINTENANCE,),
     "iot_mark_dirty_hours": (),  # a trigger function: runs for whoever inserts
+    "iot_audit_row": (),  # trigger functions: run for whoever writes (models/audit.py)
+    "iot_audit_append_only": (),
 }
 
 # Row-level security: table -> role -> the rows that role sees. Every other service role

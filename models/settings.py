@@ -202,6 +202,44 @@ class Settings(BaseSettings):
         "minute on a fast link.",
     )
 
+    # --- staff identity and audit (docs/staff.md) ----------------------------------------
+    audit_retention_days: int = Field(
+        1825,
+        ge=0,
+        description="The maintenance job deletes audit-trail events older than this many "
+        "days (default five years); 0 keeps them forever.",
+    )
+    session_idle_minutes: int = Field(
+        15,
+        ge=1,
+        le=24 * 60,
+        description="A signed-in staff session ends after this long without a request; each "
+        "request refreshes it, up to IOT_SESSION_MAX_HOURS after sign-in.",
+    )
+    session_max_hours: float = Field(
+        8.0,
+        gt=0,
+        le=7 * 24,
+        description="A staff session ends this long after sign-in however active it is; "
+        "then the person signs in again at their identity provider.",
+    )
+    session_cookie_secure: bool = Field(
+        True,
+        description="Send the session cookies only over HTTPS (Secure). Switch off only for "
+        "a plain-HTTP address other than localhost on a trusted network.",
+    )
+
+    saml_sp_key_file: str | None = Field(
+        None,
+        description="PEM private key the API signs its SAML authentication requests with "
+        "(SAML sign-in, docs/staff.md); unset: SAML sign-in is off.",
+    )
+    saml_sp_cert_file: str | None = Field(
+        None,
+        description="PEM certificate of IOT_SAML_SP_KEY_FILE, published in the service "
+        "provider metadata at /auth/saml/metadata.",
+    )
+
     log_level: str = "INFO"
     log_format: Literal["logfmt", "json"] = "logfmt"
 

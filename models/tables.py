@@ -389,6 +389,105 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(Timestamp)
     revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
     last_used_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # The person or system the key belongs to (migration 0018): keys are for machines, and
+    # someone answers for each.
+    owner: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (CheckConstraint("length(btrim(owner)) > 0", name="owner_named"),)
+
+
+class AuditEvent(Base):
+    """One staff write (a row inserted, changed or deleted) or audited read, append-only;
+    written by the iot_audit_row() trigger in the write's own transaction (migration 0018)."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    municipality_id: Mapped[int] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE")
+    )
+    occurred_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    actor_kind: Mapped[str] = mapped_column(Text)  # "key" or "person"
+    actor_id: Mapped[str] = mapped_column(Text)
+    actor_name: Mapped[str] = mapped_column(Text)
+    client_address: Mapped[str | None] = mapped_column(Text)
+    request_method: Mapped[str | None] = mapped_column(Text)
+    request_path: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(Text)
+    target_table: Mapped[str | None] = mapped_column(Text)
+    target_id: Mapped[str | None] = mapped_column(Text)
+    operation: Mapped[str | None] = mapped_column(Text)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+    __table_args__ = (
+        Index("ix_audit_events_municipality_id_id", "municipality_id", "id"),
+        Index("ix_audit_events_occurred_at", "occurred_at"),
+    )
+
+
+class IdentityProvider(Base):
+    """An OpenID Connect or SAML 2.0 provider the staff of one municipality sign in with."""
+
+    __tablename__ = "identity_providers"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    municipality_id: Mapped[int] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE"), index=True
+    )
+    slug: Mapped[str] = mapped_column(Text, unique=True)
+    kind: Mapped[str] = mapped_column(Text, server_default="oidc")
+    display_name: Mapped[str] = mapped_column(Text)
+    # OIDC: issuer, client, role claim and mapping (api/oidc.py); SAML: api/saml.py
+    config: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (CheckConstraint("kind IN ('oidc', 'saml')", name="kind_known"),)
+
+
+class StaffSession(Base):
+    """A signed-in person: only hashes of the cookie's token and the CSRF token are kept."""
+
+    __tablename__ = "staff_sessions"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    csrf_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    municipality_id: Mapped[int] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE"), index=True
+    )
+    provider_id: Mapped[int] = mapped_column(
+        ForeignKey("identity_providers.id", ondelete="CASCADE"), index=True
+    )
+    subject: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text)
+    email: Mapped[str | None] = mapped_column(Text)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    idle_expires_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class LoginState(Base):
+    """A sign-in under way: the OIDC state (hashed), nonce and PKCE verifier, bound to the
+    browser that started it."""
+
+    __tablename__ = "login_states"
+
+    state_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    provider_id: Mapped[int] = mapped_column(
+        ForeignKey("identity_providers.id", ondelete="CASCADE"), index=True
+    )
+    municipality_id: Mapped[int] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE"), index=True
+    )
+    browser_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    nonce: Mapped[str] = mapped_column(Text)
+    code_verifier: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
 
 
 class RollupDirtyHour(Base):

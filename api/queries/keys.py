@@ -11,7 +11,7 @@ from psycopg.rows import dict_row
 async def list_keys(conn: AsyncConnection, municipality_id: int) -> list[dict[str, Any]]:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        "SELECT id, prefix, name, scopes, created_at, expires_at, revoked_at, last_used_at "
+        "SELECT id, prefix, name, owner, scopes, created_at, expires_at, revoked_at, last_used_at "
         "FROM api_keys WHERE municipality_id = %s ORDER BY id",
         (municipality_id,),
     )

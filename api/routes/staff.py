@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from analytics import alerts as alert_lifecycle
 from analytics.collection_service import CollectionSetupError
+from api.audit import audited
 from api.auth import create_key, revoke_key
 from api.deps import AppSettings, Conn, SyncConn, staff_write_connection
 from api.queries import collection, dashboard, keys, places, staff
@@ -130,6 +131,7 @@ async def get_sensor(principal: ReadPrivate, conn: Conn, sensor_id: Id) -> dict[
     "/sensors",
     status_code=201,
     summary="Register, or update by external_id the fields given (the others are kept)",
+    dependencies=[audited("sensor.register")],
 )
 def create_sensor(principal: WriteSensors, conn: SyncConn, sensor: SensorCreate) -> dict:
     try:
@@ -145,7 +147,9 @@ def create_sensor(principal: WriteSensors, conn: SyncConn, sensor: SensorCreate)
     }
 
 
-@router.patch("/sensors/{sensor_id}", summary="Edit a sensor")
+@router.patch(
+    "/sensors/{sensor_id}", summary="Edit a sensor", dependencies=[audited("sensor.update")]
+)
 async def patch_sensor(
     principal: WriteSensors, conn: Conn, sensor_id: Id, patch: SensorPatch
 ) -> dict[str, Any]:
@@ -160,6 +164,7 @@ async def patch_sensor(
 @router.post(
     "/sensor-imports",
     summary="Register sensors from CSV (all rows or none)",
+    dependencies=[audited("sensor.import")],
     response_model=SensorImportResult,
     responses={422: {"model": SensorImportResult, "description": "Nothing stored; see errors"}},
     openapi_extra={
@@ -203,6 +208,7 @@ def list_network_applications(principal: ReadPrivate, conn: SyncConn) -> list[di
     "/applications/{network}/{application_id}",
     status_code=201,
     summary="Map an application to the municipality: its uplinks are taken for its sensors",
+    dependencies=[audited("application.map")],
     responses={200: {"description": "the application was the municipality's already"}},
 )
 def put_network_application(
@@ -222,6 +228,7 @@ def put_network_application(
     "/applications/{network}/{application_id}",
     status_code=204,
     summary="Unmap an application: its uplinks become dead letters",
+    dependencies=[audited("application.unmap")],
 )
 def delete_network_application(
     principal: WriteSensors, conn: SyncConn, network: Network, application_id: ApplicationId
@@ -264,7 +271,7 @@ async def list_sites(principal: ReadPrivate, conn: Conn) -> list[dict[str, Any]]
     return await places.list_sites(conn, principal.municipality_id)
 
 
-@router.post("/sites", status_code=201, summary="Add a site")
+@router.post("/sites", status_code=201, summary="Add a site", dependencies=[audited("site.create")])
 async def create_site(principal: WriteSensors, conn: Conn, site: SiteIn) -> dict[str, Any]:
     try:
         return await places.create_site(conn, principal.municipality_id, site.model_dump())
@@ -272,7 +279,7 @@ async def create_site(principal: WriteSensors, conn: Conn, site: SiteIn) -> dict
         raise HTTPException(409, f"a site named {site.name!r} exists already") from None
 
 
-@router.patch("/sites/{site_id}", summary="Edit a site")
+@router.patch("/sites/{site_id}", summary="Edit a site", dependencies=[audited("site.update")])
 async def patch_site(
     principal: WriteSensors, conn: Conn, site_id: Id, patch: SitePatch
 ) -> dict[str, Any]:
@@ -296,7 +303,12 @@ async def list_zones(
     return await places.list_zones(conn, principal.municipality_id, site_id)
 
 
-@router.post("/zones", status_code=201, summary="Add a zone to one of your sites")
+@router.post(
+    "/zones",
+    status_code=201,
+    summary="Add a zone to one of your sites",
+    dependencies=[audited("zone.create")],
+)
 async def create_zone(principal: WriteSensors, conn: Conn, zone: ZoneIn) -> dict[str, Any]:
     try:
         row = await places.create_zone(conn, principal.municipality_id, zone.model_dump())
@@ -320,21 +332,25 @@ async def list_alerts(
     return await staff.list_alerts(conn, principal.municipality_id, status, limit)
 
 
-@router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge an open alert")
+@router.post(
+    "/alerts/{alert_id}/acknowledge",
+    summary="Acknowledge an open alert",
+    dependencies=[audited("alert.acknowledge")],
+)
 def acknowledge_alert(principal: ManageAlerts, conn: SyncConn, alert_id: Id) -> dict[str, Any]:
-    row = alert_lifecycle.acknowledge(
-        conn, alert_id, principal.municipality_id, f"key:{principal.key_id}"
-    )
+    row = alert_lifecycle.acknowledge(conn, alert_id, principal.municipality_id, principal.label)
     if row is None:
         raise _not_found("alert")
     return row
 
 
-@router.post("/alerts/{alert_id}/resolve", summary="Resolve an alert by hand")
+@router.post(
+    "/alerts/{alert_id}/resolve",
+    summary="Resolve an alert by hand",
+    dependencies=[audited("alert.resolve")],
+)
 def resolve_alert(principal: ManageAlerts, conn: SyncConn, alert_id: Id) -> dict[str, Any]:
-    row = alert_lifecycle.resolve(
-        conn, alert_id, principal.municipality_id, f"key:{principal.key_id}"
-    )
+    row = alert_lifecycle.resolve(conn, alert_id, principal.municipality_id, principal.label)
     if row is None:
         raise _not_found("alert")
     return row
@@ -365,7 +381,11 @@ async def get_dead_letter(principal: ReadPrivate, conn: Conn, dead_letter_id: Id
     return row
 
 
-@router.post("/dead-letters/{dead_letter_id}/replay", summary="Run it through ingest again")
+@router.post(
+    "/dead-letters/{dead_letter_id}/replay",
+    summary="Run it through ingest again",
+    dependencies=[audited("dead_letter.replay")],
+)
 async def replay_dead_letter(
     principal: ManageAlerts,
     conn: Conn,
@@ -401,6 +421,8 @@ class KeyIn(BaseModel):
         min_length=1
     )
     name: str = Field("", max_length=200)
+    # The person or system answering for the key; without one, whoever issues it.
+    owner: str | None = Field(None, min_length=1, max_length=200, pattern=r"\S")
     expires_at: datetime | None = None
 
 
@@ -409,13 +431,28 @@ async def list_keys(principal: Admin, conn: Conn) -> list[dict[str, Any]]:
     return await keys.list_keys(conn, principal.municipality_id)
 
 
-@router.post("/keys", status_code=201, summary="Issue a key; its token is shown only now")
+@router.post(
+    "/keys",
+    status_code=201,
+    summary="Issue a key; its token is shown only now",
+    dependencies=[audited("key.create")],
+)
 def create_api_key(principal: Admin, conn: SyncConn, key: KeyIn) -> dict[str, Any]:
-    new = create_key(conn, principal.municipality_id, list(key.scopes), key.name, key.expires_at)
-    return {"id": new.key_id, "token": new.token, "scopes": sorted(set(key.scopes))}
+    owner = key.owner or principal.actor_name
+    new = create_key(
+        conn, principal.municipality_id, list(key.scopes), key.name, key.expires_at, owner
+    )
+    return {
+        "id": new.key_id,
+        "token": new.token,
+        "scopes": sorted(set(key.scopes)),
+        "owner": owner,
+    }
 
 
-@router.delete("/keys/{key_id}", status_code=204, summary="Revoke a key")
+@router.delete(
+    "/keys/{key_id}", status_code=204, summary="Revoke a key", dependencies=[audited("key.revoke")]
+)
 def delete_api_key(principal: Admin, conn: SyncConn, key_id: Id) -> None:
     if not revoke_key(conn, key_id, principal.municipality_id):
         raise _not_found("active key")

@@ -1,4 +1,6 @@
-// Staff dashboard: reads the staff API with the key kept in sessionStorage.
+// Staff dashboard: reads the staff API as the person signed in through their
+// municipality's identity provider (session cookie; writes echo the CSRF cookie), or with
+// an API key kept in sessionStorage.
 "use strict";
 
 const KEY_STORAGE = "kommune-iot-api-key";
@@ -9,9 +11,20 @@ let map, markerLayer, routeLayer, historyChart;
 
 function apiKey() { return sessionStorage.getItem(KEY_STORAGE); }
 
-async function api(path) {
-  const response = await fetch(path, { headers: { Authorization: `Bearer ${apiKey()}` } });
-  if (response.status === 401) { signOut("Your key was refused; sign in again."); throw new Error("401"); }
+function cookie(name) {
+  const found = document.cookie.split("; ").find((c) => c.startsWith(`${name}=`));
+  return found ? decodeURIComponent(found.slice(name.length + 1)) : "";
+}
+
+async function api(path, options = {}) {
+  const headers = {};
+  if (apiKey()) headers.Authorization = `Bearer ${apiKey()}`;
+  else if ((options.method ?? "GET") !== "GET") headers["X-CSRF-Token"] = cookie("kiot_csrf");
+  const response = await fetch(path, { ...options, headers, credentials: "same-origin" });
+  if (response.status === 401) {
+    signOut(apiKey() ? "Your key was refused; sign in again." : "Your session has ended; sign in again.");
+    throw new Error("401");
+  }
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
   return response.json();
 }
@@ -182,8 +195,29 @@ async function start() {
   setInterval(refresh, 30000);
 }
 
+async function showProviders() {
+  const response = await fetch("/auth/providers");
+  const providers = response.ok ? await response.json() : [];
+  const list = document.getElementById("providers");
+  list.replaceChildren(...providers.map((p) => {
+    const item = document.createElement("li");
+    const link = document.createElement("a");
+    link.href = p.login_url;
+    link.textContent = `${p.municipality_name}: ${p.display_name}`;
+    item.append(link);
+    return item;
+  }));
+  document.getElementById("sso").hidden = providers.length === 0;
+}
+
+async function logOut() {
+  if (!apiKey()) await api("/auth/logout", { method: "POST" }).catch(() => {});
+  signOut();
+}
+
 function signOut(message) {
   sessionStorage.removeItem(KEY_STORAGE);
+  showProviders().catch(() => {});
   document.getElementById("dashboard").hidden = true;
   document.getElementById("login").hidden = false;
   document.getElementById("logout").hidden = true;
@@ -195,5 +229,11 @@ document.getElementById("login-form").addEventListener("submit", (event) => {
   sessionStorage.setItem(KEY_STORAGE, document.getElementById("api-key").value.trim());
   start().catch(() => {});
 });
-document.getElementById("logout").addEventListener("click", () => signOut());
-if (apiKey()) start().catch(() => {});
+document.getElementById("logout").addEventListener("click", () => { logOut(); });
+if (apiKey()) {
+  start().catch(() => {});
+} else {
+  fetch("/auth/session", { credentials: "same-origin" })
+    .then((r) => (r.ok ? start() : showProviders()))
+    .catch(() => showProviders());
+}

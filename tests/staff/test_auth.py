@@ -103,11 +103,22 @@ def test_admin_cli_creates_a_municipality_and_a_working_key(db, database_url) ->
 
     made = cli("create-municipality", "--slug", "viborg", "--name", "Viborg Kommune")
     assert made.returncode == 0, made.stderr
-    issued = cli("create-key", "--municipality", "viborg", "--scopes", "read-private")
+    unowned = cli("create-key", "--municipality", "viborg", "--scopes", "read-private")
+    assert unowned.returncode != 0 and "--owner" in unowned.stderr
+    blank = cli("create-key", "--municipality", "viborg", "--scopes", "admin", "--owner", " ")
+    assert blank.returncode != 0 and "--owner" in blank.stderr
+    issued = cli(
+        "create-key", "--municipality", "viborg", "--scopes", "read-private",
+        "--owner", "Karen Madsen, Teknik",
+    )  # fmt: skip
     assert issued.returncode == 0, issued.stderr
     token = issued.stdout.strip().splitlines()[-1]
     principal = _authenticate(database_url, token)
     assert principal is not None and principal.municipality_slug == "viborg"
-    assert token not in cli("list-keys").stdout
-    refused = cli("create-key", "--municipality", "nowhere", "--scopes", "read-private")
+    assert principal.actor_name == "Karen Madsen, Teknik"
+    listed = cli("list-keys").stdout
+    assert token not in listed and "owner Karen Madsen, Teknik" in listed
+    refused = cli(
+        "create-key", "--municipality", "nowhere", "--scopes", "read-private", "--owner", "x"
+    )
     assert refused.returncode != 0 and "no municipality" in refused.stderr

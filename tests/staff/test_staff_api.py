@@ -281,6 +281,8 @@ ISOLATION: dict[tuple[str, str], dict] = {
     ("DELETE", "/api/v1/staff/keys/{key_id}"): {},
     ("GET", "/api/v1/staff/collection/list"): {"list": True, "params": {"date": "2026-11-23"}},
     ("GET", "/api/v1/staff/collection/route"): {"list": True, "params": {"date": "2026-11-23"}},
+    ("GET", "/api/v1/staff/audit"): {"list": True},
+    ("GET", "/api/v1/staff/audit/export"): {"list": True},
 }
 
 
