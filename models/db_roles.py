@@ -81,6 +81,15 @@ GRANTS: dict[str, dict[str, str]] = {
     "alerts": {INGEST: "", API: "", STAFF: "SELECT, UPDATE", MAINTENANCE: "SELECT, INSERT, UPDATE"},
     "api_keys": {INGEST: "", API: "", STAFF: "SELECT, INSERT, UPDATE", MAINTENANCE: ""},
     "system_info": {INGEST: R, API: R, STAFF: R, MAINTENANCE: R},
+    # Outbound deliveries (docs/notifications.md). Staff manage their channels, rules and
+    # targets and enqueue test deliveries and resolve notices; ingest enqueues readings for
+    # data targets; the deliver worker (maintenance role) claims, sends and logs.
+    "notification_channels": {INGEST: "", API: "", STAFF: RW, MAINTENANCE: R},
+    "notification_rules": {INGEST: "", API: "", STAFF: RW, MAINTENANCE: R},
+    "data_targets": {INGEST: R, API: "", STAFF: RW, MAINTENANCE: R},
+    "deliveries": {INGEST: "INSERT", API: "", STAFF: "SELECT, INSERT, UPDATE",
+                   MAINTENANCE: "SELECT, INSERT, UPDATE"},
+    "delivery_attempts": {INGEST: "", API: "", STAFF: R, MAINTENANCE: "SELECT, INSERT, UPDATE"},
 }  # fmt: skip
 
 # Relations that are not the application's to grant (Alembic's bookkeeping).

@@ -1,0 +1,339 @@
+"""The delivery worker (`python -m cli deliver`): takes due rows of the outbox and sends
+them, at least once.
+
+One delivery at a time per thread, each in its own transaction:
+
+1. claim: ``SELECT … FOR NO KEY UPDATE SKIP LOCKED`` one due `pending` row; other workers
+   (and threads) skip it while this transaction holds it (NO KEY: the attempt row written
+   on the second connection may still reference it);
+2. record before: a `delivery_attempts` row is committed on a second connection;
+3. send to the receiver;
+4. record after: the attempt is finished with the receiver's answer, and the delivery
+   is marked `delivered`, or `pending` again after a backoff, or `dead` past the maximum
+   age; then the claiming transaction commits.
+
+A worker killed anywhere before step 4 commits leaves the row `pending` (its lock dies
+with its connection) and another worker sends it again: nothing is lost. A worker killed
+after the receiver accepted and before that commit makes the receiver get the delivery a
+second time, with the same idempotency key; its attempt stays unfinished (`finished_at`
+NULL), so every such repeat is accounted for. This is at-least-once delivery, the most
+any sender can promise to a receiver that cannot tell it what it has
+(docs/notifications.md).
+
+Backoff: after the n-th failure the next try waits a random time between half and all of
+min(base · 2^(n-1), max) (jitter, so that a receiver back from an outage is not hit by
+every worker in the same second). A delivery that would still be failing past
+IOT_DELIVER_MAX_AGE_S after it was written becomes `dead`: listed to staff, retried only
+by hand (POST /api/v1/staff/deliveries/{id}/retry).
+
+Between deliveries the worker also writes escalation notices (models/outbox.py) and folds
+notices held during quiet hours into one digest per channel.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg.rows import dict_row
+
+from models.logging import log
+from models.outbox import enqueue_escalations
+from models.settings import Settings
+from outbound import channels, ngsi
+from outbound.channels import Destination, SendResult
+from outbound.templates import render
+
+_CLAIM = """
+SELECT id, municipality_id, channel_id, target_id, event, idempotency_key, payload,
+       attempts, created_at
+FROM deliveries
+WHERE status = 'pending' AND next_attempt_at <= now()
+ORDER BY next_attempt_at, id
+LIMIT 1
+FOR NO KEY UPDATE SKIP LOCKED
+"""
+
+_CHANNEL = """
+SELECT c.kind, c.name, m.slug, c.url, c.recipients, c.secret, c.language, c.enabled
+FROM notification_channels c JOIN municipalities m ON m.id = c.municipality_id
+WHERE c.id = %s
+"""
+_TARGET = """
+SELECT t.kind, t.name, m.slug, t.url, t.topic, t.secret, t.enabled
+FROM data_targets t JOIN municipalities m ON m.id = t.municipality_id
+WHERE t.id = %s
+"""
+
+# Held notices whose quiet hours are over become one digest delivery per channel, in one
+# transaction (the digest's key names the newest notice it holds).
+_DIGEST = """
+WITH due AS (
+    SELECT id, municipality_id, channel_id, event, idempotency_key, payload
+    FROM deliveries
+    WHERE status = 'held' AND next_attempt_at <= now()
+    FOR UPDATE SKIP LOCKED
+), digests AS (
+    INSERT INTO deliveries (municipality_id, channel_id, event, idempotency_key, payload)
+    SELECT municipality_id, channel_id, 'digest', 'digest:' || channel_id || ':' || max(id),
+           jsonb_build_object('items', jsonb_agg(jsonb_build_object(
+               'event', event, 'key', idempotency_key, 'payload', payload) ORDER BY id))
+    FROM due GROUP BY municipality_id, channel_id
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, channel_id
+)
+UPDATE deliveries d SET status = 'digested', digest_id = g.id
+FROM due JOIN digests g ON g.channel_id = due.channel_id
+WHERE d.id = due.id
+"""
+
+_SENSORS = """
+SELECT id, external_id, name, kind, lat, lon, site_id, dev_eui FROM sensors WHERE id = ANY(%s)
+"""
+
+
+@dataclass
+class Totals:
+    delivered: int = 0
+    failed: int = 0
+    dead: int = 0
+    digests: int = 0
+    escalations: int = 0
+
+
+def backoff_s(attempts: int, base_s: float, max_s: float, rng: random.Random) -> float:
+    """Wait before the next try after `attempts` failed ones: jittered exponential."""
+    ceiling = min(max_s, base_s * 2 ** max(0, attempts - 1))
+    return rng.uniform(ceiling / 2, ceiling)
+
+
+class DeliveryWorker:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.totals = Totals()
+        self._stop = threading.Event()
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+
+    # --- one delivery ---------------------------------------------------------------------
+
+    def deliver_one(
+        self, conn: psycopg.Connection, log_conn: psycopg.Connection, client: httpx.Client
+    ) -> bool:
+        """Claim, send and record one due delivery; False when none is due."""
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(_CLAIM).fetchone()
+            if row is None:
+                return False
+            destination, enabled = self._destination(cur, row)
+            if destination is None or (not enabled and row["event"] != "test"):
+                reason = "the channel or target was deleted or switched off before delivery"
+                self._finish(cur, row, SendResult(False, None, reason), dead=True)
+                return True
+            attempt_id = log_conn.execute(
+                "INSERT INTO delivery_attempts (delivery_id, municipality_id) "
+                "VALUES (%s, %s) RETURNING id",
+                (row["id"], row["municipality_id"]),
+            ).fetchone()[0]
+            try:
+                result = self._send(log_conn, client, destination, row)
+            except Exception as exc:  # a bug in a sender must not stop the worker
+                log.exception("deliver.sender_failed", delivery=row["id"])
+                result = SendResult.failed(exc)
+            log_conn.execute(
+                "UPDATE delivery_attempts SET finished_at = now(), ok = %s, status_code = %s, "
+                "response = %s WHERE id = %s",
+                (result.ok, result.status_code, result.response, attempt_id),
+            )
+            self._finish(cur, row, result)
+        return True
+
+    def _destination(self, cur: psycopg.Cursor, row: dict) -> tuple[Destination | None, bool]:
+        if row["channel_id"] is not None:
+            c = cur.execute(_CHANNEL, (row["channel_id"],)).fetchone()
+            if c is None:
+                return None, False
+            return Destination(
+                kind=c["kind"],
+                name=c["name"],
+                municipality=c["slug"],
+                url=c["url"],
+                recipients=tuple(c["recipients"] or ()),
+                secret=c["secret"],
+                language=c["language"],
+            ), c["enabled"]
+        t = cur.execute(_TARGET, (row["target_id"],)).fetchone()
+        if t is None:
+            return None, False
+        return Destination(
+            kind=t["kind"],
+            name=t["name"],
+            municipality=t["slug"],
+            url=t["url"],
+            topic=t["topic"],
+            secret=t["secret"],
+        ), t["enabled"]
+
+    def _finish(
+        self, cur: psycopg.Cursor, row: dict, result: SendResult, dead: bool = False
+    ) -> None:
+        s = self.settings
+        if result.ok:
+            cur.execute(
+                "UPDATE deliveries SET status = 'delivered', delivered_at = now(), "
+                "attempts = attempts + 1, last_error = NULL WHERE id = %s",
+                (row["id"],),
+            )
+            with self._lock:
+                self.totals.delivered += 1
+            return
+        attempts = row["attempts"] + 1
+        wait = backoff_s(attempts, s.deliver_backoff_base_s, s.deliver_backoff_max_s, self._rng)
+        next_at = datetime.now(UTC) + timedelta(seconds=wait)
+        dead = dead or next_at > row["created_at"] + timedelta(seconds=s.deliver_max_age_s)
+        error = f"HTTP/SMTP {result.status_code}: " if result.status_code else ""
+        cur.execute(
+            "UPDATE deliveries SET status = %s, attempts = %s, next_attempt_at = %s, "
+            "last_error = %s WHERE id = %s",
+            ("dead" if dead else "pending", attempts, next_at, error + result.response, row["id"]),
+        )
+        with self._lock:
+            if dead:
+                self.totals.dead += 1
+            else:
+                self.totals.failed += 1
+        log.warning(
+            "deliver.failed",
+            delivery=row["id"],
+            attempts=attempts,
+            dead=dead,
+            status_code=result.status_code,
+            response=result.response[:200],
+        )
+
+    # --- sending --------------------------------------------------------------------------
+
+    def _send(
+        self, conn: psycopg.Connection, client: httpx.Client, dest: Destination, row: dict
+    ) -> SendResult:
+        key, event, payload = row["idempotency_key"], row["event"], row["payload"]
+        if row["channel_id"] is not None:
+            notice = render(event, payload, dest.language, self.settings.public_base_url)
+            return channels.send_notice(self.settings, client, dest, key, event, payload, notice)
+        readings = payload.get("readings", [])
+        sensors = self._sensors(conn, readings)
+        if dest.kind == "ngsi_ld":
+            entities = ngsi.entities(dest.municipality, sensors, readings)
+            if not entities:
+                return SendResult(True, None, "nothing to send: no sensor of a Smart Data Model")
+            url = (dest.url or "").rstrip("/") + ngsi.UPSERT_PATH + "?options=update"
+            return channels.post_json(
+                client, url, entities, key, dest.secret, content_type="application/ld+json"
+            )
+        document = self._readings_document(dest, key, event, sensors, readings)
+        if dest.kind == "mqtt":
+            return channels.publish_mqtt(self.settings, dest, document, key)
+        return channels.post_json(client, dest.url or "", document, key, dest.secret)
+
+    def _sensors(self, conn: psycopg.Connection, readings: list) -> dict[int, ngsi.SensorPlace]:
+        ids = sorted({int(r[1]) for r in readings})
+        if not ids:
+            return {}
+        rows = conn.execute(_SENSORS, (ids,)).fetchall()
+        return {r[0]: ngsi.SensorPlace(*r) for r in rows}
+
+    @staticmethod
+    def _readings_document(
+        dest: Destination,
+        key: str,
+        event: str,
+        sensors: dict[int, ngsi.SensorPlace],
+        readings: list,
+    ) -> dict[str, Any]:
+        return {
+            "idempotency_key": key,
+            "event": event,
+            "municipality": dest.municipality,
+            "target": dest.name,
+            "readings": [
+                {
+                    "time": ngsi._iso(float(t)),
+                    "sensor_id": int(sensor_id),
+                    "external_id": sensors[int(sensor_id)].external_id
+                    if int(sensor_id) in sensors
+                    else None,
+                    "metric": metric,
+                    "value": value,
+                }
+                for t, sensor_id, metric, value in readings
+            ],
+        }
+
+    # --- housekeeping ---------------------------------------------------------------------
+
+    def housekeeping(self, conn: psycopg.Connection) -> None:
+        """Escalation notices and morning digests that are due."""
+        escalated = enqueue_escalations(conn)
+        with conn.transaction():
+            digested = conn.execute(_DIGEST).rowcount
+        with self._lock:
+            self.totals.escalations += escalated
+            self.totals.digests += digested
+        if escalated or digested:
+            log.info("deliver.housekeeping", escalations=escalated, digested_notices=digested)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.settings.psycopg_url, autocommit=True)
+
+    def _thread(self, index: int, until_idle: bool) -> None:
+        s = self.settings
+        conn = log_conn = None
+        last_housekeeping = 0.0
+        with httpx.Client(timeout=s.deliver_timeout_s, follow_redirects=False) as client:
+            while not self._stop.is_set():
+                try:
+                    if conn is None or conn.closed:
+                        conn, log_conn = self._connect(), self._connect()
+                    if (
+                        index == 0
+                        and time.monotonic() - last_housekeeping >= s.deliver_poll_interval_s
+                    ):
+                        self.housekeeping(conn)
+                        last_housekeeping = time.monotonic()
+                    if self.deliver_one(conn, log_conn, client):
+                        continue
+                    if until_idle:
+                        return
+                except psycopg.OperationalError as exc:
+                    log.error("deliver.database_unavailable", error=str(exc).splitlines()[0])
+                    for c in (conn, log_conn):
+                        if c is not None:
+                            c.close()
+                    conn = log_conn = None
+                self._stop.wait(s.deliver_poll_interval_s)
+        for c in (conn, log_conn):
+            if c is not None:
+                c.close()
+
+    def run(self, until_idle: bool = False) -> Totals:
+        """Deliver until stop() (or, with `until_idle`, until nothing is due)."""
+        threads = [
+            threading.Thread(target=self._thread, args=(i, until_idle), name=f"deliver-{i}")
+            for i in range(self.settings.deliver_concurrency)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return self.totals
