@@ -52,10 +52,8 @@ def test_an_alert_opening_writes_its_notice_in_the_same_transaction(db) -> None:
     sync_alerts(db, place.municipality, RULES, [co2_condition(place)], now)  # still active
     [(event, status, chan, alert_id, key)] = deliveries(db)
     assert (event, status, chan) == ("alert.opened", "pending", channel)
-    assert (
-        key
-        == f"alert:{alert_id}:alert.opened:{db.execute('SELECT id FROM notification_rules').fetchone()[0]}"
-    )
+    rule = db.execute("SELECT id FROM notification_rules").fetchone()[0]
+    assert key == f"alert:{alert_id}:alert.opened:{rule}"
 
     sync_alerts(db, place.municipality, RULES, [], now)  # the condition cleared
     assert [d[0] for d in deliveries(db)] == ["alert.opened", "alert.resolved"]
