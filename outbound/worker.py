@@ -8,9 +8,9 @@ One delivery at a time per thread, each in its own transaction:
    on the second connection may still reference it);
 2. record before: a `delivery_attempts` row is committed on a second connection;
 3. send to the receiver;
-4. record after: the attempt is finished with the receiver's answer, and the delivery
-   is marked `delivered`, or `pending` again after a backoff, or `dead` past the maximum
-   age; then the claiming transaction commits.
+4. record after: in the claiming transaction, the attempt is finished with the
+   receiver's answer and the delivery marked `delivered`, or `pending` again after a
+   backoff, or `dead` past the maximum age; then that transaction commits.
 
 A worker killed anywhere before step 4 commits leaves the row `pending` (its lock dies
 with its connection) and another worker sends it again: nothing is lost. A worker killed
@@ -146,7 +146,9 @@ class DeliveryWorker:
             except Exception as exc:  # a bug in a sender must not stop the worker
                 log.exception("deliver.sender_failed", delivery=row["id"])
                 result = SendResult.failed(exc)
-            log_conn.execute(
+            # Finished in the claiming transaction, with the delivery's new state: an
+            # attempt left unfinished is one whose outcome never committed (in doubt).
+            cur.execute(
                 "UPDATE delivery_attempts SET finished_at = now(), ok = %s, status_code = %s, "
                 "response = %s WHERE id = %s",
                 (result.ok, result.status_code, result.response, attempt_id),
