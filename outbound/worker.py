@@ -44,7 +44,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from models.logging import log
-from models.outbox import enqueue_escalations
+from models.outbox import enqueue_escalations, readings_rows
 from models.settings import Settings
 from outbound import channels, ngsi
 from outbound.channels import Destination, SendResult
@@ -228,7 +228,7 @@ class DeliveryWorker:
         if row["channel_id"] is not None:
             notice = render(event, payload, dest.language, self.settings.public_base_url)
             return channels.send_notice(self.settings, client, dest, key, event, payload, notice)
-        readings = payload.get("readings", [])
+        readings = readings_rows(payload)
         sensors = self._sensors(conn, readings)
         if dest.kind == "ngsi_ld":
             entities = ngsi.entities(dest.municipality, sensors, readings)

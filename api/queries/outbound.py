@@ -212,18 +212,20 @@ async def enqueue_target_test(
         """
         INSERT INTO deliveries (municipality_id, target_id, event, idempotency_key, payload)
         SELECT t.municipality_id, t.id, 'test', 'test:target:' || t.id || ':' || gen_random_uuid(),
-               jsonb_build_object('readings', coalesce((
-                   SELECT jsonb_agg(jsonb_build_array(extract(epoch FROM x.time), x.sensor_id,
-                                                      x.metric, x.value))
-                   FROM (SELECT l.time, l.sensor_id, mt.name AS metric, l.value
-                         FROM latest_readings l
-                         JOIN sensors s ON s.id = l.sensor_id
-                         JOIN metrics mt ON mt.id = l.metric_id
-                         WHERE s.municipality_id = t.municipality_id
-                           AND (t.sensor_kinds IS NULL OR s.kind = ANY(t.sensor_kinds))
-                           AND (t.sensor_ids IS NULL OR s.id = ANY(t.sensor_ids))
-                           AND (t.metrics IS NULL OR mt.name = ANY(t.metrics))
-                         ORDER BY l.time DESC LIMIT %(limit)s) x), '[]'::jsonb))
+               (SELECT jsonb_build_object(
+                           'time', coalesce(array_agg(date_part('epoch', x.time)), '{}'),
+                           'sensor_id', coalesce(array_agg(x.sensor_id), '{}'),
+                           'metric', coalesce(array_agg(x.metric), '{}'),
+                           'value', coalesce(array_agg(x.value), '{}'))
+                FROM (SELECT l.time, l.sensor_id, mt.name AS metric, l.value
+                      FROM latest_readings l
+                      JOIN sensors s ON s.id = l.sensor_id
+                      JOIN metrics mt ON mt.id = l.metric_id
+                      WHERE s.municipality_id = t.municipality_id
+                        AND (t.sensor_kinds IS NULL OR s.kind = ANY(t.sensor_kinds))
+                        AND (t.sensor_ids IS NULL OR s.id = ANY(t.sensor_ids))
+                        AND (t.metrics IS NULL OR mt.name = ANY(t.metrics))
+                      ORDER BY l.time DESC LIMIT %(limit)s) x)
         FROM data_targets t WHERE t.id = %(id)s AND t.municipality_id = %(m)s
         RETURNING """
         + _DELIVERY_COLUMNS,

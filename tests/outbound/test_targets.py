@@ -18,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from referencing import Registry, Resource
 
 from ingest.writer import BatchWriter
+from models.outbox import readings_rows
 from outbound import ngsi
 from outbound.channels import verify
 from outbound.worker import DeliveryWorker
@@ -83,7 +84,7 @@ def test_a_batch_carries_one_delivery_per_matching_target_in_its_transaction(db)
     ).fetchall()
     assert [r[0] for r in rows] == [every, co2_only, bins, one]
     assert {r[1] for r in rows} == {place.municipality}
-    payloads = {r[0]: r[2]["readings"] for r in rows}
+    payloads = {r[0]: readings_rows(r[2]) for r in rows}
     assert len(payloads[every]) == 5
     assert [r[2] for r in payloads[co2_only]] == ["co2_ppm"]
     assert [(r[1], r[2], r[3]) for r in payloads[bins]] == [(place.bin, "fill_pct", 80.0)]
