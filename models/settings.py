@@ -225,6 +225,13 @@ class Settings(BaseSettings):
         description="A delivery still failing this long after it was written is given up: "
         "status dead, listed to staff, retried only by hand.",
     )
+    deliver_log_retention_days: int = Field(
+        30,
+        ge=0,
+        description="Delivered, digested and dead deliveries (and their attempts) are deleted "
+        "this many days after they were written; alert notices not before their alert "
+        "resolved. 0 keeps them forever.",
+    )
     smtp_host: str = Field("127.0.0.1", description="SMTP server of the e-mail channel.")
     smtp_port: int = Field(587, ge=1, le=65535)
     smtp_starttls: bool = Field(

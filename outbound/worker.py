@@ -26,8 +26,9 @@ every worker in the same second). A delivery that would still be failing past
 IOT_DELIVER_MAX_AGE_S after it was written becomes `dead`: listed to staff, retried only
 by hand (POST /api/v1/staff/deliveries/{id}/retry).
 
-Between deliveries the worker also writes escalation notices (models/outbox.py) and folds
-notices held during quiet hours into one digest per channel.
+Every HOUSEKEEPING_INTERVAL_S (and when it starts) the worker also writes escalation
+notices (models/outbox.py), folds notices held during quiet hours into one digest per
+channel, and deletes finished deliveries older than IOT_DELIVER_LOG_RETENTION_DAYS.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ SELECT id, municipality_id, channel_id, target_id, event, idempotency_key, paylo
        attempts, created_at
 FROM deliveries
 WHERE status = 'pending' AND next_attempt_at <= now()
-ORDER BY next_attempt_at, id
+ORDER BY next_attempt_at
 LIMIT 1
 FOR NO KEY UPDATE SKIP LOCKED
 """
@@ -92,6 +93,19 @@ UPDATE deliveries d SET status = 'digested', digest_id = g.id
 FROM due JOIN digests g ON g.channel_id = due.channel_id
 WHERE d.id = due.id
 """
+
+# Finished deliveries older than the retention, in slices; alert notices stay while their
+# alert is unresolved (the escalation and the resolve notice look for the opening one).
+_PRUNE = """
+DELETE FROM deliveries WHERE id IN (
+    SELECT d.id FROM deliveries d
+    WHERE d.status IN ('delivered', 'digested', 'dead')
+      AND d.created_at < now() - make_interval(days => %s)
+      AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = d.alert_id AND a.status <> 'resolved')
+    LIMIT 5000)
+"""
+# Escalations, digests and pruning are looked at this often (and when a worker starts).
+HOUSEKEEPING_INTERVAL_S = 10.0
 
 _SENSORS = """
 SELECT id, external_id, name, kind, lat, lon, site_id, dev_eui FROM sensors WHERE id = ANY(%s)
@@ -280,10 +294,15 @@ class DeliveryWorker:
     # --- housekeeping ---------------------------------------------------------------------
 
     def housekeeping(self, conn: psycopg.Connection) -> None:
-        """Escalation notices and morning digests that are due."""
+        """Escalation notices and morning digests that are due; old finished deliveries
+        (and their attempts) deleted."""
         escalated = enqueue_escalations(conn)
         with conn.transaction():
             digested = conn.execute(_DIGEST).rowcount
+        retention = self.settings.deliver_log_retention_days
+        if retention:
+            while conn.execute(_PRUNE, (retention,)).rowcount == 5000:
+                pass
         with self._lock:
             self.totals.escalations += escalated
             self.totals.digests += digested
@@ -301,16 +320,14 @@ class DeliveryWorker:
     def _thread(self, index: int, until_idle: bool) -> None:
         s = self.settings
         conn = log_conn = None
-        last_housekeeping = 0.0
+        last_housekeeping = 0.0  # at once when the worker starts
         with httpx.Client(timeout=s.deliver_timeout_s, follow_redirects=False) as client:
             while not self._stop.is_set():
                 try:
                     if conn is None or conn.closed:
                         conn, log_conn = self._connect(), self._connect()
-                    if (
-                        index == 0
-                        and time.monotonic() - last_housekeeping >= s.deliver_poll_interval_s
-                    ):
+                    since = time.monotonic() - last_housekeeping
+                    if index == 0 and (not last_housekeeping or since >= HOUSEKEEPING_INTERVAL_S):
                         self.housekeeping(conn)
                         last_housekeeping = time.monotonic()
                     if self.deliver_one(conn, log_conn, client):

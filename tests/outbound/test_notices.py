@@ -331,3 +331,25 @@ def test_two_workers_never_send_one_delivery_twice(db, database_url, http_receiv
     keys = [r.json()["idempotency_key"] for r in http_receiver.requests]
     assert len(keys) == len(set(keys)) == 60
     assert sum(w.totals.delivered for w in workers) == 60
+
+
+def test_old_finished_deliveries_are_pruned_but_not_those_of_unresolved_alerts(
+    db, database_url, http_receiver
+) -> None:
+    place = make_place(db)
+    channel = add_channel(db, place, "webhook", url=http_receiver.url)
+    add_rule(db, place, channel)
+    conditions = [co2_condition(place, subject_suffix=s) for s in ("/open", "/gone")]
+    sync_alerts(db, place.municipality, RULES, conditions, datetime.now(UTC))
+    sync_alerts(db, place.municipality, RULES, conditions[:1], datetime.now(UTC))
+    deliver(database_url)
+    assert (
+        db.execute("SELECT count(*) FROM deliveries WHERE status = 'delivered'").fetchone()[0] == 3
+    )  # two openings, one resolve notice
+    db.execute("UPDATE deliveries SET created_at = now() - interval '31 days'")
+    deliver(database_url)
+    left = db.execute(
+        "SELECT a.subject, d.event FROM deliveries d JOIN alerts a ON a.id = d.alert_id"
+    ).fetchall()
+    assert left == [(f"sensor:{place.climate}/open", "alert.opened")]
+    assert db.execute("SELECT count(*) FROM delivery_attempts").fetchone()[0] == 1
