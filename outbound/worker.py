@@ -51,25 +51,21 @@ from outbound import channels, ngsi
 from outbound.channels import Destination, SendResult
 from outbound.templates import render
 
+# The due delivery and its destination in one round trip.
 _CLAIM = """
-SELECT id, municipality_id, channel_id, target_id, event, idempotency_key, payload,
-       attempts, created_at
-FROM deliveries
-WHERE status = 'pending' AND next_attempt_at <= now()
-ORDER BY next_attempt_at
+SELECT d.id, d.municipality_id, d.channel_id, d.target_id, d.event, d.idempotency_key,
+       d.payload, d.attempts, d.created_at, m.slug,
+       coalesce(c.kind, t.kind) AS kind, coalesce(c.name, t.name) AS name,
+       coalesce(c.url, t.url) AS url, c.recipients, coalesce(c.secret, t.secret) AS secret,
+       c.language, t.topic, coalesce(c.enabled, t.enabled) AS enabled
+FROM deliveries d
+JOIN municipalities m ON m.id = d.municipality_id
+LEFT JOIN notification_channels c ON c.id = d.channel_id
+LEFT JOIN data_targets t ON t.id = d.target_id
+WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+ORDER BY d.next_attempt_at
 LIMIT 1
-FOR NO KEY UPDATE SKIP LOCKED
-"""
-
-_CHANNEL = """
-SELECT c.kind, c.name, m.slug, c.url, c.recipients, c.secret, c.language, c.enabled
-FROM notification_channels c JOIN municipalities m ON m.id = c.municipality_id
-WHERE c.id = %s
-"""
-_TARGET = """
-SELECT t.kind, t.name, m.slug, t.url, t.topic, t.secret, t.enabled
-FROM data_targets t JOIN municipalities m ON m.id = t.municipality_id
-WHERE t.id = %s
+FOR NO KEY UPDATE OF d SKIP LOCKED
 """
 
 # Held notices whose quiet hours are over become one digest delivery per channel, in one
@@ -140,98 +136,116 @@ class DeliveryWorker:
     def deliver_one(
         self, conn: psycopg.Connection, log_conn: psycopg.Connection, client: httpx.Client
     ) -> bool:
-        """Claim, send and record one due delivery; False when none is due."""
-        with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-            row = cur.execute(_CLAIM).fetchone()
-            if row is None:
-                return False
-            destination, enabled = self._destination(cur, row)
-            if destination is None or (not enabled and row["event"] != "test"):
-                reason = "the channel or target was deleted or switched off before delivery"
-                self._finish(cur, row, SendResult(False, None, reason), dead=True)
-                return True
-            attempt_id = log_conn.execute(
-                "INSERT INTO delivery_attempts (delivery_id, municipality_id) "
-                "VALUES (%s, %s) RETURNING id",
-                (row["id"], row["municipality_id"]),
-            ).fetchone()[0]
-            try:
-                result = self._send(log_conn, client, destination, row)
-            except Exception as exc:  # a bug in a sender must not stop the worker
-                log.exception("deliver.sender_failed", delivery=row["id"])
-                result = SendResult.failed(exc)
-            # Finished in the claiming transaction, with the delivery's new state: an
-            # attempt left unfinished is one whose outcome never committed (in doubt).
-            cur.execute(
-                "UPDATE delivery_attempts SET finished_at = now(), ok = %s, status_code = %s, "
-                "response = %s WHERE id = %s",
-                (result.ok, result.status_code, result.response, attempt_id),
-            )
-            self._finish(cur, row, result)
+        """Claim, send and record one due delivery; False when none is due.
+
+        `conn` is not in autocommit: the claim opens its transaction (no round trip for a
+        BEGIN of its own), the outcome commits it. `log_conn` is autocommit."""
+        try:
+            with conn.cursor(row_factory=dict_row) as cur:
+                row = cur.execute(_CLAIM).fetchone()
+                if row is None:
+                    conn.rollback()
+                    return False
+                self._deliver_claimed(cur, log_conn, client, row)
+            conn.commit()
+        except BaseException:
+            if not conn.closed:
+                conn.rollback()
+            raise
         return True
 
-    def _destination(self, cur: psycopg.Cursor, row: dict) -> tuple[Destination | None, bool]:
-        if row["channel_id"] is not None:
-            c = cur.execute(_CHANNEL, (row["channel_id"],)).fetchone()
-            if c is None:
-                return None, False
-            return Destination(
-                kind=c["kind"],
-                name=c["name"],
-                municipality=c["slug"],
-                url=c["url"],
-                recipients=tuple(c["recipients"] or ()),
-                secret=c["secret"],
-                language=c["language"],
-            ), c["enabled"]
-        t = cur.execute(_TARGET, (row["target_id"],)).fetchone()
-        if t is None:
-            return None, False
-        return Destination(
-            kind=t["kind"],
-            name=t["name"],
-            municipality=t["slug"],
-            url=t["url"],
-            topic=t["topic"],
-            secret=t["secret"],
-        ), t["enabled"]
+    def _deliver_claimed(
+        self, cur: psycopg.Cursor, log_conn: psycopg.Connection, client: httpx.Client, row: dict
+    ) -> None:
+        if row["kind"] is None or (not row["enabled"] and row["event"] != "test"):
+            reason = "the channel or target was deleted or switched off before delivery"
+            self._finish(cur, row, SendResult(False, None, reason), None, dead=True)
+            return
+        destination = Destination(
+            kind=row["kind"],
+            name=row["name"],
+            municipality=row["slug"],
+            url=row["url"],
+            recipients=tuple(row["recipients"] or ()),
+            secret=row["secret"],
+            language=row["language"] or "da",
+            topic=row["topic"],
+        )
+        # Recorded (committed) before the send.
+        attempt_id = log_conn.execute(
+            "INSERT INTO delivery_attempts (delivery_id, municipality_id) "
+            "VALUES (%s, %s) RETURNING id",
+            (row["id"], row["municipality_id"]),
+        ).fetchone()[0]
+        try:
+            result = self._send(log_conn, client, destination, row)
+        except Exception as exc:  # a bug in a sender must not stop the worker
+            log.exception("deliver.sender_failed", delivery=row["id"])
+            result = SendResult.failed(exc)
+        self._finish(cur, row, result, attempt_id)
 
     def _finish(
-        self, cur: psycopg.Cursor, row: dict, result: SendResult, dead: bool = False
+        self,
+        cur: psycopg.Cursor,
+        row: dict,
+        result: SendResult,
+        attempt_id: int | None,
+        dead: bool = False,
     ) -> None:
+        """The attempt finished with the receiver's answer and the delivery's new state, in
+        one statement of the claiming transaction: an attempt left unfinished is one whose
+        outcome never committed (in doubt)."""
         s = self.settings
-        if result.ok:
-            cur.execute(
-                "UPDATE deliveries SET status = 'delivered', delivered_at = now(), "
-                "attempts = attempts + 1, last_error = NULL WHERE id = %s",
-                (row["id"],),
-            )
-            with self._lock:
-                self.totals.delivered += 1
-            return
         attempts = row["attempts"] + 1
-        wait = backoff_s(attempts, s.deliver_backoff_base_s, s.deliver_backoff_max_s, self._rng)
-        next_at = datetime.now(UTC) + timedelta(seconds=wait)
-        dead = dead or next_at > row["created_at"] + timedelta(seconds=s.deliver_max_age_s)
-        error = f"HTTP/SMTP {result.status_code}: " if result.status_code else ""
+        if result.ok:
+            status, next_at, error = "delivered", None, None
+        else:
+            wait = backoff_s(attempts, s.deliver_backoff_base_s, s.deliver_backoff_max_s, self._rng)
+            next_at = datetime.now(UTC) + timedelta(seconds=wait)
+            dead = dead or next_at > row["created_at"] + timedelta(seconds=s.deliver_max_age_s)
+            status = "dead" if dead else "pending"
+            code = f"HTTP/SMTP {result.status_code}: " if result.status_code else ""
+            error = code + result.response
         cur.execute(
-            "UPDATE deliveries SET status = %s, attempts = %s, next_attempt_at = %s, "
-            "last_error = %s WHERE id = %s",
-            ("dead" if dead else "pending", attempts, next_at, error + result.response, row["id"]),
+            """
+            WITH attempt AS (
+                UPDATE delivery_attempts SET finished_at = now(), ok = %(ok)s,
+                       status_code = %(code)s, response = %(response)s
+                WHERE id = %(attempt)s
+            )
+            UPDATE deliveries SET status = %(status)s, attempts = %(attempts)s,
+                   next_attempt_at = coalesce(%(next_at)s, next_attempt_at),
+                   delivered_at = CASE WHEN %(ok)s THEN now() END, last_error = %(error)s
+            WHERE id = %(id)s
+            """,
+            {
+                "ok": result.ok,
+                "code": result.status_code,
+                "response": result.response,
+                "attempt": attempt_id,
+                "status": status,
+                "attempts": attempts,
+                "next_at": next_at,
+                "error": error,
+                "id": row["id"],
+            },
         )
         with self._lock:
-            if dead:
+            if result.ok:
+                self.totals.delivered += 1
+            elif status == "dead":
                 self.totals.dead += 1
             else:
                 self.totals.failed += 1
-        log.warning(
-            "deliver.failed",
-            delivery=row["id"],
-            attempts=attempts,
-            dead=dead,
-            status_code=result.status_code,
-            response=result.response[:200],
-        )
+        if not result.ok:
+            log.warning(
+                "deliver.failed",
+                delivery=row["id"],
+                attempts=attempts,
+                dead=status == "dead",
+                status_code=result.status_code,
+                response=result.response[:200],
+            )
 
     # --- sending --------------------------------------------------------------------------
 
@@ -301,8 +315,10 @@ class DeliveryWorker:
             digested = conn.execute(_DIGEST).rowcount
         retention = self.settings.deliver_log_retention_days
         if retention:
-            while conn.execute(_PRUNE, (retention,)).rowcount == 5000:
-                pass
+            pruned = 5000
+            while pruned == 5000:
+                with conn.transaction():
+                    pruned = conn.execute(_PRUNE, (retention,)).rowcount
         with self._lock:
             self.totals.escalations += escalated
             self.totals.digests += digested
@@ -314,8 +330,8 @@ class DeliveryWorker:
     def stop(self) -> None:
         self._stop.set()
 
-    def _connect(self) -> psycopg.Connection:
-        return psycopg.connect(self.settings.psycopg_url, autocommit=True)
+    def _connect(self, autocommit: bool = True) -> psycopg.Connection:
+        return psycopg.connect(self.settings.psycopg_url, autocommit=autocommit)
 
     def _thread(self, index: int, until_idle: bool) -> None:
         s = self.settings
@@ -325,7 +341,7 @@ class DeliveryWorker:
             while not self._stop.is_set():
                 try:
                     if conn is None or conn.closed:
-                        conn, log_conn = self._connect(), self._connect()
+                        conn, log_conn = self._connect(autocommit=False), self._connect()
                     since = time.monotonic() - last_housekeeping
                     if index == 0 and (not last_housekeeping or since >= HOUSEKEEPING_INTERVAL_S):
                         self.housekeeping(conn)
