@@ -230,6 +230,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     receiver, url = start_receiver()
     try:
         with (
@@ -244,14 +245,16 @@ def main() -> None:
     finally:
         receiver.terminate()
         receiver.wait(10)
+    load_after = os.getloadavg()[0]
     command = "bench/bench_outbound.py " + " ".join(sys.argv[1:])
     a, t = alerts, target
     text = f"""{SECTION}
 
 Machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()},
 PostgreSQL (plain) on the same machine. **Shared and loaded**: 2 cores used by seven
-engineers' tests at the time, so absolute figures are pessimistic and noisy; the ratio
-in the last row was measured interleaved in the same run.
+engineers' tests at the time (1-minute load average {load_before:.1f} at the start,
+{load_after:.1f} at the end), so absolute figures are pessimistic and noisy; the ratio in the
+last row was measured interleaved in the same run.
 Command: `.venv/bin/python {command}`; the webhook receiver is a local process answering
 204 (bench/outbound_receiver.py).
 
