@@ -11,7 +11,6 @@ import signal
 
 from models.logging import configure_logging, log
 from models.settings import get_settings
-from outbound.worker import DeliveryWorker
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_deliver(args: argparse.Namespace) -> int:
+    # Imported here: every other command's start-up would pay for the HTTP and SMTP clients.
+    from outbound.worker import DeliveryWorker
+
     settings = get_settings()
     configure_logging(settings)
     worker = DeliveryWorker(settings)

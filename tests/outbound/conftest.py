@@ -23,6 +23,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from models.settings import Settings
+from tests.e2e.test_dashboard import running_api  # noqa: F401 (the dashboard test's API process)
 
 SMTP_USER = "kommune"
 SMTP_PASSWORD = "s3cret-smtp"
