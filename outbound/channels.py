@@ -202,22 +202,29 @@ def send_email(
     if not destination.recipients:
         return SendResult(False, None, "the channel has no recipients")
     message = email_message(destination, notice, key, settings.smtp_from)
+    smtp = None
     try:
-        with smtplib.SMTP(
+        smtp = smtplib.SMTP(
             settings.smtp_host, settings.smtp_port, timeout=settings.deliver_timeout_s
-        ) as smtp:
+        )
+        smtp.ehlo()
+        if settings.smtp_starttls:
+            context = ssl.create_default_context(cafile=settings.smtp_ca_file)
+            smtp.starttls(context=context)
             smtp.ehlo()
-            if settings.smtp_starttls:
-                context = ssl.create_default_context(cafile=settings.smtp_ca_file)
-                smtp.starttls(context=context)
-                smtp.ehlo()
-            if settings.smtp_username:
-                smtp.login(settings.smtp_username, settings.smtp_password or "")
-            refused = smtp.send_message(message)
+        if settings.smtp_username:
+            smtp.login(settings.smtp_username, settings.smtp_password or "")
+        refused = smtp.send_message(message)
     except smtplib.SMTPResponseException as exc:
         return SendResult.failed(exc, exc.smtp_code)
     except (smtplib.SMTPException, OSError) as exc:
         return SendResult.failed(exc)
+    finally:
+        # Closed without waiting for QUIT's reply: the server took the message with its
+        # 250 after DATA, and every moment until the worker commits that is a moment in
+        # which a crash would send it again.
+        if smtp is not None:
+            smtp.close()
     if refused:
         # Some recipients took it: sending again would repeat it to them. Reported, not retried.
         return SendResult(True, 250, f"refused recipients: {refused}"[:MAX_RESPONSE_CHARS])

@@ -180,7 +180,7 @@ class DeliveryWorker:
         try:
             result = self._send(log_conn, client, destination, row)
         except Exception as exc:  # a bug in a sender must not stop the worker
-            log.exception("deliver.sender_failed", delivery=row["id"])
+            log.error("deliver.sender_failed", exc_info=True, delivery=row["id"])
             result = SendResult.failed(exc)
         self._finish(cur, row, result, attempt_id)
 

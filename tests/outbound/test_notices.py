@@ -353,3 +353,20 @@ def test_old_finished_deliveries_are_pruned_but_not_those_of_unresolved_alerts(
     ).fetchall()
     assert left == [(f"sensor:{place.climate}/open", "alert.opened")]
     assert db.execute("SELECT count(*) FROM delivery_attempts").fetchone()[0] == 1
+
+
+def test_a_sender_that_raises_fails_that_delivery_and_the_worker_goes_on(
+    db, database_url, http_receiver
+) -> None:
+    place = make_place(db)
+    broken = add_channel(db, place, "webhook", url="http://[::1/broken", name="broken")
+    working = add_channel(db, place, "webhook", url=http_receiver.url, name="working")
+    add_rule(db, place, broken)
+    add_rule(db, place, working)
+    sync_alerts(db, place.municipality, RULES, [co2_condition(place)], datetime.now(UTC))
+    totals = deliver(database_url)
+    assert (totals.delivered, totals.failed) == (1, 1)
+    status, error = db.execute(
+        "SELECT status, last_error FROM deliveries WHERE channel_id = %s", (broken,)
+    ).fetchone()
+    assert status == "pending" and "URL" in error
