@@ -37,7 +37,10 @@ def run_deliver(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     log.info("deliver.started", threads=settings.deliver_concurrency)
-    totals = worker.run(until_idle=args.until_idle)
+    try:
+        totals = worker.run(until_idle=args.until_idle)
+    except RuntimeError:
+        return 1  # logged by the thread that failed
     log.info(
         "deliver.stopped",
         delivered=totals.delivered,

@@ -87,8 +87,9 @@ GRANTS: dict[str, dict[str, str]] = {
     "notification_channels": {INGEST: "", API: "", STAFF: RW, MAINTENANCE: R},
     "notification_rules": {INGEST: "", API: "", STAFF: RW, MAINTENANCE: R},
     "data_targets": {INGEST: R, API: "", STAFF: RW, MAINTENANCE: R},
+    # the worker deletes finished deliveries past IOT_DELIVER_LOG_RETENTION_DAYS
     "deliveries": {INGEST: "INSERT", API: "", STAFF: "SELECT, INSERT, UPDATE",
-                   MAINTENANCE: "SELECT, INSERT, UPDATE"},
+                   MAINTENANCE: RW},
     "delivery_attempts": {INGEST: "", API: "", STAFF: R, MAINTENANCE: "SELECT, INSERT, UPDATE"},
 }  # fmt: skip
 

@@ -128,6 +128,7 @@ class DeliveryWorker:
         self.settings = settings
         self.totals = Totals()
         self._stop = threading.Event()
+        self.error: Exception | None = None
         self._rng = random.Random()
         self._lock = threading.Lock()
 
@@ -350,7 +351,7 @@ class DeliveryWorker:
                         continue
                     if until_idle:
                         return
-                except psycopg.OperationalError as exc:
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                     log.error("deliver.database_unavailable", error=str(exc).splitlines()[0])
                     for c in (conn, log_conn):
                         if c is not None:
@@ -361,14 +362,29 @@ class DeliveryWorker:
             if c is not None:
                 c.close()
 
+    def _guarded(self, index: int, until_idle: bool) -> None:
+        """A thread that fails on anything but a lost database (a bug, a missing grant)
+        stops the worker, so that it exits with an error instead of delivering with fewer
+        threads unnoticed."""
+        try:
+            self._thread(index, until_idle)
+        except Exception as exc:
+            log.error("deliver.failed_thread", exc_info=True, thread=index)
+            self.error = exc
+            self.stop()
+
     def run(self, until_idle: bool = False) -> Totals:
-        """Deliver until stop() (or, with `until_idle`, until nothing is due)."""
+        """Deliver until stop() (or, with `until_idle`, until nothing is due). Raises what
+        stopped a thread, if anything did."""
+        self.error = None
         threads = [
-            threading.Thread(target=self._thread, args=(i, until_idle), name=f"deliver-{i}")
+            threading.Thread(target=self._guarded, args=(i, until_idle), name=f"deliver-{i}")
             for i in range(self.settings.deliver_concurrency)
         ]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        if self.error is not None:
+            raise RuntimeError("a delivery thread failed") from self.error
         return self.totals
