@@ -266,6 +266,17 @@ Command: `.venv/bin/python {command}`; the webhook receiver is a local process a
 | ingest writing {t["written_per_s"]:,.0f} readings/s for {t["seconds"]:.0f} s, target on for 3 batches of 4: forwarded | {t["forwarded_per_s"]:,.0f} readings/s, every one ({t["forwarded"]:,} in {t["batches"]} batches); backlog at the end {t["backlog_at_end"]} | keep up with 5,000/s |
 | data target delivery latency batch commit → delivered, p50 / p95 | {t["p50"] * 1000:.0f} ms / {t["p95"] * 1000:.0f} ms | – |
 | ingest batch commit ({t["rate"] // 2:,} rows) with the target on / off, median | {t["commit_on_ms"]:.1f} ms / {t["commit_off_ms"]:.1f} ms = {t["commit_on_ms"] / t["commit_off_ms"]:.2f}× | – |
+
+- A notice costs the worker four database round trips, two of them commits (the attempt
+  recorded before the send, the outcome after it; docs/notifications.md says why both are
+  needed). On a loaded machine a commit takes milliseconds, which bounds each thread's rate;
+  more threads (`IOT_DELIVER_CONCURRENCY`) or more workers raise it. All notices were
+  queued at once, so the latency percentiles are the time the queue took to drain; an
+  evaluation opens a handful of alerts at a time.
+- The data target received every reading written while it was on, one delivery per ingest
+  batch, with nothing left pending at the end. Its cost lands on ingest's commit thread
+  (a second COPY of the batch into a temporary table, a join and an aggregate into the
+  outbox row), and only while a target of the municipality is switched on.
 """  # noqa: E501
     print(text)
     if args.write:
