@@ -370,3 +370,17 @@ def test_a_sender_that_raises_fails_that_delivery_and_the_worker_goes_on(
         "SELECT status, last_error FROM deliveries WHERE channel_id = %s", (broken,)
     ).fetchone()
     assert status == "pending" and "URL" in error
+
+
+def test_no_password_goes_to_an_smtp_server_whose_certificate_is_not_trusted(
+    db, database_url, smtp_server
+) -> None:
+    place = make_place(db)
+    channel = add_channel(db, place, "email", recipients=["pedel@aarhus.example"])
+    add_rule(db, place, channel)
+    sync_alerts(db, place.municipality, RULES, [co2_condition(place)], datetime.now(UTC))
+    # The test CA is not among the system's: the server cannot prove who it is.
+    deliver(database_url, smtp_server, smtp_ca_file=None)
+    status, error = db.execute("SELECT status, last_error FROM deliveries").fetchone()
+    assert status == "pending" and "CERTIFICATE_VERIFY_FAILED" in error
+    assert smtp_server.logins == [] and smtp_server.messages == []
