@@ -140,7 +140,7 @@ class DeliveryWorker:
         """Claim, send and record one due delivery; False when none is due.
 
         `conn` is not in autocommit: the claim opens its transaction (no round trip for a
-        BEGIN of its own), the outcome commits it. `log_conn` is autocommit."""
+        BEGIN of its own), `_record_outcome` commits it. `log_conn` is autocommit."""
         try:
             with conn.cursor(row_factory=dict_row) as cur:
                 row = cur.execute(_CLAIM).fetchone()
@@ -148,19 +148,34 @@ class DeliveryWorker:
                     conn.rollback()
                     return False
                 self._deliver_claimed(cur, log_conn, client, row)
-            conn.commit()
         except BaseException:
             if not conn.closed:
                 conn.rollback()
             raise
         return True
 
+    def _record_outcome(
+        self,
+        cur: psycopg.Cursor,
+        row: dict,
+        result: SendResult,
+        attempt_id: int | None,
+        dead: bool = False,
+    ) -> None:
+        """Finish the attempt and the delivery and commit, in one round trip (pipeline):
+        between a receiver's acceptance and this commit a crash means a repeat, so the
+        time in between is kept to one round trip."""
+        conn = cur.connection
+        with conn.pipeline():
+            self._finish(cur, row, result, attempt_id, dead)
+            conn.commit()
+
     def _deliver_claimed(
         self, cur: psycopg.Cursor, log_conn: psycopg.Connection, client: httpx.Client, row: dict
     ) -> None:
         if row["kind"] is None or (not row["enabled"] and row["event"] != "test"):
             reason = "the channel or target was deleted or switched off before delivery"
-            self._finish(cur, row, SendResult(False, None, reason), None, dead=True)
+            self._record_outcome(cur, row, SendResult(False, None, reason), None, dead=True)
             return
         destination = Destination(
             kind=row["kind"],
@@ -183,7 +198,7 @@ class DeliveryWorker:
         except Exception as exc:  # a bug in a sender must not stop the worker
             log.error("deliver.sender_failed", exc_info=True, delivery=row["id"])
             result = SendResult.failed(exc)
-        self._finish(cur, row, result, attempt_id)
+        self._record_outcome(cur, row, result, attempt_id)
 
     def _finish(
         self,
