@@ -17,6 +17,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from models.outbox import enqueue_alert_opened, enqueue_alert_resolved
+
 
 @dataclass(frozen=True)
 class ActiveCondition:
@@ -50,6 +52,7 @@ ON CONFLICT (rule, subject) WHERE status <> 'resolved' DO UPDATE SET
     message = EXCLUDED.message,
     details = EXCLUDED.details,
     updated_at = now()
+RETURNING id, (xmax = 0) AS inserted
 """
 
 # Resolve this municipality's unresolved alerts of the evaluated rules that did not fire.
@@ -62,6 +65,7 @@ WHERE municipality_id = %(municipality_id)s
   AND (rule, subject) NOT IN (
       SELECT r, s FROM unnest(%(active_rules)s::text[], %(active_subjects)s::text[]) AS a(r, s)
   )
+RETURNING id
 """
 
 
@@ -75,7 +79,8 @@ def sync_alerts(
     """Make the alerts table match one evaluation, in one transaction.
 
     Active conditions are upserted (an acknowledged alert stays acknowledged); unresolved
-    alerts of `evaluated_rules` that are no longer active are resolved. Rules not
+    alerts of `evaluated_rules` that are no longer active are resolved. The notices of
+    alerts that opened or resolved are written to the outbox in the same transaction. Rules not
     evaluated this time (e.g. no data loaded for them) are left as they are.
     """
     rows = [
@@ -93,9 +98,16 @@ def sync_alerts(
         }
         for c in active
     ]
+    opened: list[int] = []
     with conn.transaction(), conn.cursor() as cur:
         if rows:
-            cur.executemany(_UPSERT, rows)
+            cur.executemany(_UPSERT, rows, returning=True)
+            while True:
+                alert_id, inserted = cur.fetchone()
+                if inserted:
+                    opened.append(alert_id)
+                if not cur.nextset():
+                    break
         cur.execute(
             _RESOLVE_CLEARED,
             {
@@ -106,7 +118,11 @@ def sync_alerts(
                 "active_subjects": [c.subject for c in active],
             },
         )
-        resolved = cur.rowcount
+        resolved_ids = [r[0] for r in cur.fetchall()]
+        # The notices of these transitions commit with them, or not at all (models/outbox.py).
+        enqueue_alert_opened(cur, opened)
+        enqueue_alert_resolved(cur, resolved_ids)
+        resolved = len(resolved_ids)
     return SyncResult(upserted=len(rows), resolved=resolved)
 
 
@@ -163,6 +179,8 @@ def _transition(
     with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(update, (by, alert_id, municipality_id))
         row = cur.fetchone()
+        if row is not None and row["status"] == "resolved":
+            enqueue_alert_resolved(cur, [row["id"]])
         if row is None:
             cur.execute(
                 "SELECT * FROM alerts WHERE id = %s AND municipality_id = %s",

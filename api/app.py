@@ -26,7 +26,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.export import ExportSlots
 from api.observability import ObservabilityMiddleware
 from api.pools import create_pools
-from api.routes import audit, auth, catalog, dashboard, export, health, public, saml, staff
+from api.routes import (
+    audit,
+    auth,
+    catalog,
+    dashboard,
+    export,
+    health,
+    outbound,
+    public,
+    saml,
+    staff,
+)
 from models.logging import log
 from models.schemas import ErrorOut
 from models.settings import Settings, get_settings
@@ -41,6 +52,7 @@ ROUTERS: list[APIRouter] = [
     export.router,
     catalog.router,
     staff.router,
+    outbound.router,
     audit.router,
     auth.router,
     saml.router,

@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "cli.api",
     "cli.broker",
     "cli.db",
+    "cli.deliver",
     "cli.evaluate",
     "cli.ingest",
     "cli.simulate",

@@ -24,6 +24,7 @@ COMPONENTS: tuple[tuple[str, list[str]], ...] = (
     ("api", ["api"]),
     ("maintenance", ["maintenance", "--every", "60"]),
     ("evaluate", ["evaluate", "--every", "60"]),
+    ("deliver", ["deliver"]),
     ("simulator", ["simulate"]),
 )
 
@@ -34,6 +35,7 @@ COMPONENT_ROLES: dict[str, dict[str, str]] = {
     "api": {"IOT_DATABASE_URL": API, "IOT_STAFF_DATABASE_URL": STAFF},
     "maintenance": {"IOT_DATABASE_URL": MAINTENANCE},
     "evaluate": {"IOT_DATABASE_URL": MAINTENANCE},
+    "deliver": {"IOT_DATABASE_URL": MAINTENANCE},
 }
 
 

@@ -40,6 +40,7 @@ from ingest.dead_letters import DeadLetterPolicy, DeadLetterRow
 from ingest.latest import UPSERT_DEFERRED, UPSERT_FROM_STAGING, Encoded, LatestValues
 from ingest.normalise import Row
 from models.logging import log
+from models.outbox import ReadingsOutbox
 from models.partitions import DEFAULT_LOCK_TIMEOUT_MS, create_partitions
 
 _STAGING_DDL = """
@@ -249,6 +250,8 @@ class BatchWriter:
         self.partition_lock_timeout_ms = partition_lock_timeout_ms
         self.dead_letters = dead_letters or DeadLetterPolicy()
         self.latest = LatestValues(latest_flush_interval_s)
+        # Data targets: a batch's deliveries commit with its rows (models/outbox.py).
+        self.outbox = ReadingsOutbox()
         self._prepared_conn: int | None = None
         self._marks_hours = False
         self._staging_batches_left = 0
@@ -263,6 +266,7 @@ class BatchWriter:
         if self._prepared_conn != id(conn):
             conn.execute(_STAGING_DDL.format(name="ingest_staging"))
             conn.execute(_STAGING_DDL.format(name="ingest_latest"))
+            conn.execute(_STAGING_DDL.format(name="ingest_outbound"))
             backend = conn.execute("SELECT value FROM system_info WHERE key = 'backend'").fetchone()
             self._marks_hours = backend == ("timescaledb",)
             self._prepared_conn = id(conn)
@@ -356,6 +360,7 @@ class BatchWriter:
         inserted = 0
         marker = None
         letters = self.dead_letters.plan(dead_letters)
+        forward = batch is not None and self.outbox.active(conn)
         with conn.transaction(), conn.cursor() as cur:
             if batch is not None:
                 if self._use_direct(batch) and self._try_direct(cur, batch):
@@ -369,6 +374,11 @@ class BatchWriter:
                     # since the device cache was loaded, and so the whole batch.
                     _copy(cur, "ingest_latest", _encoded(row for _, row in batch.newest.values()))
                     cur.execute(UPSERT_FROM_STAGING)
+                if forward:
+                    # Every row of the batch, stored now or before: a receiver may get a
+                    # reading twice, never miss one (at least once, docs/notifications.md).
+                    _copy(cur, "ingest_outbound", batch.readings)
+                    self.outbox.enqueue(cur, "ingest_outbound")
             self.dead_letters.write(cur, letters)
         self.dead_letters.committed(letters)
         if marker is not None:

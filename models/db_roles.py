@@ -90,6 +90,16 @@ GRANTS: dict[str, dict[str, str]] = {
                        MAINTENANCE: "SELECT, DELETE"},
     "login_states": {INGEST: "", API: "", STAFF: "SELECT, INSERT, DELETE",
                      MAINTENANCE: "SELECT, DELETE"},
+    # Outbound deliveries (docs/notifications.md). Staff manage their channels, rules and
+    # targets and enqueue test deliveries and resolve notices; ingest enqueues readings for
+    # data targets; the deliver worker (maintenance role) claims, sends and logs.
+    "notification_channels": {INGEST: "", API: "", STAFF: RW, MAINTENANCE: R},
+    "notification_rules": {INGEST: "", API: "", STAFF: RW, MAINTENANCE: R},
+    "data_targets": {INGEST: R, API: "", STAFF: RW, MAINTENANCE: R},
+    # the worker deletes finished deliveries past IOT_DELIVER_LOG_RETENTION_DAYS
+    "deliveries": {INGEST: "INSERT", API: "", STAFF: "SELECT, INSERT, UPDATE",
+                   MAINTENANCE: RW},
+    "delivery_attempts": {INGEST: "", API: "", STAFF: R, MAINTENANCE: "SELECT, INSERT, UPDATE"},
 }  # fmt: skip
 
 # Relations that are not the application's to grant (Alembic's bookkeeping).

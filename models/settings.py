@@ -240,6 +240,50 @@ class Settings(BaseSettings):
         "provider metadata at /auth/saml/metadata.",
     )
 
+    # --- outbound deliveries (python -m cli deliver, docs/notifications.md) ---------------
+    deliver_concurrency: int = Field(
+        4, ge=1, le=64, description="Deliveries the worker sends at once (one connection each)."
+    )
+    deliver_poll_interval_s: float = Field(
+        1.0, gt=0, description="How often an idle worker looks for due deliveries."
+    )
+    deliver_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait for a receiver (HTTP, SMTP, MQTT) per attempt."
+    )
+    deliver_backoff_base_s: float = Field(
+        10.0,
+        gt=0,
+        description="Wait after the first failed attempt; doubled after each further one, "
+        "up to IOT_DELIVER_BACKOFF_MAX_S, each wait between half and all of that (jitter).",
+    )
+    deliver_backoff_max_s: float = Field(900.0, gt=0, description="Longest wait between tries.")
+    deliver_max_age_s: float = Field(
+        86400.0,
+        gt=0,
+        description="A delivery still failing this long after it was written is given up: "
+        "status dead, listed to staff, retried only by hand.",
+    )
+    deliver_log_retention_days: int = Field(
+        30,
+        ge=0,
+        description="Delivered, digested and dead deliveries (and their attempts) are deleted "
+        "this many days after they were written; alert notices not before their alert "
+        "resolved. 0 keeps them forever.",
+    )
+    smtp_host: str = Field("127.0.0.1", description="SMTP server of the e-mail channel.")
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_starttls: bool = Field(
+        True, description="Upgrade the SMTP connection with STARTTLS before authenticating."
+    )
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = Field("kommune-iot@localhost", description="From address of notices.")
+    smtp_ca_file: str | None = Field(
+        None,
+        description="CA certificates (PEM) to verify the SMTP server with, instead of the "
+        "system's; the server's certificate is always verified.",
+    )
+
     log_level: str = "INFO"
     log_format: Literal["logfmt", "json"] = "logfmt"
 

@@ -7,7 +7,7 @@ plain PostgreSQL it is range-partitioned by day (see migrations and docs/storage
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
 
 from sqlalchemy import (
@@ -25,6 +25,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     SmallInteger,
     Text,
+    Time,
     UniqueConstraint,
     column,
     func,
@@ -529,3 +530,177 @@ def _rollup(name: str) -> TableClause:
 # Hourly and daily buckets are UTC.
 readings_hourly = _rollup("readings_hourly")
 readings_daily = _rollup("readings_daily")
+
+
+# --- outbound deliveries (migration 0015, docs/notifications.md) ----------------------------
+
+CHANNEL_KINDS = ("webhook", "email", "teams", "slack")
+TARGET_KINDS = ("http", "mqtt", "ngsi_ld")
+SEVERITIES = ("info", "warning", "critical")
+DELIVERY_STATUSES = ("pending", "held", "delivered", "dead", "digested")
+
+
+class NotificationChannel(Base):
+    """Where a municipality's alert notices go: a webhook, e-mail recipients, or a Teams /
+    Slack incoming webhook."""
+
+    __tablename__ = "notification_channels"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    municipality_id: Mapped[int] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    url: Mapped[str | None] = mapped_column(Text)
+    recipients: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    # HMAC-SHA256 key of webhook signatures.
+    secret: Mapped[str | None] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(Text, server_default="da")
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN (" + ", ".join(f"'{k}'" for k in CHANNEL_KINDS) + ")", name="kind_known"
+        ),
+        CheckConstraint("language IN ('da', 'en')", name="language_known"),
+        UniqueConstraint("municipality_id", "name"),
+    )
+
+
+class NotificationRule(Base):
+    """Which alerts (rule, site or zone, least severity) go to which channel, when (quiet
+    hours in Europe/Copenhagen time), and where to escalate an unacknowledged one."""
+
+    __tablename__ = "notification_rules"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    municipality_id: Mapped[int] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE"), index=True
+    )
+    channel_id: Mapped[int] = mapped_column(
+        ForeignKey("notification_channels.id", ondelete="CASCADE"), index=True
+    )
+    # An alert rule ("climate.co2_limit") or a family ending in a dot ("climate."); NULL: all.
+    alert_rule: Mapped[str | None] = mapped_column(Text)
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    zone_id: Mapped[int | None] = mapped_column(ForeignKey("zones.id", ondelete="CASCADE"))
+    min_severity: Mapped[str] = mapped_column(Text, server_default="warning")
+    quiet_from: Mapped[time | None] = mapped_column(Time)
+    quiet_until: Mapped[time | None] = mapped_column(Time)
+    escalate_after_min: Mapped[int | None] = mapped_column(Integer)
+    escalate_channel_id: Mapped[int | None] = mapped_column(
+        ForeignKey("notification_channels.id", ondelete="SET NULL")
+    )
+    notify_resolved: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+
+    __table_args__ = (
+        CheckConstraint(
+            "min_severity IN (" + ", ".join(f"'{s}'" for s in SEVERITIES) + ")",
+            name="min_severity_known",
+        ),
+        CheckConstraint(
+            "(quiet_from IS NULL) = (quiet_until IS NULL)", name="quiet_hours_complete"
+        ),
+    )
+
+
+class DataTarget(Base):
+    """A system a municipality's readings are forwarded to, with a filter."""
+
+    __tablename__ = "data_targets"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    municipality_id: Mapped[int] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(Text)
+    # http(s):// endpoint, NGSI-LD broker base URL, or mqtt(s)://host:port for republish.
+    url: Mapped[str] = mapped_column(Text)
+    topic: Mapped[str | None] = mapped_column(Text)
+    secret: Mapped[str | None] = mapped_column(Text)
+    # Filters; NULL: no filter on that dimension.
+    sensor_kinds: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    sensor_ids: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
+    metrics: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint(
+            "kind IN (" + ", ".join(f"'{k}'" for k in TARGET_KINDS) + ")", name="kind_known"
+        ),
+        UniqueConstraint("municipality_id", "name"),
+    )
+
+
+class Delivery(Base):
+    """The outbox: one message to one channel or data target, written in the transaction
+    that caused it, delivered at least once by `python -m cli deliver`."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    municipality_id: Mapped[int] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE")
+    )
+    channel_id: Mapped[int | None] = mapped_column(
+        ForeignKey("notification_channels.id", ondelete="CASCADE"), index=True
+    )
+    target_id: Mapped[int | None] = mapped_column(
+        ForeignKey("data_targets.id", ondelete="CASCADE"), index=True
+    )
+    rule_id: Mapped[int | None] = mapped_column(
+        ForeignKey("notification_rules.id", ondelete="SET NULL")
+    )
+    alert_id: Mapped[int | None] = mapped_column(
+        ForeignKey("alerts.id", ondelete="SET NULL"), index=True
+    )
+    digest_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="SET NULL"))
+    event: Mapped[str] = mapped_column(Text)
+    idempotency_key: Mapped[str] = mapped_column(Text, unique=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(Text, server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    next_attempt_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    delivered_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN (" + ", ".join(f"'{s}'" for s in DELIVERY_STATUSES) + ")",
+            name="status_known",
+        ),
+        CheckConstraint("(channel_id IS NULL) <> (target_id IS NULL)", name="one_destination"),
+        Index(
+            "ix_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status IN ('pending', 'held')"),
+        ),
+        Index("ix_deliveries_municipality_id_id", "municipality_id", "id"),
+    )
+
+
+class DeliveryAttempt(Base):
+    """One try to deliver: written (committed) before the send, finished after it. One left
+    unfinished is in doubt: the worker died during that send (docs/notifications.md)."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
+    )
+    municipality_id: Mapped[int] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE")
+    )
+    started_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    ok: Mapped[bool | None] = mapped_column(Boolean)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    # The receiver's answer (HTTP body, SMTP reply), cut to 2000 characters.
+    response: Mapped[str | None] = mapped_column(Text)

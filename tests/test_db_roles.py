@@ -253,6 +253,7 @@ def test_make_up_runs_each_component_as_its_role(db: psycopg.Connection) -> None
         "api": API,
         "maintenance": MAINTENANCE,
         "evaluate": MAINTENANCE,
+        "deliver": MAINTENANCE,  # the outbox worker (outbound/worker.py)
         "simulator": "postgres",  # a development tool that creates municipalities
     }
     staff = component_env("api", url, {API: "s3cret"})["IOT_STAFF_DATABASE_URL"]

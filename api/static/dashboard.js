@@ -29,6 +29,19 @@ async function api(path, options = {}) {
   return response.json();
 }
 
+async function apiSend(method, path, body) {
+  const response = await fetch(path, {
+    method,
+    headers: { Authorization: `Bearer ${apiKey()}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (response.status === 401) { signOut("Your key was refused; sign in again."); throw new Error("401"); }
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) throw new Error(typeof data?.detail === "string" ? data.detail : `HTTP ${response.status}: ${text.slice(0, 300)}`);
+  return data;
+}
+
 function co2Class(ppm) {
   if (ppm == null) return "";
   return ppm > CO2_CRITICAL_PPM ? "bad" : ppm > CO2_LIMIT_PPM ? "warn" : "good";
@@ -104,11 +117,127 @@ function renderAlerts(alerts) {
   if (alerts.length === 0) { list.append(Object.assign(document.createElement("li"), { textContent: "No open alerts." })); return; }
   for (const a of alerts) {
     const li = document.createElement("li");
+    // Notices link to #alert-<id> (outbound/templates.py): that alert is marked and shown.
+    li.id = `alert-${a.id}`;
     const sev = Object.assign(document.createElement("span"), { className: `sev-${a.severity}`, textContent: a.severity });
     li.append(sev, document.createTextNode(` ${a.rule} · ${a.sensor_name ?? a.subject} · ${a.message || ""} (${a.status}, since ${ago(a.started_at)})`));
+    if (location.hash === `#${li.id}`) li.classList.add("focused");
     list.append(li);
   }
+  const focused = list.querySelector(".focused");
+  if (focused && !list.dataset.scrolled) { focused.scrollIntoView({ block: "center" }); list.dataset.scrolled = "true"; }
 }
+
+// --- notifications and data targets (docs/notifications.md) ---------------------------
+
+function button(label, onClick) {
+  const b = Object.assign(document.createElement("button"), { type: "button", textContent: label });
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+function outboundStatus(message, isError) {
+  const p = document.getElementById("outbound-status");
+  p.textContent = message;
+  p.className = isError ? "error" : "";
+}
+
+async function outboundAction(action, done) {
+  try { await action(); outboundStatus(done, false); } catch (err) { outboundStatus(err.message, true); }
+  await renderOutbound();
+}
+
+async function renderOutbound() {
+  const [channels, rules, targets, deliveries] = await Promise.all([
+    api("/api/v1/staff/notification-channels"),
+    api("/api/v1/staff/notification-rules"),
+    api("/api/v1/staff/data-targets"),
+    api("/api/v1/staff/deliveries?limit=20"),
+  ]);
+  const names = new Map(channels.map((c) => [`c${c.id}`, c.name]).concat(targets.map((t) => [`t${t.id}`, t.name])));
+
+  const channelBody = document.querySelector("#channels tbody");
+  channelBody.replaceChildren();
+  for (const c of channels) {
+    const tr = document.createElement("tr");
+    tr.append(cell(c.name), cell(c.kind), cell(c.kind === "email" ? c.recipients.join(", ") : c.url ?? ""), cell(c.language), cell(c.enabled ? "on" : "off"));
+    const actions = document.createElement("td");
+    actions.append(button("Test", () => outboundAction(() => apiSend("POST", `/api/v1/staff/notification-channels/${c.id}/test`), `Test notice to ${c.name} queued.`)));
+    tr.append(actions);
+    channelBody.append(tr);
+  }
+  const select = document.getElementById("rule-channel");
+  select.replaceChildren(...channels.map((c) => Object.assign(document.createElement("option"), { value: String(c.id), textContent: c.name })));
+
+  const ruleBody = document.querySelector("#rules tbody");
+  ruleBody.replaceChildren();
+  for (const r of rules) {
+    const tr = document.createElement("tr");
+    const quiet = r.quiet_from ? `${r.quiet_from.slice(0, 5)}–${r.quiet_until.slice(0, 5)}` : "";
+    tr.append(cell(names.get(`c${r.channel_id}`) ?? String(r.channel_id)), cell(r.alert_rule ?? "all"), cell(r.min_severity), cell(quiet), cell(r.escalate_after_min ? `${r.escalate_after_min} min` : ""));
+    const actions = document.createElement("td");
+    actions.append(button("Delete", () => outboundAction(() => apiSend("DELETE", `/api/v1/staff/notification-rules/${r.id}`), "Rule deleted.")));
+    tr.append(actions);
+    ruleBody.append(tr);
+  }
+
+  const targetBody = document.querySelector("#targets tbody");
+  targetBody.replaceChildren();
+  for (const t of targets) {
+    const tr = document.createElement("tr");
+    tr.append(cell(t.name), cell(t.kind), cell(t.url), cell(t.enabled ? "on" : "off"));
+    const actions = document.createElement("td");
+    actions.append(
+      button("Test", () => outboundAction(() => apiSend("POST", `/api/v1/staff/data-targets/${t.id}/test`), `Test delivery to ${t.name} queued.`)),
+      button(t.enabled ? "Switch off" : "Switch on", () => outboundAction(() => apiSend("PATCH", `/api/v1/staff/data-targets/${t.id}`, { enabled: !t.enabled }), `${t.name} switched ${t.enabled ? "off" : "on"}.`)),
+    );
+    tr.append(actions);
+    targetBody.append(tr);
+  }
+
+  const deliveryBody = document.querySelector("#deliveries tbody");
+  deliveryBody.replaceChildren();
+  for (const d of deliveries) {
+    const tr = document.createElement("tr");
+    tr.dataset.status = d.status;
+    const to = d.channel_id ? names.get(`c${d.channel_id}`) : names.get(`t${d.target_id}`);
+    const answer = d.last_attempt ? `${d.last_attempt.status_code ?? ""} ${d.last_attempt.response ?? ""}`.trim() : "";
+    tr.append(cell(String(d.id)), cell(d.event), cell(to ?? ""), cell(d.status, d.status === "dead" ? "bad" : ""), cell(String(d.attempts)), cell(answer.slice(0, 120)));
+    const actions = document.createElement("td");
+    if (d.status === "dead") actions.append(button("Retry", () => outboundAction(() => apiSend("POST", `/api/v1/staff/deliveries/${d.id}/retry`), `Delivery ${d.id} will be sent again.`)));
+    tr.append(actions);
+    deliveryBody.append(tr);
+  }
+  document.getElementById("outbound").dataset.loaded = "true";
+}
+
+function formValue(id) { const v = document.getElementById(id).value.trim(); return v === "" ? null : v; }
+
+document.getElementById("channel-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const kind = formValue("channel-kind");
+  const address = formValue("channel-address") ?? "";
+  const body = { name: formValue("channel-name"), kind, language: formValue("channel-language") };
+  if (kind === "email") body.recipients = address.split(",").map((a) => a.trim()).filter(Boolean);
+  else body.url = address;
+  outboundAction(async () => {
+    const created = await apiSend("POST", "/api/v1/staff/notification-channels", body);
+    if (created.secret) document.getElementById("channel-secret").textContent = `Signing secret of ${created.name} (shown once): ${created.secret}`;
+  }, "Channel added.");
+});
+
+document.getElementById("rule-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const escalate = formValue("rule-escalate");
+  outboundAction(() => apiSend("POST", "/api/v1/staff/notification-rules", {
+    channel_id: Number(formValue("rule-channel")),
+    alert_rule: formValue("rule-alert"),
+    min_severity: formValue("rule-severity"),
+    quiet_from: formValue("rule-quiet-from"),
+    quiet_until: formValue("rule-quiet-until"),
+    escalate_after_min: escalate === null ? null : Number(escalate),
+  }), "Rule added.");
+});
 
 function renderMap(sensors) {
   markerLayer.clearLayers();
@@ -192,6 +321,7 @@ async function start() {
   }
   await refresh();
   await renderRoute();
+  await renderOutbound().catch((err) => outboundStatus(err.message, true));
   setInterval(refresh, 30000);
 }
 

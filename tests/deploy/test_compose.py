@@ -47,7 +47,7 @@ def _bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def test_production_services_are_all_defined():
-    expected = {"db", "migrate", "mosquitto", "api", "maintenance", "evaluate", "caddy"}
+    expected = {"db", "migrate", "mosquitto", "api", "maintenance", "evaluate", "deliver", "caddy"}
     assert expected <= set(SERVICES)
     assert {"broker-acl", "prometheus"} <= set(SERVICES)
     assert SERVICES["broker-acl"]["profiles"] == ["setup"]
@@ -135,6 +135,7 @@ def test_long_running_services_connect_as_their_own_roles_not_the_superuser():
         "api": "iot_api",
         "maintenance": "iot_maintenance",
         "evaluate": "iot_maintenance",
+        "deliver": "iot_maintenance",
         **dict.fromkeys(INGEST, "iot_ingest"),
     }
     for name, role in expected.items():

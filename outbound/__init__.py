@@ -1,0 +1,4 @@
+"""Outbound deliveries: alert notices to people, readings to other systems.
+
+See docs/notifications.md.
+"""
