@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "cli.evaluate",
     "cli.ingest",
     "cli.simulate",
+    "cli.tenant",
     "cli.up",
 )
 
