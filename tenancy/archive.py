@@ -79,16 +79,19 @@ class ArchiveWriter:
     def __init__(self, path: Path) -> None:
         self._zip = zipfile.ZipFile(path, "w", allowZip64=True)
         self.entries: dict[str, EntryInfo] = {}
+        self._open: IO[bytes] | None = None
 
     def open_entry(self, name: str, stored: bool) -> tuple[IO[bytes], HashingWriter]:
         info = zipfile.ZipInfo(name, date_time=_FIXED_TIME)
         info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
         info.external_attr = 0o644 << 16
         raw = self._zip.open(info, "w", force_zip64=True)
+        self._open = raw
         return raw, HashingWriter(raw)
 
     def finish_entry(self, name: str, raw: IO[bytes], writer: HashingWriter, rows: int) -> None:
         raw.close()
+        self._open = None
         self.entries[name] = EntryInfo(writer.size, writer.sha256, rows)
 
     def write_json(self, name: str, value: Any, rows: int) -> None:
@@ -113,6 +116,9 @@ class ArchiveWriter:
         return manifest
 
     def abort(self) -> None:
+        """Close after a failure (the caller deletes the file)."""
+        if self._open is not None:
+            self._open.close()
         self._zip.close()
 
 

@@ -7,7 +7,7 @@ import hashlib
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -17,7 +17,8 @@ from api.auth import create_key
 from models.partitions import create_partitions
 from tests.conftest import ADMIN_URL, TIMESCALE_ADMIN_URL, migrated_database
 
-START = datetime(2026, 3, 1, tzinfo=UTC)
+# Across a month boundary: the export reads readings a month at a time.
+START = datetime(2026, 2, 27, tzinfo=UTC)
 DAYS = 3
 STEP_MINUTES = 10
 
@@ -136,7 +137,7 @@ def seed_municipality(
 
 @pytest.fixture
 def tenants(db: psycopg.Connection) -> Tenants:
-    create_partitions(db, [date(2026, 3, 1) + timedelta(days=d) for d in range(DAYS)])
+    create_partitions(db, [START.date() + timedelta(days=d) for d in range(DAYS)])
     model = db.execute(
         "INSERT INTO device_models (vendor, model, decoder, kind, meta) VALUES "
         "('Elsys', 'ERS CO2', 'elsys', 'climate', '{\"lorawan\": \"1.0.3\"}') RETURNING id"

@@ -125,7 +125,7 @@ def test_cli_deletes_only_with_a_current_export(
             main(["tenant", "delete", "--municipality", "aarhus", "--export", str(other)])
         db.execute(
             "INSERT INTO readings (time, sensor_id, metric_id, value) SELECT "
-            "'2026-03-02T12:00:30Z', id, 1, 1 FROM sensors WHERE external_id = 'aarhus-0'"
+            "'2026-02-28T12:00:30Z', id, 1, 1 FROM sensors WHERE external_id = 'aarhus-0'"
         )
         with pytest.raises(SystemExit, match="data changed since"):
             main(["tenant", "delete", "--municipality", "aarhus", "--export", str(archive)])

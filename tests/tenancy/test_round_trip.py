@@ -76,6 +76,18 @@ def test_archive_holds_every_part_with_checksums(
     assert {s["external_id"] for s in sensors} == {"aarhus-0", "aarhus-1", "aarhus-2"}
     assert readings.num_rows == manifest["counts"]["readings"]
     assert set(readings.column("sensor").to_pylist()) == {1, 2, 3}
+    # by sensor, metric and time, across the month boundary the export reads in between
+    keys = list(
+        zip(
+            readings.column("sensor").to_pylist(),
+            readings.column("metric").to_pylist(),
+            readings.column("time").to_pylist(),
+            strict=True,
+        )
+    )
+    assert keys == sorted(keys)
+    assert len(set(keys)) == len(keys)
+    assert {t.month for t in readings.column("time").to_pylist()} == {2, 3}
     # nothing of odense
     assert b"odense" not in b"".join(archive_entries(result.path).values())
 
