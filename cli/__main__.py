@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "cli.broker",
     "cli.db",
     "cli.evaluate",
+    "cli.history",
     "cli.ingest",
     "cli.simulate",
     "cli.tenant",

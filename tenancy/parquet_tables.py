@@ -114,9 +114,10 @@ def _skip_header(data: bytes) -> bytes:
 
 
 # One row per (metric, UTC month) of a sensor: its times and values as two arrays, in
-# time order; metrics by name, which (unlike their ids) every instance shares. libpq hands COPY data over a row at a time; a row per reading cost Python
-# more than everything else of the export, a row per month costs nothing, and a month
-# bounds the memory a row takes (a reading a minute: 45,000 readings, 0.5 MB).
+# time order; metrics by name, which (unlike their ids) every instance shares. libpq hands
+# COPY data over a row at a time: a row per reading cost Python more than everything else
+# of the export, a row per month costs nothing, and a month bounds the memory one row
+# takes (a reading a minute: 45,000 readings, 0.5 MB).
 _SERIES = """
 COPY (
     SELECT metric_id, array_agg(time ORDER BY time), array_agg(value ORDER BY time)
