@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.export import ExportSlots
 from api.observability import ObservabilityMiddleware
 from api.pools import create_pools
-from api.routes import catalog, dashboard, export, health, history, public, staff
+from api.routes import catalog, dashboard, export, files, health, history, public, staff
 from models.logging import log
 from models.schemas import ErrorOut
 from models.settings import Settings, get_settings
@@ -40,6 +40,7 @@ ROUTERS: list[APIRouter] = [
     public.router,
     export.router,
     catalog.router,
+    files.router,
     staff.router,
     history.router,
     dashboard.router,

@@ -16,6 +16,8 @@ from urllib.parse import quote
 from rdflib import BNode, Graph, Literal, Namespace, URIRef
 from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, SKOS, XSD
 
+from api.open_files import OpenFile
+
 VCARD = Namespace("http://www.w3.org/2006/vcard/ns#")
 GSP = Namespace("http://www.opengis.net/ont/geosparql#")
 ADMS = Namespace("http://www.w3.org/ns/adms#")
@@ -109,8 +111,14 @@ DISTRIBUTIONS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def build_catalog(datasets: Sequence[dict[str, Any]], base_url: str, default_license: str) -> Graph:
-    """The catalogue graph for `datasets` (rows of api.queries.catalog.catalog_datasets)."""
+def build_catalog(
+    datasets: Sequence[dict[str, Any]],
+    base_url: str,
+    default_license: str,
+    files: Sequence[OpenFile] = (),
+) -> Graph:
+    """The catalogue graph for `datasets` (rows of api.queries.catalog.catalog_datasets),
+    with the pre-generated `files` (api/open_files.py) as further distributions."""
     base = base_url.rstrip("/") + "/api/v1"
     graph = Graph()
     for prefix, iri in JSONLD_CONTEXT.items():
@@ -139,9 +147,17 @@ def build_catalog(datasets: Sequence[dict[str, Any]], base_url: str, default_lic
     graph.add((operator, RDF.type, FOAF.Agent))
     graph.add((operator, FOAF.name, Literal("kommune-iot open data")))
 
+    by_dataset: dict[tuple[str, str], list[OpenFile]] = {}
+    for f in files:
+        by_dataset.setdefault((f.slug, f.kind), []).append(f)
     for row in datasets:
         dataset = _add_dataset(graph, row, base, default_license)
         graph.add((catalog, DCAT.dataset, dataset))
+        licence = _licence(
+            graph, (row.get("settings") or {}).get("open_data_license") or default_license
+        )
+        files_of_dataset = by_dataset.get((row["slug"], row["kind"]), [])
+        _add_file_distributions(graph, dataset, row, base, licence, files_of_dataset)
     return graph
 
 
@@ -270,6 +286,59 @@ def _label_key(iri: URIRef) -> str:
     → ``licencetype/1.0``."""
     parts = str(iri).rstrip("/").split("/")
     return "/".join(parts[-2:])
+
+
+# Pre-generated files listed per dataset: every month's, and the newest days'.
+FILE_DAYS_LISTED = 7
+FILE_FORMATS: dict[str, tuple[str, str, str | None]] = {
+    # format → (title, IANA media type of the content, compression media type)
+    "csv.gz": ("CSV (gzip)", "text/csv", "application/gzip"),
+    "parquet": ("Parquet", "application/vnd.apache.parquet", None),
+}
+FILE_TYPES = {"csv.gz": "CSV", "parquet": "PARQUET"}
+
+
+def _add_file_distributions(
+    graph: Graph,
+    dataset: URIRef,
+    row: dict[str, Any],
+    base: str,
+    license_url: URIRef,
+    files: list[OpenFile],
+) -> None:
+    """One distribution per pre-generated file: all monthly files, the newest daily."""
+    daily = sorted({f.period for f in files if not f.monthly}, reverse=True)[:FILE_DAYS_LISTED]
+    for f in files:
+        if not f.monthly and f.period not in daily:
+            continue
+        title, media_type, compression = FILE_FORMATS[f.format]
+        url = URIRef(f"{base}/files/{f.slug}/{f.kind}/{f.name}")
+        distribution = URIRef(f"{dataset}#file-{f.period}-{f.format}")
+        span_da = "måned" if f.monthly else "dag"
+        span_en = "month" if f.monthly else "day"
+        graph.add((dataset, DCAT.distribution, distribution))
+        graph.add((distribution, RDF.type, DCAT.Distribution))
+        _texts(graph, distribution, DCTERMS.title, f"{row['name']} {f.period} ({title})",
+               f"{row['name']} {f.period} ({title})")  # fmt: skip
+        _texts(
+            graph,
+            distribution,
+            DCTERMS.description,
+            f"Alle målinger fra {row['name']}s offentlige sensorer for én {span_da} "
+            f"({f.period}, UTC), som {title}.",
+            f"Every reading of {row['name']}'s public sensors for one {span_en} "
+            f"({f.period}, UTC), as {title}.",
+        )
+        graph.add((distribution, DCAT.accessURL, url))
+        graph.add((distribution, DCAT.downloadURL, url))
+        graph.add((distribution, DCAT.mediaType, _media_type(graph, media_type)))
+        if compression:
+            graph.add((distribution, DCAT.compressFormat, _media_type(graph, compression)))
+        file_type = _concept(graph, EU_FILE_TYPE, FILE_TYPES[f.format], DCTERMS.MediaTypeOrExtent)
+        graph.add((distribution, DCTERMS.format, file_type))
+        graph.add((distribution, DCAT.byteSize, Literal(f.bytes, datatype=XSD.nonNegativeInteger)))
+        graph.add((distribution, DCTERMS.license, license_url))
+        graph.add((distribution, DCATAP.availability, _concept(graph, EU_AVAILABILITY, "STABLE")))
 
 
 def _scheme(graph: Graph, namespace: str) -> URIRef:

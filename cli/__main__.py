@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "cli.evaluate",
     "cli.history",
     "cli.ingest",
+    "cli.open_files",
     "cli.simulate",
     "cli.tenant",
     "cli.up",
