@@ -14,7 +14,7 @@ from models.timescale import run_policy_jobs
 from tenancy import inventory
 from tenancy.delete import delete_municipality
 from tenancy.export import export_municipality
-from tests.tenancy.conftest import Tenants
+from tests.tenancy.conftest import Tenants, compress_all
 
 pytestmark = pytest.mark.storage
 
@@ -66,6 +66,7 @@ def test_delete_removes_everything_of_one_municipality_only(
     db: psycopg.Connection, tenants: Tenants, backend: str, tmp_path: Path
 ) -> None:
     _refresh_rollups(db, backend)
+    compress_all(db, backend)
     export_municipality(db, "aarhus", tmp_path / "aarhus.zip")
     sensors = [
         r[0] for r in db.execute("SELECT id FROM sensors WHERE municipality_id = %s",

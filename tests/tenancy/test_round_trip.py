@@ -16,7 +16,7 @@ from cli.__main__ import main
 from tenancy.archive import MANIFEST, ArchiveError
 from tenancy.export import export_municipality
 from tenancy.importer import ImportConflictError, import_archive
-from tests.tenancy.conftest import Tenants, archive_entries
+from tests.tenancy.conftest import Tenants, archive_entries, compress_all
 
 pytestmark = pytest.mark.storage
 
@@ -31,8 +31,9 @@ def _counts(conn: psycopg.Connection) -> dict[str, int]:
 
 
 def test_export_import_export_gives_the_same_archive(
-    db: psycopg.Connection, tenants: Tenants, empty_instance: str, tmp_path: Path
+    db: psycopg.Connection, tenants: Tenants, empty_instance: str, tmp_path: Path, backend: str
 ) -> None:
+    compress_all(db, backend)
     first = export_municipality(db, "aarhus", tmp_path / "first.zip")
     assert first.counts["readings"] == tenants.readings_per_municipality["aarhus"]
     assert first.counts["sensors"] == 3 and first.counts["dead_letters"] == 1
