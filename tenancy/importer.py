@@ -60,6 +60,10 @@ def import_archive(conn: psycopg.Connection, path: Path) -> ImportResult:
         reader.verify()
         with tempfile.TemporaryDirectory(prefix="kommune-iot-import-") as scratch:
             return _import(conn, reader, Path(scratch))
+    except psycopg.errors.UniqueViolation as exc:
+        # Written meanwhile by someone else (checked a moment before): rolled back whole.
+        detail = exc.diag.message_detail or str(exc)
+        raise ImportConflictError([f"stored here while importing: {detail}"]) from None
     finally:
         reader.close()
 
@@ -69,6 +73,9 @@ def _import(conn: psycopg.Connection, reader: ArchiveReader, scratch: Path) -> I
     municipality = tables[inventory.MUNICIPALITY]
     if not isinstance(municipality, dict) or "slug" not in municipality:
         raise ArchiveError("metadata/municipality.json does not describe a municipality")
+    for entry in inventory.PARQUET.values():
+        if not reader.has(entry):
+            raise ArchiveError(f"the archive has no {entry}")
     readings_file = reader.extract(inventory.PARQUET["readings"], scratch)
     letters_file = reader.extract(inventory.PARQUET["dead_letters"], scratch)
     metric_ids = dict(conn.execute("SELECT name, id FROM metrics").fetchall())

@@ -8,12 +8,14 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 from openpyxl import Workbook
+from psycopg import sql
 
 from ingest.historic import HistoricMapping, MappingError, import_history
 
@@ -41,6 +43,28 @@ BIRMINGHAM_MAPPING = HistoricMapping(
     metrics={"Occupancy": "occupied_spaces"},
     create_sensors="parking",
 )
+
+
+def _partitions(db: psycopg.Connection) -> set[str]:
+    return {
+        r[0]
+        for r in db.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'readings'::regclass AND c.relname ~ '^readings_p[0-9]{8}$'"
+        )
+    }
+
+
+@pytest.fixture(autouse=True)
+def _drop_partitions_made_here(db: psycopg.Connection) -> Iterator[None]:
+    """The files are from 2016 and 2022: their daily partitions (plain PostgreSQL; chunks
+    go with TRUNCATE on TimescaleDB) would
+    stay in the session database for the tests after these, which expect to find no old
+    days there (retention in tests/test_db_roles.py)."""
+    before = _partitions(db)
+    yield
+    for name in sorted(_partitions(db) - before):
+        db.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
 
 
 @pytest.fixture

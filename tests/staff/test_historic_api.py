@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from ingest.registry import sync_device_models
 from models.settings import Settings
+from tests.ingest.test_historic import _drop_partitions_made_here  # noqa: F401 (autouse)
 from tests.staff.test_staff_api import Tenant, _tenant, auth
 
 URL = "/api/v1/staff/historic-imports"
