@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shlex
 import statistics
 import sys
@@ -85,6 +86,7 @@ def main() -> None:
         migrate(url, timescaledb="off")
         readings = load(url, args.sensors, args.days)
         exports, raws, size = [], [], 0
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         with tempfile.TemporaryDirectory() as scratch:
             for _ in range(args.rounds):
                 t0 = time.perf_counter()
@@ -95,6 +97,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 raw_read(url, args.sensors)
                 raws.append(time.perf_counter() - t0)
+        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     finally:
         drop_database(url)
     export_s, raw_s = statistics.median(exports), statistics.median(raws)
@@ -116,6 +119,7 @@ Command: `{command}` on {datetime.now(UTC):%Y-%m-%d}.
 (target ≥ 500,000) |
 | raw binary COPY read of the same rows, median | {raw_s:.2f} s = {raw_rate:,.0f} readings/s |
 | export / raw read (time) | {export_s / raw_s:.2f} |
+| peak RSS of the process before / after the exports | {rss_before:.0f} / {rss_after:.0f} MB |
 """
     print(report)
     if not args.no_write:
