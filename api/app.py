@@ -32,7 +32,9 @@ from api.routes import (
     catalog,
     dashboard,
     export,
+    files,
     health,
+    history,
     outbound,
     public,
     saml,
@@ -51,11 +53,13 @@ ROUTERS: list[APIRouter] = [
     public.router,
     export.router,
     catalog.router,
+    files.router,
     staff.router,
     outbound.router,
     audit.router,
     auth.router,
     saml.router,
+    history.router,
     dashboard.router,
 ]
 

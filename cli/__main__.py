@@ -14,8 +14,11 @@ COMMAND_MODULES = (
     "cli.db",
     "cli.deliver",
     "cli.evaluate",
+    "cli.history",
     "cli.ingest",
+    "cli.open_files",
     "cli.simulate",
+    "cli.tenant",
     "cli.up",
 )
 

@@ -49,6 +49,8 @@ METRICS: dict[str, Metric] = {
         Metric("tilt_deg", "°", "Tilt of the sensor from its mounting position", -180, 180),
         # parking
         Metric("occupied", "1", "Parking bay occupied (1) or free (0)", 0.0, 1.0),
+        # car parks counted at the gates (historic imports of car-park operators' counts)
+        Metric("occupied_spaces", "1", "Vehicles parked in a car park or zone", 0.0, 100000.0),
         # device health
         Metric("battery_v", "V", "Battery or supply voltage", 0.0, 15.0),
         Metric("battery_pct", "%", "Remaining battery capacity", 0.0, 100.0),

@@ -179,6 +179,12 @@ class Settings(BaseSettings):
         "trusted proxy's forwarded address identifies a client to the failed-key limiter.",
     )
     open_data_license: str = "https://creativecommons.org/licenses/by/4.0/"
+    open_data_files_dir: str = Field(
+        "var/open-data",
+        description="Where `open-data-files` writes the daily and monthly files of the public "
+        "data (CSV gzip and Parquet, per municipality and sensor kind) and the API serves "
+        "them from (/api/v1/files/...) and lists them in the DCAT catalogue.",
+    )
     export_max_concurrent: int = Field(
         4,
         ge=1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Header, Request, Response
 from api import http_cache
 from api.dcat import build_catalog, to_jsonld, to_turtle
 from api.deps import AppSettings, Conn
+from api.open_files import list_files
 from api.queries.catalog import catalog_datasets
 
 router = APIRouter(prefix="/api/v1", tags=["catalogue"])
@@ -59,7 +61,8 @@ async def _catalog(
     request: Request, conn: Conn, settings: AppSettings, media_type: str
 ) -> Response:
     rows = await catalog_datasets(conn)
-    graph = build_catalog(rows, settings.public_base_url, settings.open_data_license)
+    files = list_files(Path(settings.open_data_files_dir))
+    graph = build_catalog(rows, settings.public_base_url, settings.open_data_license, files)
     body = to_turtle(graph) if media_type == TURTLE else to_jsonld(graph)
     return http_cache.cached_response(
         request, body, MAX_AGE_CATALOG_S, media_type=f"{media_type}; charset=utf-8"

@@ -262,6 +262,13 @@ ISOLATION: dict[tuple[str, str], dict] = {
         "headers": {"Content-Type": "text/csv"},
         "status": 422,
     },
+    # A's historic file naming B's sensor: refused as unregistered, nothing of B written
+    ("POST", "/api/v1/staff/historic-imports"): {
+        "files": {"file": ("h.csv", b"sensor,time,co2\nodder-room-1,2026-03-01T10:00Z,900\n")},
+        "data": {"mapping": '{"time": "time", "sensor": "sensor", "metrics": {"co2": "co2_ppm"}}'},
+        "params": {"dry_run": "false"},
+        "list": True,
+    },
     ("GET", "/api/v1/staff/applications"): {"list": True},
     ("PUT", "/api/v1/staff/applications/{network}/{application_id}"): {"status": 409},
     ("DELETE", "/api/v1/staff/applications/{network}/{application_id}"): {},
@@ -355,6 +362,8 @@ def test_a_key_of_one_municipality_cannot_touch_anothers(client, tenants, db, me
         params=case.get("params"),
         json=json_body,
         content=case.get("content"),
+        files=case.get("files"),
+        data=case.get("data"),
     )
     assert _snapshot(db, b) == before, "B's data changed"
     if case.get("list"):

@@ -1,0 +1,182 @@
+"""Two municipalities with one of everything a municipality owns, and empty instances to
+import into."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from api.auth import create_key
+from models.partitions import create_partitions
+from tests.conftest import ADMIN_URL, TIMESCALE_ADMIN_URL, migrated_database
+
+# Across a month boundary: the export reads readings a month at a time.
+START = datetime(2026, 2, 27, tzinfo=UTC)
+DAYS = 3
+STEP_MINUTES = 10
+
+
+@dataclass(frozen=True)
+class Tenants:
+    """What was seeded; `token` is aarhus's API key (it must never be exported)."""
+
+    aarhus: int
+    odense: int
+    token: str
+    readings_per_municipality: dict[str, int]
+
+
+def seed_municipality(
+    db: psycopg.Connection, slug: str, code: str, dev_eui_prefix: str, model_id: int
+) -> int:
+    """One municipality: a site with a zone, three sensors (public and private, one
+    LoRaWAN), a network application, an alert on a sensor, a dead letter and a repeat."""
+    municipality = db.execute(
+        "INSERT INTO municipalities (slug, name, kommune_code, settings) VALUES "
+        '(%s, %s, %s, \'{"new_sensors_public": true, "thresholds": {"co2_ppm": 1000}}\') '
+        "RETURNING id",
+        (slug, f"{slug.title()} Kommune", code),
+    ).fetchone()[0]
+    site = db.execute(
+        "INSERT INTO sites (municipality_id, name, kind, address, lat, lon) "
+        "VALUES (%s, 'Skolen', 'school', 'Skolevej 1', 56.1, 10.2) RETURNING id",
+        (municipality,),
+    ).fetchone()[0]
+    zone = db.execute(
+        "INSERT INTO zones (municipality_id, site_id, name, kind, floor, capacity) "
+        "VALUES (%s, %s, 'Lokale 1.01', 'room', '1', 28) RETURNING id",
+        (municipality, site),
+    ).fetchone()[0]
+    sensors = []
+    for n, (kind, public) in enumerate((("climate", True), ("climate", False), ("bin", True))):
+        sensors.append(
+            db.execute(
+                "INSERT INTO sensors (municipality_id, dev_eui, external_id, name, kind, "
+                "device_model_id, site_id, zone_id, lat, lon, is_public, bin_depth_mm, "
+                "install_meta, installed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, "
+                '56.15, 10.21, %s, %s, \'{"mounted_by": "Jens"}\', %s) RETURNING id',
+                (
+                    municipality,
+                    f"{dev_eui_prefix}{n:02x}" if n != 2 else None,
+                    f"{slug}-{n}",
+                    f"Sensor {n} ({slug})",
+                    kind,
+                    model_id if kind == "climate" else None,
+                    site,
+                    zone if kind == "climate" else None,
+                    public,
+                    1200.0 if kind == "bin" else None,
+                    START - timedelta(days=30),
+                ),
+            ).fetchone()[0]
+        )
+    db.execute(
+        "INSERT INTO network_applications (network, application_id, municipality_id) "
+        "VALUES ('chirpstack', %s, %s)",
+        (f"app-{slug}", municipality),
+    )
+    db.execute(
+        "INSERT INTO alerts (municipality_id, sensor_id, zone_id, rule, severity, subject, "
+        "started_at, last_value, message, details) VALUES "
+        "(%s, %s, %s, 'co2_high', 'warning', %s, %s, 1450, 'CO2 over 1400 ppm', "
+        "'{\"limit\": 1400}')",
+        (municipality, sensors[0], zone, f"sensor:{sensors[0]}", START + timedelta(hours=9)),
+    )
+    payload = bytes(range(256)) + slug.encode()
+    db.execute(
+        "INSERT INTO dead_letters (received_at, topic, payload, reason, detail, "
+        "municipality_id, device_id, fingerprint) VALUES (%s, %s, %s, 'decode_error', "
+        "'bad length', %s, %s, %s)",
+        (
+            START,
+            f"application/app-{slug}/device/x/event/up",
+            payload,
+            municipality,
+            f"{dev_eui_prefix}00",
+            hashlib.sha256(payload).digest(),
+        ),
+    )
+    db.execute(
+        "INSERT INTO dead_letter_repeats (key, reason, hour, municipality_id, device_id, "
+        "repeats, last_received_at) VALUES (%s, 'decode_error', %s, %s, %s, 7, %s)",
+        (f"{dev_eui_prefix}00", START, municipality, f"{dev_eui_prefix}00", START),
+    )
+    metrics = dict(db.execute("SELECT name, id FROM metrics").fetchall())
+    for n, sensor in enumerate(sensors):
+        names = ("co2_ppm", "temperature_c") if n < 2 else ("fill_pct",)
+        for name in names:
+            db.execute(
+                "INSERT INTO readings (time, sensor_id, metric_id, value) "
+                "SELECT t, %s, %s, 400 + (extract(epoch FROM t)::bigint %% 977) / 3.0 + %s "
+                "FROM generate_series(%s::timestamptz, %s::timestamptz - interval '1 second', "
+                "%s * interval '1 minute') t",
+                (
+                    sensor,
+                    metrics[name],
+                    n,
+                    START,
+                    START + timedelta(days=DAYS),
+                    STEP_MINUTES,
+                ),
+            )
+    db.execute(
+        "INSERT INTO latest_readings (sensor_id, metric_id, time, value) "
+        "SELECT DISTINCT ON (sensor_id, metric_id) sensor_id, metric_id, time, value "
+        "FROM readings WHERE sensor_id = ANY(%s) ORDER BY sensor_id, metric_id, time DESC",
+        (sensors,),
+    )
+    return municipality
+
+
+@pytest.fixture
+def tenants(db: psycopg.Connection) -> Tenants:
+    create_partitions(db, [START.date() + timedelta(days=d) for d in range(DAYS)])
+    model = db.execute(
+        "INSERT INTO device_models (vendor, model, decoder, kind, meta) VALUES "
+        "('Elsys', 'ERS CO2', 'elsys', 'climate', '{\"lorawan\": \"1.0.3\"}') RETURNING id"
+    ).fetchone()[0]
+    aarhus = seed_municipality(db, "aarhus", "0751", "a0b1c2d3e4f500", model)
+    odense = seed_municipality(db, "odense", "0461", "0d0d0d0d0d0d00", model)
+    token = create_key(db, aarhus, ["admin"], "IT").token
+    create_key(db, odense, ["read-private"], "odense dashboard")
+    per = 2 * 2 * DAYS * 24 * 60 // STEP_MINUTES + DAYS * 24 * 60 // STEP_MINUTES
+    return Tenants(aarhus, odense, token, {"aarhus": per, "odense": per})
+
+
+def compress_all(db: psycopg.Connection, backend: str) -> None:
+    """On TimescaleDB, compress every chunk, as the policy does to data older than a week:
+    export, import and delete must work on compressed chunks too."""
+    if backend == "timescaledb":
+        db.execute(
+            "SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('readings') c"
+        )
+        assert (
+            db.execute(
+                "SELECT count(*) FROM timescaledb_information.chunks "
+                "WHERE hypertable_name = 'readings' AND NOT is_compressed"
+            ).fetchone()[0]
+            == 0
+        )
+
+
+@pytest.fixture
+def empty_instance(backend: str) -> Iterator[str]:
+    """Another instance: a freshly migrated database on the same backend."""
+    if backend == "timescaledb":
+        context = migrated_database("on", "iot_tenant_target", TIMESCALE_ADMIN_URL)
+    else:
+        context = migrated_database("off", "iot_tenant_target", ADMIN_URL)
+    with context as url:
+        yield url
+
+
+def archive_entries(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
