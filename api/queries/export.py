@@ -55,7 +55,7 @@ _COPY_OPTIONS: dict[str, str] = {
 _COPY = """
 COPY (
     SELECT {select_list}
-    FROM readings r
+    FROM published_readings r
     JOIN (
         SELECT s.id, s.name, s.kind, s.lat, s.lon FROM sensors s
         WHERE s.municipality_id = %(municipality_id)s AND {public}
