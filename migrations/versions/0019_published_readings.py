@@ -13,10 +13,9 @@ out rows of published sensors only (public and active, the API's one definition)
 
 * ``iot_published_readings`` and ``iot_published_buckets``: SECURITY DEFINER functions for
   the ordered, limited series of /api/v1/readings (raw, 5 min, hour, day). They keep only
-  the published ids among those asked for, then run the same index range scan as before
-  (planned with the call's values, so partitions and chunks are excluded at planning).
-  A caller's own conditions apply to their output only, so they cannot test a private
-  sensor's values.
+  the published ids among those asked for, then run the same index range scan as before,
+  with its plan kept for the session as a prepared statement's would be. A caller's own
+  conditions apply to their output only, so they cannot test a private sensor's values.
 * ``published_readings``: a security-barrier view for the streamed exports. The barrier
   makes PostgreSQL apply the view's filter before any condition of the caller's that is
   not leakproof (one that could reveal a value through an error, say).
@@ -39,22 +38,30 @@ depends_on = None
 
 # The published ids among p_sensors: the one definition of published, as in
 # api/queries/public.PUBLIC_SENSOR.
-_PUBLISHED_IDS = """ARRAY(
+_PUBLISHED_IDS = """published := ARRAY(
         SELECT s.id FROM public.sensors s
-        WHERE s.id = ANY(p_sensors) AND s.is_public AND s.status = 'active' ORDER BY s.id)"""
+        WHERE s.id = ANY(p_sensors) AND s.is_public AND s.status = 'active' ORDER BY s.id);"""
 
+# Static statements, not EXECUTE: PL/pgSQL keeps each one's plan for the session like a
+# prepared statement (planned with the call's values first, then a cached generic plan
+# when that costs no more). Planning the hourly query over TimescaleDB's aggregate chunks
+# anew each call took 20-50 ms; the cached plan runs in about 1 ms.
 UPGRADE = f"""
 CREATE FUNCTION iot_published_readings(
     p_sensors bigint[], p_metric smallint, p_from timestamptz, p_to timestamptz,
     p_limit integer
 ) RETURNS TABLE (sensor_id bigint, "time" timestamptz, value double precision)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    published bigint[];
 BEGIN
-    RETURN QUERY EXECUTE
-        'SELECT r.sensor_id, r.time, r.value FROM public.readings r '
-        'WHERE r.sensor_id = ANY($1) AND r.metric_id = $2 AND r.time >= $3 AND r.time < $4 '
-        'ORDER BY r.sensor_id, r.time LIMIT $5'
-    USING {_PUBLISHED_IDS}, p_metric, p_from, p_to, p_limit;
+    {_PUBLISHED_IDS}
+    RETURN QUERY
+        SELECT r.sensor_id, r.time, r.value FROM public.readings r
+        WHERE r.sensor_id = ANY(published) AND r.metric_id = p_metric
+          AND r.time >= p_from AND r.time < p_to
+        ORDER BY r.sensor_id, r.time LIMIT p_limit;
 END
 $$;
 
@@ -64,28 +71,39 @@ CREATE FUNCTION iot_published_buckets(
 ) RETURNS TABLE (sensor_id bigint, "time" timestamptz, avg double precision,
                  min double precision, max double precision, count bigint)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+#variable_conflict use_column
 DECLARE
-    statement text;
+    published bigint[];
 BEGIN
-    IF p_width = '5min' THEN
-        statement :=
-            'SELECT r.sensor_id, date_bin(''5 minutes'', r.time, '
-            'TIMESTAMPTZ ''2000-01-01 00:00:00+00''), avg(r.value), min(r.value), '
-            'max(r.value), count(*) FROM public.readings r '
-            'WHERE r.sensor_id = ANY($1) AND r.metric_id = $2 AND r.time >= $3 '
-            'AND r.time < $4 GROUP BY 1, 2 ORDER BY 1, 2 LIMIT $5';
-    ELSIF p_width IN ('hour', 'day') THEN
-        statement := format(
-            'SELECT b.sensor_id, b.bucket, b.avg, b.min, b.max, b.count FROM public.%I b '
-            'WHERE b.sensor_id = ANY($1) AND b.metric_id = $2 AND b.bucket >= $3 '
-            'AND b.bucket < $4 ORDER BY b.sensor_id, b.bucket LIMIT $5',
-            CASE p_width WHEN 'hour' THEN 'readings_hourly' ELSE 'readings_daily' END);
-    ELSE
+    IF p_width NOT IN ('5min', 'hour', 'day') THEN
         RAISE EXCEPTION 'bucket width must be 5min, hour or day, not %', p_width
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN QUERY EXECUTE statement
-    USING {_PUBLISHED_IDS}, p_metric, p_from, p_to, p_limit;
+    {_PUBLISHED_IDS}
+    IF p_width = '5min' THEN
+        RETURN QUERY
+            SELECT r.sensor_id,
+                   date_bin('5 minutes', r.time, TIMESTAMPTZ '2000-01-01 00:00:00+00'),
+                   avg(r.value), min(r.value), max(r.value), count(*)
+            FROM public.readings r
+            WHERE r.sensor_id = ANY(published) AND r.metric_id = p_metric
+              AND r.time >= p_from AND r.time < p_to
+            GROUP BY 1, 2 ORDER BY 1, 2 LIMIT p_limit;
+    ELSIF p_width = 'hour' THEN
+        RETURN QUERY
+            SELECT b.sensor_id, b.bucket, b.avg, b.min, b.max, b.count
+            FROM public.readings_hourly b
+            WHERE b.sensor_id = ANY(published) AND b.metric_id = p_metric
+              AND b.bucket >= p_from AND b.bucket < p_to
+            ORDER BY b.sensor_id, b.bucket LIMIT p_limit;
+    ELSE
+        RETURN QUERY
+            SELECT b.sensor_id, b.bucket, b.avg, b.min, b.max, b.count
+            FROM public.readings_daily b
+            WHERE b.sensor_id = ANY(published) AND b.metric_id = p_metric
+              AND b.bucket >= p_from AND b.bucket < p_to
+            ORDER BY b.sensor_id, b.bucket LIMIT p_limit;
+    END IF;
 END
 $$;
 
