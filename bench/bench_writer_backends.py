@@ -83,11 +83,15 @@ def main() -> int:
             workloads[backend] = build_workload(
                 conns[backend], url, args.messages, workdir, args.seed
             )
-            seed_latest(conns[backend], workloads[backend])
-        # Same fleet and seed: the same messages, their times a few seconds apart (each
-        # workload starts from its own "now").
+        # Each database got the same fleet (same ids); both write the first workload's rows
+        # (each build starts from its own "now", so their messages differ a little).
         first = workloads["postgres"]
-        assert all(w.rows_per_message == first.rows_per_message for w in workloads.values())
+        registry = (
+            "SELECT (SELECT array_agg(name ORDER BY id) FROM metrics)::text, max(id) FROM sensors"
+        )
+        assert len({tuple(conn.execute(registry).fetchone()) for conn in conns.values()}) == 1
+        for conn in conns.values():
+            seed_latest(conn, first)
         writers = {b: BatchWriter(LATEST_FLUSH_INTERVAL_S) for b in ADMIN_URLS}
         measured: dict[str, dict[str, list[float]]] = {
             b: {"python": [], "wall": [], "server": []} for b in ADMIN_URLS
@@ -97,7 +101,7 @@ def main() -> int:
             for backend in order if i % 2 else order[::-1]:
                 conn, writer = conns[backend], writers[backend]
                 encoder = BatchEncoder()
-                encoder.add(workloads[backend].rows[start:end])
+                encoder.add(first.rows[start:end])
                 server0 = backend_cpu_s(conn)
                 cpu0, wall0 = time.process_time(), time.perf_counter()
                 writer.write_encoded(conn, encoder, [])
