@@ -20,6 +20,17 @@ BENCHMARKS.md (this script's section only) with the machine and the exact comman
 chunks older than 7 days (bytes per reading before and after) and writes its own section;
 ``--late-batch`` also times a batch of month-old readings (half repeats) through the ingest
 writer and the maintenance pass that brings them into the rollups.
+
+``--api-role iot_api`` runs the API as the public API's role, as production does (row-level
+security on sensors and latest values, readings through the functions of migration 0019).
+
+``--database-url`` reuses a database kept by ``--keep`` (migrated to this checkout's schema
+first; no reload, no rollup refresh). ``--variant label=checkout[@role]`` (repeatable) runs
+one API per variant against it instead, requests interleaved round by round, and prints
+each variant's figures with its paired ratio to the first, for same-run A/B comparisons:
+
+    .venv/bin/python bench/bench_api.py --database-url postgresql://postgres@127.0.0.1:5432/<kept> \
+        --variant new=. --variant base=../perf-base --variant new-as-api=.@iot_api
 """
 
 from __future__ import annotations
@@ -315,13 +326,15 @@ def fleet_facts(url: str) -> dict:
     return {"readings": readings, "end": end, "climate_ids": climate, "public": public}
 
 
-def start_api(url: str, port: int, log_path: Path) -> subprocess.Popen:
+def start_api(url: str, port: int, log_path: Path, repo: Path = REPO) -> subprocess.Popen:
+    """``python -m cli api`` of the checkout `repo` (its own code: ``-m`` puts the working
+    directory first on sys.path) against `url`, once /health answers."""
     env = {**os.environ, "IOT_DATABASE_URL": url, "IOT_LOG_LEVEL": "WARNING",
            "IOT_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}  # fmt: skip
     log = log_path.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli", "api", "--port", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -419,6 +432,120 @@ def _export(client: httpx.Client, fmt: str, month: dict, decode: bool = True) ->
             "mib": round(size / 2**20, 1)}  # fmt: skip
 
 
+def parse_variant(text: str) -> tuple[str, Path, str]:
+    """``label=checkout[@role]`` (role: a database role, default the URL's own user)."""
+    label, _, rest = text.partition("=")
+    checkout, _, role = rest.partition("@")
+    if not label or not checkout:
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: expected label=checkout[@role]")
+    return label, Path(checkout).resolve(), role
+
+
+def compare(
+    url: str, facts: dict, variants: list[tuple[str, Path, str]], repeat: int, export_repeat: int
+) -> dict:
+    """The same requests to one API per variant, interleaved request by request (the order
+    rotating) against the same database, so that every variant meets the same load."""
+    from models.db_roles import enable_logins, role_url
+
+    if any(role for _, _, role in variants):
+        with psycopg.connect(url, autocommit=True) as conn:
+            enable_logins(conn, {})
+    procs: list[subprocess.Popen] = []
+    clients: dict[str, httpx.Client] = {}
+    try:
+        for label, checkout, role in variants:
+            port = _free_port()
+            api_url = role_url(url, role) if role else url
+            procs.append(start_api(api_url, port, Path("/tmp") / f"bench_api_{port}.log", checkout))
+            clients[label] = httpx.Client(
+                base_url=f"http://127.0.0.1:{port}",
+                timeout=120,
+                headers={"Accept-Encoding": "identity"},
+            )
+        return _compare_requests(clients, facts, repeat, export_repeat)
+    finally:
+        for client in clients.values():
+            client.close()
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+
+
+def _compare_requests(
+    clients: dict[str, httpx.Client], facts: dict, repeat: int, export_repeat: int
+) -> dict:
+    labels = list(clients)
+    end: datetime = facts["end"]
+    climate = facts["climate_ids"]
+    year = {"from": (end - timedelta(days=365)).isoformat(), "to": end.isoformat()}
+    month = {"from": (end - timedelta(days=30)).isoformat(), "to": end.isoformat()}
+    samples: dict[str, dict[str, list[float]]] = {
+        test: {label: [] for label in labels} for test in ("latest", "hourly", "csv", "jsonl")
+    }
+
+    def timed(label: str, path: str, params: dict) -> float:
+        t0 = time.perf_counter()
+        response = clients[label].get(path, params=params)
+        elapsed = time.perf_counter() - t0
+        response.raise_for_status()
+        return elapsed
+
+    for i in range(repeat + 3):
+        order = labels[i % len(labels) :] + labels[: i % len(labels)]
+        sensor_id = climate[(i * 7919) % len(climate)]
+        hourly = {"sensor_id": sensor_id, "metric": "co2_ppm", "bucket": "hour", "agg": "avg",
+                  "limit": 10000, **year}  # fmt: skip
+        for label in order:
+            latest_s = timed(label, "/api/v1/latest", {"limit": 10000})
+            hourly_s = timed(label, "/api/v1/readings", hourly)
+            if i >= 3:
+                samples["latest"][label].append(latest_s)
+                samples["hourly"][label].append(hourly_s)
+    for i in range(export_repeat):
+        order = labels[i % len(labels) :] + labels[: i % len(labels)]
+        for label in order:
+            for fmt in ("csv", "jsonl"):
+                result = _export(clients[label], fmt, month)
+                samples[fmt][label].append(result["rows"] / result["rows_per_s"])
+    rows = {fmt: _export(clients[labels[0]], fmt, month)["rows"] for fmt in ("csv", "jsonl")}
+    return {"samples": samples, "export_rows": rows}
+
+
+def comparison_table(result: dict) -> str:
+    """Markdown: each variant's figures, and the median over rounds of its ratio to the
+    first variant in the same round (paired, so that load drifting between rounds cancels:
+    above 1 is slower for latencies and faster for export rates)."""
+    samples, rows = result["samples"], result["export_rows"]
+    labels = list(samples["latest"])
+    first = labels[0]
+    lines = [
+        "| variant | latest p50 / p95 ms | × | hourly p50 / p95 ms | × | CSV export rows/s "
+        "(median) | × | JSONL rows/s (median) | × |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label in labels:
+        cells = [label]
+        for test in ("latest", "hourly"):
+            ms = np.array(samples[test][label]) * 1000
+            paired = np.array(samples[test][label]) / np.array(samples[test][first])
+            p50, p95 = np.percentile(ms, 50), np.percentile(ms, 95)
+            cells += [f"{p50:.1f} / {p95:.1f}", f"{np.median(paired):.2f}"]
+        for fmt in ("csv", "jsonl"):
+            rate = rows[fmt] / float(np.median(samples[fmt][label]))
+            paired = np.array(samples[fmt][first]) / np.array(samples[fmt][label])
+            cells += [f"{rate:,.0f}", f"{np.median(paired):.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    n = len(samples["latest"][first])
+    lines.append("")
+    lines.append(
+        f"n = {n} requests per variant for latest and hourly, {len(samples['csv'][first])} "
+        f"exports of {rows['csv']:,} rows per variant and format; × = median over rounds of "
+        f"the variant's time (latencies) or rate (exports) over {first}'s in the same round."
+    )
+    return "\n".join(lines)
+
+
 def machine() -> dict:
     mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
     with psycopg.connect(ADMIN_URL) as conn:
@@ -448,7 +575,12 @@ def machine() -> dict:
 
 
 def write_section(
-    results: dict, timings: dict, facts: dict, command: str, backend: str = "postgres"
+    results: dict,
+    timings: dict,
+    facts: dict,
+    command: str,
+    backend: str = "postgres",
+    api_role: str | None = None,
 ) -> str:
     m = machine()
     latest, hourly = results["latest_10k"], results["hourly_year_one_sensor"]
@@ -456,8 +588,9 @@ def write_section(
     start_marker, end_marker = SECTION_START, SECTION_END
     title = "## Open data API (bench/bench_api.py)"
     if backend == "timescaledb":
-        start_marker = SECTION_START.replace("bench_api", "bench_api_timescaledb")
-        end_marker = SECTION_END.replace("bench_api", "bench_api_timescaledb")
+        # Not "bench_api_timescaledb": that section is the hand-written side-by-side table.
+        start_marker = SECTION_START.replace("bench_api", "bench_api_timescaledb_run")
+        end_marker = SECTION_END.replace("bench_api", "bench_api_timescaledb_run")
         title = "## Open data API on TimescaleDB (bench/bench_api.py --backend timescaledb)"
     lines = [
         start_marker,
@@ -484,7 +617,8 @@ def write_section(
             "after the watermark), chunks older than 7 days compressed. "
         )
         + "Requests over HTTP to uvicorn (one worker) with httpx, keep-alive, "
-        "`Accept-Encoding: identity` unless noted.",
+        "`Accept-Encoding: identity` unless noted; the API connects as "
+        + (f"`{api_role}` (as in production)." if api_role else "the superuser."),
         "",
         "| Measurement | Result | Target |",
         "|---|---|---|",
@@ -563,6 +697,22 @@ def main() -> int:
     parser.add_argument(
         "--late-batch", action="store_true", help="also measure a batch of late readings"
     )
+    parser.add_argument(
+        "--api-role",
+        metavar="ROLE",
+        help="the API connects as this database role (iot_api in production: row-level "
+        "security and the published-readings functions apply) instead of the URL's user",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        type=parse_variant,
+        default=[],
+        metavar="LABEL=CHECKOUT[@ROLE]",
+        help="compare APIs instead: one per variant (a checkout of this repository, "
+        "connecting as ROLE, e.g. iot_api), requests interleaved; prints a table, "
+        "writes nothing",
+    )
     args = parser.parse_args()
     global ADMIN_URL
     ADMIN_URL = ADMIN_URLS[args.backend]
@@ -579,21 +729,36 @@ def main() -> int:
         create_database(url)
     proc = None
     try:
+        if not created:
+            # A database kept by an earlier --keep: bring its schema to this checkout's
+            # (the data stays; no reload, no rollup refresh).
+            migrate(url)
         if created:
             migrate(url, timescaledb="on" if args.backend == "timescaledb" else "off")
             end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
             timings = load(url, args.sensors, args.readings_per_sensor, args.municipalities, end)
             print(f"loaded: {timings}", flush=True)
         facts = fleet_facts(url)
+        if args.variant:
+            result = compare(url, facts, args.variant, args.repeat, args.export_repeat)
+            print(comparison_table(result), flush=True)
+            return 0
         port = _free_port()
-        proc = start_api(url, port, Path("/tmp") / f"bench_api_{port}.log")
+        api_url = url
+        if args.api_role:
+            from models.db_roles import enable_logins, role_url
+
+            with psycopg.connect(url, autocommit=True) as conn:
+                enable_logins(conn, {})
+            api_url = role_url(url, args.api_role)
+        proc = start_api(api_url, port, Path("/tmp") / f"bench_api_{port}.log")
         results = measure(f"http://127.0.0.1:{port}", facts, args.repeat, args.export_repeat)
         if args.late_batch:
             results["late_batch"] = late_batch_cost(url, facts)
         for name, value in results.items():
             print(f"{name}: {value}", flush=True)
         if not args.no_write:
-            print(write_section(results, timings, facts, command, args.backend))
+            print(write_section(results, timings, facts, command, args.backend, args.api_role))
     finally:
         if proc is not None:
             proc.terminate()

@@ -5,7 +5,8 @@ Each service connects as its own role, never as the superuser:
 * ``iot_owner`` owns every table, view and function; migrations make it so.
 * ``iot_ingest`` stores readings, latest values and dead letters (ingest).
 * ``iot_api`` is the public open-data API: it reads, and of the sensors only the published
-  ones (row-level security, `ROW_POLICIES`); no keys, alerts, dead letters or places.
+  ones (row-level security, `ROW_POLICIES`), of readings and rollups only the published
+  sensors' (through the objects of migration 0019); no keys, alerts, dead letters or places.
 * ``iot_staff`` is the staff API: one municipality's everything, by the queries' filters;
   replaying a dead letter runs ingest's pipeline, so it can store readings too.
 * ``iot_maintenance`` runs the jobs: partitions, rollups, retention, alert evaluation. It
@@ -60,9 +61,12 @@ GRANTS: dict[str, dict[str, str]] = {
                 MAINTENANCE: R},
     "latest_readings": {INGEST: RW, API: R, STAFF: RW, MAINTENANCE: RW},
     "latest_pending": {INGEST: RW, API: "", STAFF: RW, MAINTENANCE: RW},
-    "readings": {INGEST: "SELECT, INSERT", API: R, STAFF: "SELECT, INSERT", MAINTENANCE: R},
-    "readings_hourly": {INGEST: "", API: R, STAFF: R, MAINTENANCE: R},
-    "readings_daily": {INGEST: "", API: R, STAFF: R, MAINTENANCE: R},
+    # the public API reads readings and rollups only through published_readings and the
+    # iot_published_* functions (migration 0019): published sensors' rows, on both backends
+    "readings": {INGEST: "SELECT, INSERT", API: "", STAFF: "SELECT, INSERT", MAINTENANCE: R},
+    "readings_hourly": {INGEST: "", API: "", STAFF: R, MAINTENANCE: R},
+    "readings_daily": {INGEST: "", API: "", STAFF: R, MAINTENANCE: R},
+    "published_readings": {INGEST: "", API: R, STAFF: "", MAINTENANCE: ""},
     # written by the readings trigger, in the inserting role's name (plain PostgreSQL)
     "rollup_dirty_hours": {INGEST: "INSERT", API: "", STAFF: "INSERT", MAINTENANCE: ""},
     "dead_letters": {INGEST: "SELECT, INSERT", API: "", STAFF: "SELECT, INSERT, UPDATE",
@@ -115,12 +119,18 @@ FUNCTION_GRANTS: dict[str, tuple[str, ...]] = {
     "iot_mark_dirty_hours": (),  # a trigger function: runs for whoever inserts
     "iot_audit_row": (),  # trigger functions: run for whoever writes (models/audit.py)
     "iot_audit_append_only": (),
+    # published sensors' readings and rollups for the public API (migration 0019)
+    "iot_published_readings": (API,),
+    "iot_published_buckets": (API,),
+    "iot_published_first_days": (API,),
 }
 
 # Row-level security: table -> role -> the rows that role sees. Every other service role
-# sees every row (the staff queries filter by municipality). On TimescaleDB `readings` is a
-# compressed hypertable, which cannot have row-level security: its rows carry only sensor
-# ids, and the public queries reach readings through `sensors`.
+# sees every row (the staff queries filter by municipality). `readings` and the rollups
+# cannot have it (TimescaleDB refuses compression and continuous aggregates on a hypertable
+# with row security; PostgreSQL refuses COPY FROM, ingest's write path, where it applies):
+# the public API role has no grant on them and reads published sensors' rows through the
+# view and functions of migration 0019 instead.
 ROW_POLICIES: dict[str, dict[str, str]] = {
     "sensors": {API: "is_public AND status = 'active'"},
     "latest_readings": {

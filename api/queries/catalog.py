@@ -14,16 +14,16 @@ from psycopg.rows import dict_row
 from api.queries.public import PUBLIC_SENSOR
 
 # Start of coverage: the first daily bucket of each (sensor, metric), one index probe
-# each on the daily rollup's primary key; end of coverage: the newest latest value.
+# each on the daily rollup's primary key, inside iot_published_first_days (migration 0019:
+# the public API role cannot read the rollups); end of coverage: the newest latest value.
 _DATASETS = f"""
 WITH public_sensors AS (
     SELECT s.id, s.municipality_id, s.kind, s.lat, s.lon FROM sensors s WHERE {PUBLIC_SENSOR}
 ), coverage AS (
-    SELECT l.sensor_id, l.time AS last_time,
-           (SELECT d.bucket FROM readings_daily d
-            WHERE d.sensor_id = l.sensor_id AND d.metric_id = l.metric_id
-            ORDER BY d.bucket LIMIT 1) AS first_day
+    SELECT l.sensor_id, l.time AS last_time, f.first_day
     FROM latest_readings l JOIN public_sensors p ON p.id = l.sensor_id
+    LEFT JOIN iot_published_first_days() f
+        ON f.sensor_id = l.sensor_id AND f.metric_id = l.metric_id
 )
 SELECT m.slug, m.name, m.kommune_code, m.settings, p.kind,
        count(DISTINCT p.id) AS sensors,

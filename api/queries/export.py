@@ -18,8 +18,6 @@ from typing import Literal
 
 from psycopg import AsyncConnection, sql
 
-from api.queries.public import PUBLIC_SENSOR
-
 ExportFormat = Literal["csv", "jsonl", "geojson"]
 
 CSV_HEADER = ("time", "sensor_id", "sensor_name", "kind", "metric", "unit", "value", "lat", "lon")
@@ -30,18 +28,20 @@ _METRIC_NAME = "(%(metric_names)s::text[])[r.metric_id]"
 # Sensor names are typed by staff. A spreadsheet opening the CSV would run a cell that
 # starts with = + - @ (or a tab or carriage return before one) as a formula: such a name
 # gets a leading apostrophe, which spreadsheets show as text (OWASP "CSV injection").
-_CSV_SAFE_NAME = r"CASE WHEN s.name ~ '^[=+@\t\r-]' THEN '''' || s.name ELSE s.name END"
+_CSV_SAFE_NAME = (
+    r"CASE WHEN r.sensor_name ~ '^[=+@\t\r-]' THEN '''' || r.sensor_name ELSE r.sensor_name END"
+)
 _METRIC_UNIT = "(%(metric_units)s::text[])[r.metric_id]"
 
 _SELECT_LIST: dict[str, str] = {
-    "csv": f"{_ISO_TIME}, s.id, {_CSV_SAFE_NAME}, s.kind, {_METRIC_NAME}, {_METRIC_UNIT}, "
-    "r.value, s.lat, s.lon",
-    "jsonl": "json_build_object('time', r.time, 'sensor_id', s.id, 'kind', s.kind, "
+    "csv": f"{_ISO_TIME}, r.sensor_id, {_CSV_SAFE_NAME}, r.kind, {_METRIC_NAME}, {_METRIC_UNIT}, "
+    "r.value, r.lat, r.lon",
+    "jsonl": "json_build_object('time', r.time, 'sensor_id', r.sensor_id, 'kind', r.kind, "
     f"'metric', {_METRIC_NAME}, 'unit', {_METRIC_UNIT}, 'value', r.value)::text",
     "geojson": "json_build_object('type', 'Feature', 'geometry', "
-    "CASE WHEN s.lat IS NULL OR s.lon IS NULL THEN NULL ELSE json_build_object("
-    "'type', 'Point', 'coordinates', json_build_array(s.lon, s.lat)) END, "
-    "'properties', json_build_object('time', r.time, 'sensor_id', s.id, 'kind', s.kind, "
+    "CASE WHEN r.lat IS NULL OR r.lon IS NULL THEN NULL ELSE json_build_object("
+    "'type', 'Point', 'coordinates', json_build_array(r.lon, r.lat)) END, "
+    "'properties', json_build_object('time', r.time, 'sensor_id', r.sensor_id, 'kind', r.kind, "
     f"'metric', {_METRIC_NAME}, 'unit', {_METRIC_UNIT}, 'value', r.value))::text",
 }
 
@@ -55,13 +55,10 @@ _COPY_OPTIONS: dict[str, str] = {
 _COPY = """
 COPY (
     SELECT {select_list}
-    FROM readings r
-    JOIN (
-        SELECT s.id, s.name, s.kind, s.lat, s.lon FROM sensors s
-        WHERE s.municipality_id = %(municipality_id)s AND {public}
-          AND (%(kind)s::text IS NULL OR s.kind = %(kind)s)
-    ) s ON s.id = r.sensor_id
-    WHERE r.time >= %(start)s AND r.time < %(end)s
+    FROM published_readings r
+    WHERE r.municipality_id = %(municipality_id)s
+      AND (%(kind)s::text IS NULL OR r.kind = %(kind)s)
+      AND r.time >= %(start)s AND r.time < %(end)s
       AND (%(metric_id)s::smallint IS NULL OR r.metric_id = %(metric_id)s)
 ) TO STDOUT WITH ({options})
 """
@@ -71,7 +68,6 @@ def copy_statement(fmt: ExportFormat) -> sql.Composed:
     """The COPY statement for `fmt`; parameters as in `copy_params`."""
     return sql.SQL(_COPY).format(
         select_list=sql.SQL(_SELECT_LIST[fmt]),
-        public=sql.SQL(PUBLIC_SENSOR),
         options=sql.SQL(_COPY_OPTIONS[fmt]),
     )
 

@@ -145,7 +145,12 @@ async def latest_values(
         "limit": limit,
     }
     async with conn.cursor(binary=True) as cur:
-        await cur.execute(_LATEST, params)
+        # Never prepared: after five executions a prepared statement may switch to a generic
+        # plan, which cannot drop the "parameter IS NULL OR ..." filters and probes
+        # latest_readings once per sensor (with row-level security, a second probe of
+        # sensors for each): 47-96 ms against 30 ms for the per-call plan's merge join
+        # over 10,000 sensors (EXPLAIN ANALYZE, BENCHMARKS.md "Open data API: same-run").
+        await cur.execute(_LATEST, params, prepare=False)
         rows = await cur.fetchall()
     items: list[dict[str, Any]] = []
     current = None

@@ -5,7 +5,9 @@ hour and day buckets come from the rollups ``readings_hourly``/``readings_daily`
 are tables refreshed by the maintenance job on plain PostgreSQL and continuous aggregates
 on TimescaleDB. Results are ordered by (sensor_id, time) for keyset pagination.
 
-Callers pass only sensor ids already checked to be public (see api/queries/public.py).
+All of them are read through the functions of migration 0019, which return rows of
+published sensors only (the public API's role may not read the tables); callers check the
+ids first anyway, to answer 404 for a sensor that is not public.
 """
 
 from __future__ import annotations
@@ -24,52 +26,37 @@ BUCKET_WIDTH: dict[str, timedelta] = {
     "day": timedelta(days=1),
 }
 
-_ROLLUP_TABLE = {"hour": "readings_hourly", "day": "readings_daily"}
-
-# Keyset paging over several sensors, one branch per kind of sensor on the page:
-#   {sensors} is ``= %(after_sensor)s`` for the rest of the cursor's sensor (with {after},
-#   the cursor's time, as the lower bound), or ``= ANY(%(later_sensors)s)`` for the sensors
-#   after it, from the start of the range.
-# A single row comparison ``(sensor_id, time) > (after_sensor, after_time)`` is no index
-# condition on (sensor_id, metric_id, time): it filtered, so every page re-read all rows of
-# the sensors before the cursor (29 buffers on a first page, 214,893 on a late one). Each
-# branch here is an index range scan that starts where the page starts.
-_RAW = """
-SELECT r.sensor_id, r.time, r.value
-FROM readings r
-WHERE r.sensor_id {sensors} AND r.metric_id = %(metric_id)s
-  AND r.time >= %(start)s AND r.time < %(end)s{after}
-ORDER BY r.sensor_id, r.time
-LIMIT %(limit)s
-"""
-_RAW_AFTER = " AND r.time > %(after_time)s"
-
-# Raw rows are filtered from the end of the cursor's bucket, so a bucket is never split.
-_FIVE_MINUTES = """
-SELECT r.sensor_id,
-       date_bin('5 minutes', r.time, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS time,
-       avg(r.value) AS avg, min(r.value) AS min, max(r.value) AS max, count(*) AS count
-FROM readings r
-WHERE r.sensor_id {sensors} AND r.metric_id = %(metric_id)s
-  AND r.time >= %(start)s AND r.time < %(end)s{after}
-GROUP BY 1, 2
-ORDER BY 1, 2
-LIMIT %(limit)s
-"""
-_FIVE_MINUTES_AFTER = " AND r.time >= %(after_time)s + interval '5 minutes'"
-
-_ROLLUP = """
-SELECT b.sensor_id, b.bucket AS time, b.avg, b.min, b.max, b.count
-FROM {table} b
-WHERE b.sensor_id {sensors} AND b.metric_id = %(metric_id)s
-  AND b.bucket >= %(start)s AND b.bucket < %(end)s{after}
-ORDER BY b.sensor_id, b.bucket
-LIMIT %(limit)s
-"""
-_ROLLUP_AFTER = " AND b.bucket > %(after_time)s"
-
-_CURRENT_SENSOR = "= %(after_sensor)s"
-_LATER_SENSORS = "= ANY(%(later_sensors)s)"
+# Keyset paging over several sensors, one branch per kind of sensor on the page: the rest
+# of the cursor's sensor (from just after the cursor's time), then the sensors after it
+# (from the start of the range). A single row comparison ``(sensor_id, time) >
+# (after_sensor, after_time)`` is no index condition on (sensor_id, metric_id, time): it
+# filtered, so every page re-read all rows of the sensors before the cursor (29 buffers on
+# a first page, 214,893 on a late one). Each branch is an index range scan that starts
+# where the page starts.
+#
+# The public API's role cannot read readings or the rollups directly: the functions of
+# migration 0019 let out published sensors' rows only, with the same range scan inside.
+_RAW = (
+    "SELECT r.sensor_id, r.time, r.value "
+    "FROM iot_published_readings(%(sensors)s::bigint[], %(metric_id)s::smallint, {start}, "
+    "%(end)s::timestamptz, %(limit)s::integer) r"
+)
+_BUCKETS = (
+    "SELECT b.sensor_id, b.time, b.avg, b.min, b.max, b.count "
+    "FROM iot_published_buckets(%(bucket)s::text, %(sensors)s::bigint[], "
+    "%(metric_id)s::smallint, {start}, %(end)s::timestamptz, %(limit)s::integer) b"
+)
+# Where the rest of the cursor's sensor starts: after its raw row or rollup bucket (times
+# have microsecond resolution), or at the end of its 5-minute bucket, so that a bucket is
+# never split between pages.
+_AFTER_CURSOR_STEP: dict[str, str] = {
+    "raw": "1 microsecond",
+    "5min": "5 minutes",
+    "hour": "1 microsecond",
+    "day": "1 microsecond",
+}
+_AFTER_CURSOR = "greatest(%(start)s::timestamptz, %(after_time)s::timestamptz + interval '{step}')"
+_FROM_START = "%(start)s::timestamptz"
 
 _BEGINNING = datetime.fromisoformat("0001-01-01T00:00:00+00:00")
 
@@ -86,40 +73,33 @@ def readings_query(
 ) -> tuple[sql.Composable, dict[str, Any]]:
     """The statement `fetch_readings` runs, with its parameters (also for EXPLAIN)."""
     after_sensor, after_time = after or (0, _BEGINNING)
-    params = {
+    later_sensors = sorted(s for s in sensor_ids if s > after_sensor)
+    template = _RAW if bucket == "raw" else _BUCKETS
+    branches: list[tuple[str, list[int]]] = []
+    if after is not None and after_sensor in sensor_ids:
+        branches.append((_AFTER_CURSOR.format(step=_AFTER_CURSOR_STEP[bucket]), [after_sensor]))
+    if later_sensors or not branches:
+        branches.append((_FROM_START, later_sensors))
+    params: dict[str, Any] = {
         "metric_id": metric_id,
         "start": start,
         "end": end,
-        "after_sensor": after_sensor,
         "after_time": after_time,
-        "later_sensors": sorted(s for s in sensor_ids if s > after_sensor),
+        "bucket": bucket,
         "limit": limit,
     }
-    if bucket == "raw":
-        template, after_bound = _RAW, _RAW_AFTER
-    elif bucket == "5min":
-        template, after_bound = _FIVE_MINUTES, _FIVE_MINUTES_AFTER
-    else:
-        template, after_bound = _ROLLUP, _ROLLUP_AFTER
-    table = sql.Identifier(_ROLLUP_TABLE.get(bucket, "readings"))
-    branches: list[sql.Composable] = []
-    if after is not None and after_sensor in sensor_ids:
-        branches.append(
-            sql.SQL(template).format(
-                sensors=sql.SQL(_CURRENT_SENSOR), after=sql.SQL(after_bound), table=table
+    parts: list[sql.Composable] = []
+    for i, (branch_start, sensors) in enumerate(branches):
+        name = f"sensors_{i}"
+        params[name] = sensors
+        parts.append(
+            sql.SQL(template.replace("%(sensors)s", f"%({name})s")).format(
+                start=sql.SQL(branch_start)
             )
         )
-    if params["later_sensors"] or not branches:
-        branches.append(
-            sql.SQL(template).format(
-                sensors=sql.SQL(_LATER_SENSORS), after=sql.SQL(""), table=table
-            )
-        )
-    if len(branches) == 1:
-        query: sql.Composable = branches[0]
-    else:
-        # The first branch's sensor precedes every sensor of the second.
-        query = sql.SQL("({}) UNION ALL ({}) ORDER BY 1, 2 LIMIT %(limit)s").format(*branches)
+    # Each function returns its rows in (sensor_id, time) order, and the first branch's
+    # sensor precedes every sensor of the second.
+    query = sql.SQL(" UNION ALL ").join(parts) + sql.SQL(" ORDER BY 1, 2 LIMIT %(limit)s")
     return query, params
 
 
