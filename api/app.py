@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.export import ExportSlots
 from api.observability import ObservabilityMiddleware
 from api.pools import create_pools
-from api.routes import catalog, dashboard, export, health, public, staff
+from api.routes import catalog, dashboard, export, health, public, sta, staff
 from models.logging import log
 from models.schemas import ErrorOut
 from models.settings import Settings, get_settings
@@ -40,6 +40,7 @@ ROUTERS: list[APIRouter] = [
     public.router,
     export.router,
     catalog.router,
+    sta.router,
     staff.router,
     dashboard.router,
 ]

@@ -1,0 +1,581 @@
+"""Answer a SensorThings request: resolve the resource path, run the bounded queries, and
+build the JSON (entities, collections with ``@iot.nextLink``, ``$expand``, ``dataArray``).
+
+Collections page by key: ``@iot.nextLink`` carries a ``$skiptoken`` holding the last
+row's position (api/pagination.py), so a page reads from where the previous one ended,
+whenever the order is by key columns (the default) or by ``phenomenonTime``. Other
+orders page with ``$skip``, up to `MAX_SKIP`. Observations must be limited to one
+sensor (a Datastream or FeatureOfInterest path, or ``$filter=Datastream/@iot.id eq N``)
+before they are filtered on anything but their times, ordered or counted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import HTTPException
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from api.pagination import decode_cursor, encode_cursor, filter_fingerprint
+from api.sta.compile import Compiler, fixed_columns, referenced_paths
+from api.sta.entities import ENTITIES, EntityType, observation_times
+from api.sta.odata import (
+    ExpandItem,
+    Node,
+    ODataError,
+    OrderTerm,
+    Path,
+    parse_expand,
+    parse_filter,
+    parse_orderby,
+    parse_select,
+)
+
+DEFAULT_TOP = 100
+MAX_TOP = 10_000
+MAX_SKIP = 10_000
+MAX_EXPAND_DEPTH = 3
+MAX_EXPAND_ROWS = 10_000  # rows an expanded collection may add across all parents
+TIME_ONLY = {("phenomenonTime",), ("resultTime",)}
+
+
+class StaError(Exception):
+    """An error answered in the standard's shape: ``{"code", "type", "message"}``."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+    def body(self) -> dict[str, Any]:
+        return {"code": self.code, "type": "error", "message": self.message}
+
+
+@dataclass
+class Options:
+    """The query options of one (possibly expanded) collection."""
+
+    filter: Node | None = None
+    orderby: list[OrderTerm] = field(default_factory=list)
+    top: int = DEFAULT_TOP
+    skip: int = 0
+    skiptoken: str | None = None
+    select: list[str] | None = None
+    expand: list[ExpandItem] = field(default_factory=list)
+    count: bool = False
+    data_array: bool = False
+    raw: dict[str, str] = field(default_factory=dict)
+
+
+def parse_options(raw: dict[str, str], nested: bool = False) -> Options:
+    options = Options(raw=raw)
+    known = {"$filter", "$orderby", "$top", "$skip", "$select", "$expand", "$count"}
+    known |= {"$resultFormat", "$skiptoken"} if not nested else {"$resultFormat"}
+    for key in raw:
+        if key.startswith("$") and key not in known:
+            raise ODataError(f"unknown query option {key!r}; known: {', '.join(sorted(known))}")
+    if raw.get("$filter"):
+        options.filter = parse_filter(raw["$filter"])
+    if raw.get("$orderby"):
+        options.orderby = parse_orderby(raw["$orderby"])
+    if "$top" in raw:
+        options.top = _non_negative(raw["$top"], "$top")
+    if "$skip" in raw:
+        options.skip = _non_negative(raw["$skip"], "$skip")
+        if options.skip > MAX_SKIP:
+            raise ODataError(
+                f"$skip: at most {MAX_SKIP}; follow @iot.nextLink, which continues from the "
+                "last row's key, or narrow the request with $filter"
+            )
+    options.skiptoken = raw.get("$skiptoken") or None
+    if raw.get("$select"):
+        options.select = parse_select(raw["$select"])
+    if raw.get("$expand"):
+        options.expand = parse_expand(raw["$expand"])
+    if "$count" in raw:
+        if raw["$count"] not in ("true", "false"):
+            raise ODataError("$count: must be true or false")
+        options.count = raw["$count"] == "true"
+        if options.count and nested:
+            raise ODataError("$count inside $expand is not offered; ask the collection itself")
+    if "$resultFormat" in raw:
+        if raw["$resultFormat"] != "dataArray":
+            raise ODataError("$resultFormat: the only result format offered is dataArray")
+        options.data_array = True
+    return options
+
+
+def _non_negative(text: str, option: str) -> int:
+    if not re.fullmatch(r"\d{1,9}", text.strip()):
+        raise ODataError(f"{option}: must be a non-negative integer, got {text!r}")
+    return int(text)
+
+
+@dataclass
+class Target:
+    """What a resource path names: rows of `entity` with `fixed` column values."""
+
+    entity: EntityType
+    fixed: dict[str, Any]
+    single: bool
+    path: str  # the path as served, for links
+    prop: str | None = None
+    value: bool = False  # /$value
+    ref: bool = False  # /$ref
+
+
+_SEGMENT = re.compile(r"^([A-Za-z]+)(?:\((.+)\))?$")
+
+
+def _key(text: str) -> Any:
+    if re.fullmatch(r"\d{1,19}", text):
+        return int(text)
+    if len(text) >= 2 and text[0] == text[-1] == "'":
+        return text[1:-1].replace("''", "'")
+    raise StaError(400, f"{text!r} is not an id: use a number or a quoted string")
+
+
+class Service:
+    """One request against one connection."""
+
+    def __init__(self, conn: AsyncConnection, base: str) -> None:
+        self.conn = conn
+        self.base = base.rstrip("/")
+
+    # --- paths ------------------------------------------------------------------------
+
+    async def resolve(self, path: str) -> Target:
+        segments = [s for s in path.split("/") if s]
+        first = _SEGMENT.match(segments[0]) if segments else None
+        if first is None or first.group(1) not in ENTITIES:
+            raise StaError(
+                404, f"no entity set {segments[0] if segments else ''!r}; see the service root"
+            )
+        entity = ENTITIES[first.group(1)]
+        target = Target(entity, {}, False, entity.set_name)
+        if first.group(2) is not None:
+            target = await self._by_id(target, first.group(2))
+        for index, segment in enumerate(segments[1:], start=1):
+            if segment == "$ref":
+                if index != len(segments) - 1:
+                    raise StaError(400, "$ref must end the path")
+                target.ref = True
+                break
+            if segment == "$value":
+                if target.prop is None or index != len(segments) - 1:
+                    raise StaError(400, "$value follows a property, at the end of the path")
+                target.value = True
+                break
+            if target.prop is not None:
+                raise StaError(404, f"{target.prop!r} has no part {segment!r}")
+            match = _SEGMENT.match(segment)
+            if match is None or not target.single:
+                raise StaError(
+                    404, f"{segment!r} must follow a single entity, e.g. Things(1)/Datastreams"
+                )
+            name = match.group(1)
+            if name in target.entity.navs:
+                row = await self.fetch_one(target)
+                nav = target.entity.navs[name]
+                fixed = {tc: row[pc] for tc, pc in nav.pairs}
+                child = ENTITIES[nav.target]
+                target = Target(
+                    child,
+                    fixed,
+                    not nav.many,
+                    f"{target.entity.set_name}({_quote(target.entity.entity_id(row))})/{name}",
+                )
+                if match.group(2) is not None:
+                    if not nav.many:
+                        raise StaError(400, f"{name} is a single entity: drop the id")
+                    target = await self._by_id(target, match.group(2))
+                elif not nav.many:
+                    await self.fetch_one(target)
+            elif name in _RENDERED_PROPERTIES[target.entity.set_name] and match.group(2) is None:
+                await self.fetch_one(target)
+                target.prop = name
+            else:
+                raise StaError(404, f"{target.entity.set_name} have no property {name!r}")
+        return target
+
+    async def _by_id(self, target: Target, key_text: str) -> Target:
+        key = _key(key_text)
+        decoded = target.entity.decode_id(key)
+        if decoded is None or any(target.fixed.get(c, v) != v for c, v in decoded.items()):
+            raise StaError(404, f"no {target.entity.set_name}({key_text})")
+        fixed = {**target.fixed, **decoded}
+        path = f"{target.entity.set_name}({key_text})"
+        single = Target(target.entity, fixed, True, path)
+        await self.fetch_one(single)
+        return single
+
+    async def fetch_one(self, target: Target) -> dict[str, Any]:
+        compiler = Compiler()
+        where = self._fixed_sql(compiler, target.fixed, "t")
+        sql = f"SELECT t.* FROM ({target.entity.source}) AS t WHERE {where} LIMIT 1"  # noqa: S608
+        rows = await self._run(sql, compiler.params)
+        if not rows:
+            raise StaError(404, f"no such entity: {target.path}")
+        return rows[0]
+
+    # --- answers ----------------------------------------------------------------------
+
+    async def answer(self, target: Target, raw: dict[str, str]) -> Any:
+        options = parse_options(raw)
+        if target.single:
+            row = await self.fetch_one(target)
+            if target.prop is not None:
+                value = target.entity.render(row, self.base).get(target.prop)
+                if target.value:
+                    return _ValueText("" if value is None else str(value))
+                return {target.prop: value}
+            if target.ref:
+                return {"@iot.selfLink": target.entity.render(row, self.base)["@iot.selfLink"]}
+            body = target.entity.render(row, self.base)
+            await self.expand([body], [row], target.entity, options.expand, depth=1)
+            return _select(body, options.select, target.entity)
+        return await self.collection(target, options)
+
+    async def collection(self, target: Target, options: Options) -> dict[str, Any]:
+        entity = target.entity
+        fixed_by_filter, possible = fixed_columns(options.filter, entity)
+        fixed = {**target.fixed}
+        for column, value in fixed_by_filter.items():
+            if fixed.get(column, value) != value:
+                possible = False
+            fixed[column] = value
+        self._check_bounded(entity, fixed, options)
+        top = min(options.top, MAX_TOP)
+        compiler = Compiler()
+        where = [self._fixed_sql(compiler, fixed, "t")]
+        if options.filter is not None:
+            where.append(compiler.condition(options.filter, entity, "t"))
+        if not possible:
+            where.append("false")
+        order, keyset = self._order(compiler, entity, fixed, options.orderby)
+        fingerprint = filter_fingerprint(
+            path=target.path, filter=options.raw.get("$filter"), orderby=options.raw.get("$orderby")
+        )
+        count_where = list(where)
+        count_params = dict(compiler.params)
+        if options.skiptoken:
+            if keyset is None:
+                raise StaError(400, "$skiptoken belongs to a keyset order; use $skip instead")
+            try:
+                after = decode_cursor(options.skiptoken, fingerprint, [c[2] for c in keyset])
+            except HTTPException as exc:
+                raise StaError(400, str(exc.detail).replace("'cursor'", "'$skiptoken'")) from None
+            where.append(self._after_sql(compiler, keyset, after))
+        sql = (
+            f"SELECT t.* FROM ({entity.source}) AS t WHERE {' AND '.join(where)} "  # noqa: S608
+            f"ORDER BY {order} LIMIT {top + 1} OFFSET {options.skip}"
+        )
+        rows = await self._run(sql, compiler.params)
+        more = len(rows) > top
+        rows = rows[:top]
+        body: dict[str, Any] = {}
+        if options.count:
+            count_sql = (
+                f"SELECT count(*) AS n FROM ({entity.source}) AS t "  # noqa: S608
+                f"WHERE {' AND '.join(count_where)}"
+            )
+            body["@iot.count"] = (await self._run(count_sql, count_params))[0]["n"]
+        if target.ref:
+            body["value"] = [{"@iot.selfLink": entity.render(r, self.base)["@iot.selfLink"]}
+                             for r in rows]  # fmt: skip
+        elif options.data_array:
+            body["value"] = self._data_array(entity, rows, options.select)
+        else:
+            rendered = [entity.render(row, self.base) for row in rows]
+            await self.expand(rendered, rows, entity, options.expand, depth=1)
+            body["value"] = [_select(item, options.select, entity) for item in rendered]
+        if more and top > 0:
+            next_options = {
+                k: v for k, v in options.raw.items() if k not in ("$skip", "$skiptoken")
+            }
+            if keyset is not None:
+                last = rows[-1]
+                token = encode_cursor([last[c[0]] for c in keyset], fingerprint)
+                next_options["$skiptoken"] = token
+                if options.skip:
+                    next_options["$skip"] = "0"
+            else:
+                next_options["$skip"] = str(options.skip + top)
+                if options.skip + top > MAX_SKIP:
+                    next_options = {}
+            if next_options:
+                body["@iot.nextLink"] = f"{self.base}/{target.path}?{urlencode(next_options)}"
+        return body
+
+    def _check_bounded(self, entity: EntityType, fixed: dict[str, Any], options: Options) -> None:
+        if entity.bounded_by is None or entity.bounded_by in fixed:
+            return
+        paths = referenced_paths(options.filter)
+        unbounded = options.count or options.orderby or any(p not in TIME_ONLY for p in paths)
+        if unbounded:
+            raise StaError(
+                400,
+                f"{entity.set_name} of all Datastreams can only be listed in their default "
+                "order and filtered by phenomenonTime or resultTime: this request would scan "
+                "without bound. Name one Datastream (Datastreams(<id>)/Observations, or "
+                "$filter=Datastream/@iot.id eq <id> and ...) to filter on result, order or "
+                "count.",
+            )
+
+    def _order(
+        self,
+        compiler: Compiler,
+        entity: EntityType,
+        fixed: dict[str, Any],
+        terms: list[OrderTerm],
+    ) -> tuple[str, list[tuple[str, bool, type]] | None]:
+        """ORDER BY text, and the keyset columns (column, descending, type) when the
+        order is by plain columns only (else None: pages go by $skip)."""
+        keyset: list[tuple[str, bool, type]] | None = []
+        parts: list[str] = []
+        used: set[str] = set()
+        for term in terms:
+            prop = None
+            if isinstance(term.expression, Path):
+                name = "/".join("id" if s == "@iot.id" else s for s in term.expression.segments)
+                prop = entity.props.get(name)
+            if prop is not None and prop.column is not None and keyset is not None:
+                keyset.append((prop.column, term.descending, prop.python_type or int))
+                used.add(prop.column)
+                parts.append(f"t.{prop.column}{' DESC' if term.descending else ''}")
+                continue
+            keyset = None
+            typed = compiler.order_value(term.expression, entity, "t")
+            parts.append(f"{typed.sql}{' DESC' if term.descending else ''}")
+        descending = terms[-1].descending if terms else False
+        for column, kind in zip(entity.key, entity.key_types, strict=True):
+            if column in used or column in fixed:
+                continue
+            parts.append(f"t.{column}{' DESC' if descending else ''}")
+            if keyset is not None:
+                keyset.append((column, descending, kind))
+        if not parts:
+            parts.append("1")
+        return ", ".join(parts), keyset
+
+    def _after_sql(
+        self, compiler: Compiler, keyset: list[tuple[str, bool, type]], after: list[Any]
+    ) -> str:
+        casts = {int: "bigint", datetime: "timestamptz", str: "text"}
+        bound = [compiler.bind(v, casts[k[2]]) for k, v in zip(keyset, after, strict=True)]
+        if len({k[1] for k in keyset}) == 1:
+            op = "<" if keyset[0][1] else ">"
+            columns = ", ".join(f"t.{k[0]}" for k in keyset)
+            return f"(({columns}) {op} ({', '.join(bound)}))"
+        alternatives = []
+        for i, (column, descending, _) in enumerate(keyset):
+            equal = [f"t.{keyset[j][0]} = {bound[j]}" for j in range(i)]
+            equal.append(f"t.{column} {'<' if descending else '>'} {bound[i]}")
+            alternatives.append("(" + " AND ".join(equal) + ")")
+        return "(" + " OR ".join(alternatives) + ")"
+
+    def _fixed_sql(self, compiler: Compiler, fixed: dict[str, Any], alias: str) -> str:
+        parts = ["true"]
+        for column, value in fixed.items():
+            if value is None:
+                parts.append(f"{alias}.{column} IS NULL")
+            else:
+                cast = "timestamptz" if isinstance(value, datetime) else "bigint"
+                parts.append(f"{alias}.{column} = {compiler.bind(value, cast)}")
+        return " AND ".join(parts)
+
+    async def _run(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql, params)  # type: ignore[arg-type]
+            return await cur.fetchall()
+
+    # --- $expand ------------------------------------------------------------------------
+
+    async def expand(
+        self,
+        bodies: list[dict[str, Any]],
+        rows: list[dict[str, Any]],
+        entity: EntityType,
+        items: list[ExpandItem],
+        depth: int,
+    ) -> None:
+        if not items or not rows:
+            return
+        if depth > MAX_EXPAND_DEPTH:
+            raise ODataError(f"$expand: at most {MAX_EXPAND_DEPTH} levels")
+        for item in items:
+            name = item.path[0]
+            if name not in entity.navs:
+                raise ODataError(f"$expand: {entity.set_name} have no navigation {name!r}")
+            options = parse_options(item.options, nested=True)
+            if len(item.path) > 1:
+                rest = ExpandItem(item.path[1:], {})
+                options.expand = [*options.expand, rest]
+            nav = entity.navs[name]
+            child = ENTITIES[nav.target]
+            keys = sorted({tuple(row[pc] for _, pc in nav.pairs) for row in rows})
+            if child.bounded_by is not None:
+                self._check_bounded(child, {child.bounded_by: 0}, options)
+            top = min(options.top, MAX_TOP) if nav.many else 1
+            if nav.many and top * len(keys) > MAX_EXPAND_ROWS:
+                raise ODataError(
+                    f"$expand: {name} could add {top * len(keys)} rows (at most "
+                    f"{MAX_EXPAND_ROWS}); lower $top inside $expand or the outer $top"
+                )
+            compiler = Compiler()
+            columns = [tc for tc, _ in nav.pairs]
+            arrays = ", ".join(
+                compiler.bind([k[i] for k in keys], "bigint[]") for i in range(len(columns))
+            )
+            keys_as = ", ".join(f"k{i}" for i in range(len(columns)))
+            join = " AND ".join(f"t.{tc} = p.k{i}" for i, tc in enumerate(columns))
+            where = [join]
+            if options.filter is not None:
+                where.append(compiler.condition(options.filter, child, "t"))
+            order, _ = self._order(compiler, child, dict.fromkeys(columns), options.orderby)
+            select_keys = ", ".join(f"p.k{i} AS iot_parent_k{i}" for i in range(len(columns)))
+            sql = (
+                f"SELECT {select_keys}, c.* FROM unnest({arrays}) AS p({keys_as}) "  # noqa: S608
+                f"CROSS JOIN LATERAL (SELECT t.* FROM ({child.source}) AS t "
+                f"WHERE {' AND '.join(where)} ORDER BY {order} "
+                f"LIMIT {top + 1} OFFSET {options.skip}) AS c"
+            )
+            found = await self._run(sql, compiler.params)
+            by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+            for row in found:
+                key = tuple(row.pop(f"iot_parent_k{i}") for i in range(len(columns)))
+                by_key.setdefault(key, []).append(row)
+            child_rows: list[dict[str, Any]] = []
+            child_bodies: list[dict[str, Any]] = []
+            per_parent: list[tuple[dict[str, Any], list[dict[str, Any]], bool]] = []
+            for body, row in zip(bodies, rows, strict=True):
+                related = by_key.get(tuple(row[pc] for _, pc in nav.pairs), [])
+                more = len(related) > top
+                related = related[:top]
+                rendered = [child.render(r, self.base) for r in related]
+                child_rows += related
+                child_bodies += rendered
+                per_parent.append((body, rendered, more))
+            await self.expand(child_bodies, child_rows, child, options.expand, depth + 1)
+            for body, rendered, more in per_parent:
+                selected = [_select(r, options.select, child) for r in rendered]
+                if nav.many:
+                    body[name] = selected
+                    if more:
+                        next_options = {**item.options, "$skip": str(options.skip + top)}
+                        link = body[f"{name}@iot.navigationLink"]
+                        body[f"{name}@iot.nextLink"] = f"{link}?{urlencode(next_options)}"
+                else:
+                    body[name] = selected[0] if selected else None
+
+    # --- dataArray ----------------------------------------------------------------------
+
+    def _data_array(
+        self, entity: EntityType, rows: list[dict[str, Any]], select: list[str] | None
+    ) -> list[dict[str, Any]]:
+        if entity.set_name != "Observations":
+            raise ODataError("$resultFormat=dataArray applies to Observations only")
+        components = select or ["id", "phenomenonTime", "result"]
+        unknown = [c for c in components if c not in DATA_ARRAY_COMPONENTS]
+        if unknown:
+            raise ODataError(
+                f"$select: {unknown[0]!r} cannot be a dataArray component; choose from "
+                f"{', '.join(DATA_ARRAY_COMPONENTS)}"
+            )
+        groups: dict[int, list[list[Any]]] = {}
+        for row in rows:
+            stream = row["sensor_id"] * 100_000 + row["metric_id"] * 10 + row["res"]
+            groups.setdefault(stream, []).append(_components(row, components, self.base))
+        return [
+            {
+                "Datastream@iot.navigationLink": f"{self.base}/Datastreams({stream})",
+                "components": components,
+                "dataArray@iot.count": len(values),
+                "dataArray": values,
+            }
+            for stream, values in groups.items()
+        ]
+
+
+DATA_ARRAY_COMPONENTS = ("id", "phenomenonTime", "resultTime", "result", "parameters")
+
+
+def _components(row: dict[str, Any], components: list[str], base: str) -> list[Any]:
+    phenomenon, result_time = observation_times(row)
+    out: list[Any] = []
+    for name in components:
+        if name == "id":
+            out.append(ENTITIES["Observations"].entity_id(row))
+        elif name == "phenomenonTime":
+            out.append(phenomenon)
+        elif name == "resultTime":
+            out.append(result_time)
+        elif name == "result":
+            out.append(row["result"])
+        else:
+            out.append(
+                None
+                if row["res"] == 0
+                else {"min": row["min"], "max": row["max"], "count": row["count"]}
+            )
+    return out
+
+
+def _select(body: dict[str, Any], select: list[str] | None, entity: EntityType) -> dict[str, Any]:
+    if select is None:
+        return body
+    allowed = _RENDERED_PROPERTIES[entity.set_name] | set(entity.navs) | {"id"}
+    unknown = [name for name in select if name not in allowed]
+    if unknown:
+        raise ODataError(
+            f"$select: {entity.set_name} have no property {unknown[0]!r}; "
+            f"known: {', '.join(sorted(allowed))}"
+        )
+    out: dict[str, Any] = {}
+    for name in select:
+        if name == "id":
+            out["@iot.id"] = body["@iot.id"]
+        elif name in entity.navs:
+            out[f"{name}@iot.navigationLink"] = body[f"{name}@iot.navigationLink"]
+            if name in body:
+                out[name] = body[name]
+        elif name in body:
+            out[name] = body[name]
+    # Expanded entities stay, whether or not $select names them.
+    for name in entity.navs:
+        if name in body and name not in out:
+            out[name] = body[name]
+            for suffix in ("@iot.nextLink",):
+                if name + suffix in body:
+                    out[name + suffix] = body[name + suffix]
+    return out
+
+
+class _ValueText(str):
+    """The raw value of a property (``/$value``)."""
+
+
+_RENDERED_PROPERTIES: dict[str, set[str]] = {
+    "Things": {"name", "description", "properties"},
+    "Locations": {"name", "description", "encodingType", "location"},
+    "HistoricalLocations": {"time"},
+    "Sensors": {"name", "description", "encodingType", "metadata", "properties"},
+    "ObservedProperties": {"name", "definition", "description", "properties"},
+    "Datastreams": {"name", "description", "observationType", "unitOfMeasurement",
+                    "properties"},
+    "Observations": {"phenomenonTime", "resultTime", "result", "parameters"},
+    "FeaturesOfInterest": {"name", "description", "encodingType", "feature"},
+}  # fmt: skip
+
+
+def _quote(value: Any) -> str:
+    return str(value) if isinstance(value, int) else "'" + str(value).replace("'", "''") + "'"
+
+
+def value_text(value: Any) -> str | None:
+    """The text of a ``/$value`` answer, or None when the answer is JSON."""
+    return value if isinstance(value, _ValueText) else None
