@@ -106,7 +106,11 @@ SELECT s.id * 100000 + l.metric_id * 10 + r.res AS id, s.id AS thing_id,
        l.metric_id::bigint AS metric_id, r.res, coalesce(s.device_model_id, 0)::bigint AS sensor_id,
        {_NAME} || ': ' || mt.name || {_RESOLUTION_NAME} AS name,
        mt.description || {_RESOLUTION_NAME} AS description,
-       mt.name AS metric, mt.unit, l.time AS last_time
+       mt.name AS metric, mt.unit, l.time AS last_time,
+       jsonb_build_object(
+           'metric', mt.name,
+           'resolution', CASE r.res WHEN 1 THEN 'hour' WHEN 2 THEN 'day' ELSE 'raw' END,
+           'aggregation', CASE r.res WHEN 0 THEN 'none' ELSE 'average' END) AS properties
 FROM latest_readings l
 JOIN sensors s ON s.id = l.sensor_id
 JOIN metrics mt ON mt.id = l.metric_id
@@ -310,11 +314,7 @@ def _render_datastream(row: dict[str, Any], base: str) -> dict[str, Any]:
         "description": row["description"],
         "observationType": OM_MEASUREMENT,
         "unitOfMeasurement": unit_of_measurement(row["unit"]),
-        "properties": {
-            "metric": row["metric"],
-            "resolution": RESOLUTIONS[row["res"]],
-            "aggregation": "none" if row["res"] == 0 else "average",
-        },
+        "properties": row["properties"],
     }
     return _links(body, base, f"Datastreams({row['id']})", ENTITIES["Datastreams"].navs)
 
@@ -461,6 +461,7 @@ ENTITIES: dict[str, EntityType] = {
             "description": _text("description"),
             "observationType": Prop(f"'{OM_MEASUREMENT}'::text", "text"),
             "unitOfMeasurement/symbol": _text("unit"),
+            "properties": Prop("{t}.properties", "json"),
         },
         {
             "Thing": Nav("Things", False, (("id", "thing_id"),)),

@@ -96,6 +96,7 @@ _TOKEN = re.compile(
     | (?P<string>'(?:[^']|'')*')
     | (?P<name>[A-Za-z_@][A-Za-z0-9_.@]*(?:/[A-Za-z_@][A-Za-z0-9_.@]*)*)
     | (?P<punct>[(),])
+    | (?P<minus>-)
     )""",
     re.VERBOSE,
 )
@@ -208,7 +209,7 @@ class _Parser:
 
     def unary(self) -> Node:
         token = self.peek()
-        if token is not None and token.kind == "name" and token.text == "-":
+        if token is not None and token.kind == "minus":
             self.take()
             return Unary("neg", self.unary())
         return self.primary()
