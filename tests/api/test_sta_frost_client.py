@@ -110,9 +110,12 @@ def test_frost_client_expands_and_gets_the_standard_error_shape(
         service.things()
         .query()
         .filter("properties/kind eq 'climate'")
-        .expand("Datastreams($filter=ObservedProperty/name eq 'co2_ppm';$expand=Observations($top=1;$orderby=phenomenonTime desc))")
+        .expand(
+            "Datastreams($filter=ObservedProperty/name eq 'co2_ppm';"
+            "$expand=Observations($top=1;$orderby=phenomenonTime desc))"
+        )
         .list()
-    )  # fmt: skip
+    )
     assert [t.id for t in things] == [1, 5]
     newest = things[1].datastreams.get(0).observations.get(0)
     assert newest.result == fleet.co2_by_sensor[5][-1]
