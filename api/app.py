@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.export import ExportSlots
 from api.observability import ObservabilityMiddleware
 from api.pools import create_pools
-from api.routes import catalog, dashboard, export, health, public, sta, staff
+from api.routes import catalog, dashboard, export, health, ngsi_ld, public, sta, staff
 from models.logging import log
 from models.schemas import ErrorOut
 from models.settings import Settings, get_settings
@@ -41,6 +41,7 @@ ROUTERS: list[APIRouter] = [
     export.router,
     catalog.router,
     sta.router,
+    ngsi_ld.router,
     staff.router,
     dashboard.router,
 ]
