@@ -76,8 +76,9 @@ class QCompiler:
 
     def _latest(self, metric: str, scale: float) -> str:
         metric_sql = self.bind(metric, "text")
+        # scale is a float of models/ngsi_ld.ATTRIBUTES; the metric name is bound.
         return (
-            f"(SELECT l.value * {scale!r} FROM latest_readings l JOIN metrics mt "
+            f"(SELECT l.value * {scale!r} FROM latest_readings l JOIN metrics mt "  # noqa: S608
             f"ON mt.id = l.metric_id WHERE l.sensor_id = s.id AND mt.name = {metric_sql})"
         )
 
@@ -228,7 +229,8 @@ def geo_query(georel: str | None, geometry: str | None, coordinates: str | None)
         distance = float(match.group(2))
         op = "<=" if match.group(1) == "maxDistance" else ">="
         sql = (
-            "(2 * %(geo_r)s::float8 * asin(sqrt(power(sin(radians(s.lat - %(geo_lat)s::float8) / 2), 2)"
+            "(2 * %(geo_r)s::float8 * asin(sqrt("
+            "power(sin(radians(s.lat - %(geo_lat)s::float8) / 2), 2)"
             " + cos(radians(%(geo_lat)s::float8)) * cos(radians(s.lat))"
             " * power(sin(radians(s.lon - %(geo_lon)s::float8) / 2), 2)))) "
             f"{op} %(geo_d)s::float8"
