@@ -65,6 +65,8 @@ ATTRIBUTES: dict[str, dict[str, Attribute]] = {
     "ParkingSpot": {},  # status comes from the "occupied" metric, see _parking_status
 }
 PARKING_OCCUPIED_METRIC = "occupied"
+# Models whose refDevice is a list of devices (the others name one).
+DEVICE_LISTS = frozenset({"WasteContainer", "ParkingSpot"})
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ def build_entity(facts: SensorFacts) -> dict[str, Any] | None:
     type_name = entity_type(facts.kind)
     if type_name is None or facts.lat is None or facts.lon is None:
         return None
+    device = f"urn:ngsi-ld:Device:kommune-iot:{facts.sensor_id}"
     entity: dict[str, Any] = {
         "id": entity_id(type_name, facts.sensor_id),
         "type": type_name,
@@ -151,8 +154,10 @@ def build_entity(facts: SensorFacts) -> dict[str, Any] | None:
             "value": {"type": "Point", "coordinates": [facts.lon, facts.lat]},
         },
         "dataProvider": _property(facts.municipality_name, None, None),
-        "refDevice": _relationship(f"urn:ngsi-ld:Device:kommune-iot:{facts.sensor_id}"),
+        "refDevice": _relationship(device),
     }
+    if type_name in DEVICE_LISTS:
+        entity["refDevice"] = {"type": "Relationship", "object": [device]}
     newest: datetime | None = None
     for attribute, spec in ATTRIBUTES[type_name].items():
         if spec.metric in facts.latest:
