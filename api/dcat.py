@@ -16,6 +16,8 @@ from urllib.parse import quote
 from rdflib import BNode, Graph, Literal, Namespace, URIRef
 from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, XSD
 
+from api.dcat_services import add_data_services
+
 VCARD = Namespace("http://www.w3.org/2006/vcard/ns#")
 GSP = Namespace("http://www.opengis.net/ont/geosparql#")
 ADMS = Namespace("http://www.w3.org/ns/adms#")
@@ -88,9 +90,13 @@ def build_catalog(datasets: Sequence[dict[str, Any]], base_url: str, default_lic
     graph.add((operator, RDF.type, FOAF.Agent))
     graph.add((operator, FOAF.name, Literal("kommune-iot open data")))
 
+    added = []
     for row in datasets:
         dataset = _add_dataset(graph, row, base, default_license)
         graph.add((catalog, DCAT.dataset, dataset))
+        added.append((dataset, row))
+    # The SensorThings and NGSI-LD endpoints as data services (api/dcat_services.py).
+    add_data_services(graph, catalog, added, base_url, default_license)
     return graph
 
 
