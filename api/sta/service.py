@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -42,6 +42,18 @@ MAX_SKIP = 10_000
 MAX_EXPAND_DEPTH = 3
 MAX_EXPAND_ROWS = 10_000  # rows an expanded collection may add across all parents
 TIME_ONLY = {("phenomenonTime",), ("resultTime",)}
+# A Datastream's Observations in time order are read in windows of this span (a month of
+# daily partitions): the planner then opens those partitions only, not a year's.
+WINDOW = timedelta(days=31)
+WINDOW_EPSILON = timedelta(microseconds=1)
+# Where a Datastream's rows lie: from its first daily rollup to its newest value. Readings
+# older than the first daily bucket appear once the maintenance job has rolled them up.
+_DATASTREAM_SPAN = """
+SELECT (SELECT min(d.bucket) FROM readings_daily d
+        WHERE d.sensor_id = %(s)s::bigint AND d.metric_id = %(m)s::bigint) AS first_day,
+       (SELECT l.time FROM latest_readings l
+        WHERE l.sensor_id = %(s)s::bigint AND l.metric_id = %(m)s::bigint) AS last
+"""
 
 
 class StaError(Exception):
@@ -216,7 +228,8 @@ class Service:
     async def fetch_one(self, target: Target) -> dict[str, Any]:
         compiler = Compiler()
         where = self._fixed_sql(compiler, target.fixed, "t")
-        sql = f"SELECT t.* FROM ({target.entity.source}) AS t WHERE {where} LIMIT 1"  # noqa: S608
+        source = target.entity.source_for(target.fixed)
+        sql = f"SELECT t.* FROM ({source}) AS t WHERE {where} LIMIT 1"  # noqa: S608
         rows = await self._run(sql, compiler.params)
         if not rows:
             raise StaError(404, f"no such entity: {target.path}")
@@ -262,6 +275,7 @@ class Service:
         )
         count_where = list(where)
         count_params = dict(compiler.params)
+        after: list[Any] | None = None
         if options.skiptoken:
             if keyset is None:
                 raise StaError(400, "$skiptoken belongs to a keyset order; use $skip instead")
@@ -269,18 +283,25 @@ class Service:
                 after = decode_cursor(options.skiptoken, fingerprint, [c[2] for c in keyset])
             except HTTPException as exc:
                 raise StaError(400, str(exc.detail).replace("'cursor'", "'$skiptoken'")) from None
-            where.append(self._after_sql(compiler, keyset, after))
-        sql = (
-            f"SELECT t.* FROM ({entity.source}) AS t WHERE {' AND '.join(where)} "  # noqa: S608
-            f"ORDER BY {order} LIMIT {top + 1} OFFSET {options.skip}"
-        )
-        rows = await self._run(sql, compiler.params)
+            where.append(self._after_sql(compiler, keyset, after))  # type: ignore[arg-type]
+        source = entity.source_for(fixed)
+        window = None
+        if keyset is not None and options.skip == 0 and possible:
+            window = await self._time_window(entity, fixed, keyset, after)
+        if window is None:
+            sql = (
+                f"SELECT t.* FROM ({source}) AS t WHERE {' AND '.join(where)} "  # noqa: S608
+                f"ORDER BY {order} LIMIT {top + 1} OFFSET {options.skip}"
+            )
+            rows = await self._run(sql, compiler.params)
+        else:
+            rows = await self._windowed(source, where, order, top + 1, compiler, *window)
         more = len(rows) > top
         rows = rows[:top]
         body: dict[str, Any] = {}
         if options.count:
             count_sql = (
-                f"SELECT count(*) AS n FROM ({entity.source}) AS t "  # noqa: S608
+                f"SELECT count(*) AS n FROM ({source}) AS t "  # noqa: S608
                 f"WHERE {' AND '.join(count_where)}"
             )
             body["@iot.count"] = (await self._run(count_sql, count_params))[0]["n"]
@@ -310,6 +331,67 @@ class Service:
             if next_options:
                 body["@iot.nextLink"] = f"{self.base}/{target.path}?{urlencode(next_options)}"
         return body
+
+    async def _time_window(
+        self,
+        entity: EntityType,
+        fixed: dict[str, Any],
+        keyset: list[tuple[str, bool, type]],
+        after: list[Any] | None,
+    ) -> tuple[datetime, datetime, bool] | None:
+        """[first, last] time of one Datastream's rows and the order's direction, when
+        the page is of one Datastream in time order (so it can be read window by window,
+        each a query the planner prunes to a few partitions), else None."""
+        if entity.sources_by_res == {} or not {"sensor_id", "metric_id", "res"} <= set(fixed):
+            return None
+        if [k[0] for k in keyset] != ["time"]:
+            return None
+        rows = await self._run(_DATASTREAM_SPAN, {"s": fixed["sensor_id"], "m": fixed["metric_id"]})
+        first, last = rows[0]["first_day"], rows[0]["last"]
+        if first is None or last is None:
+            return None  # not in the daily rollup yet: read it in one query
+        # A day past the newest value: it may lag readings just stored by a few seconds.
+        end = last + timedelta(days=1)
+        descending = keyset[0][1]
+        if after is not None:  # continue from the page token's time
+            if descending:
+                end = min(end, after[0] + WINDOW_EPSILON)
+            else:
+                first = max(first, after[0])
+        return first, end, descending
+
+    async def _windowed(
+        self,
+        source: str,
+        where: list[str],
+        order: str,
+        limit: int,
+        compiler: Compiler,
+        first: datetime,
+        end: datetime,
+        descending: bool,
+    ) -> list[dict[str, Any]]:
+        """Rows in time order, read in windows of `WINDOW` from one end of [first, end)
+        until `limit` rows are found: each query touches a window's partitions only."""
+        rows: list[dict[str, Any]] = []
+        lower, upper = first, end
+        while len(rows) < limit and lower < upper:
+            if descending:
+                low, high = max(lower, upper - WINDOW), upper
+            else:
+                low, high = lower, min(upper, lower + WINDOW)
+            params = {**compiler.params, "w_low": low, "w_high": high}
+            sql = (
+                f"SELECT t.* FROM ({source}) AS t WHERE {' AND '.join(where)} "  # noqa: S608
+                "AND t.time >= %(w_low)s::timestamptz AND t.time < %(w_high)s::timestamptz "
+                f"ORDER BY {order} LIMIT {limit - len(rows)}"
+            )
+            rows += await self._run(sql, params)
+            if descending:
+                upper = low
+            else:
+                lower = high
+        return rows
 
     def _check_bounded(self, entity: EntityType, fixed: dict[str, Any], options: Options) -> None:
         if entity.bounded_by is None or entity.bounded_by in fixed:
@@ -426,25 +508,15 @@ class Service:
                     f"$expand: {name} could add {top * len(keys)} rows (at most "
                     f"{MAX_EXPAND_ROWS}); lower $top inside $expand or the outer $top"
                 )
-            compiler = Compiler()
             columns = [tc for tc, _ in nav.pairs]
-            arrays = ", ".join(
-                compiler.bind([k[i] for k in keys], "bigint[]") for i in range(len(columns))
-            )
-            keys_as = ", ".join(f"k{i}" for i in range(len(columns)))
-            join = " AND ".join(f"t.{tc} = p.k{i}" for i, tc in enumerate(columns))
-            where = [join]
-            if options.filter is not None:
-                where.append(compiler.condition(options.filter, child, "t"))
-            order, _ = self._order(compiler, child, dict.fromkeys(columns), options.orderby)
-            select_keys = ", ".join(f"p.k{i} AS iot_parent_k{i}" for i in range(len(columns)))
-            sql = (
-                f"SELECT {select_keys}, c.* FROM unnest({arrays}) AS p({keys_as}) "  # noqa: S608
-                f"CROSS JOIN LATERAL (SELECT t.* FROM ({child.source}) AS t "
-                f"WHERE {' AND '.join(where)} ORDER BY {order} "
-                f"LIMIT {top + 1} OFFSET {options.skip}) AS c"
-            )
-            found = await self._run(sql, compiler.params)
+            # Parents grouped by resolution where the child has a source per resolution.
+            groups: dict[Any, list[tuple[Any, ...]]] = {}
+            res_index = columns.index("res") if child.sources_by_res and "res" in columns else None
+            for key in keys:
+                groups.setdefault(None if res_index is None else key[res_index], []).append(key)
+            found: list[dict[str, Any]] = []
+            for res, group in groups.items():
+                found += await self._expand_query(child, columns, group, res, options, top)
             by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
             for row in found:
                 key = tuple(row.pop(f"iot_parent_k{i}") for i in range(len(columns)))
@@ -471,6 +543,35 @@ class Service:
                         body[f"{name}@iot.nextLink"] = f"{link}?{urlencode(next_options)}"
                 else:
                     body[name] = selected[0] if selected else None
+
+    async def _expand_query(
+        self,
+        child: EntityType,
+        columns: list[str],
+        keys: list[tuple[Any, ...]],
+        res: Any,
+        options: Options,
+        top: int,
+    ) -> list[dict[str, Any]]:
+        """The first `top` + 1 related rows of each parent key, one LATERAL query."""
+        compiler = Compiler()
+        arrays = ", ".join(
+            compiler.bind([k[i] for k in keys], "bigint[]") for i in range(len(columns))
+        )
+        keys_as = ", ".join(f"k{i}" for i in range(len(columns)))
+        where = [" AND ".join(f"t.{tc} = p.k{i}" for i, tc in enumerate(columns))]
+        if options.filter is not None:
+            where.append(compiler.condition(options.filter, child, "t"))
+        order, _ = self._order(compiler, child, dict.fromkeys(columns), options.orderby)
+        select_keys = ", ".join(f"p.k{i} AS iot_parent_k{i}" for i in range(len(columns)))
+        source = child.source if res is None else child.source_for({"res": res})
+        sql = (
+            f"SELECT {select_keys}, c.* FROM unnest({arrays}) AS p({keys_as}) "  # noqa: S608
+            f"CROSS JOIN LATERAL (SELECT t.* FROM ({source}) AS t "
+            f"WHERE {' AND '.join(where)} ORDER BY {order} "
+            f"LIMIT {top + 1} OFFSET {options.skip}) AS c"
+        )
+        return await self._run(sql, compiler.params)
 
     # --- dataArray ----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ Seeded fleet: tests/api/conftest.py (public sensors 1, 3, 5; hidden 2, 4, 6).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -494,3 +495,35 @@ def test_data_array_result_format(sta: TestClient, fleet: Fleet, metric: dict[st
     assert_sta_error(
         get(sta, "/Things", 400, **{"$resultFormat": "dataArray"}), 400, "Observations"
     )
+
+
+def test_a_sparse_year_long_datastream_pages_across_time_windows(
+    sta: TestClient, fleet: Fleet, db: psycopg.Connection, metric: dict[str, int]
+) -> None:
+    """Pages of one Datastream are read in month windows (api/sta/service.py): rows every
+    5 days over 400 days, pages of 7 and of everything, both directions, with a filter."""
+    humidity = metric["humidity_pct"]
+    start = fleet.start - timedelta(days=400)
+    db.execute("SELECT iot_ensure_partitions(%s, %s)", (start.date(), fleet.start.date()))
+    times = [start + timedelta(days=5 * i, hours=i % 24) for i in range(80)]
+    with db.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO readings (time, sensor_id, metric_id, value) VALUES (%s, 1, %s, %s)",
+            [(t, humidity, float(i)) for i, t in enumerate(times)],
+        )
+    db.execute(
+        "INSERT INTO latest_readings (sensor_id, metric_id, time, value) VALUES (1, %s, %s, 79)",
+        (humidity, times[-1]),
+    )
+    db.execute("SELECT iot_refresh_rollups()")
+    path = f"/Datastreams({datastream_id(1, humidity, 0)})/Observations"
+    expected = [float(i) for i in range(80)]
+    for top in ("7", "1000"):
+        forward = all_pages(sta, path, **{"$top": top})
+        assert [o["result"] for o in forward] == expected
+        backward = all_pages(sta, path, **{"$top": top, "$orderby": "phenomenonTime desc"})
+        assert [o["result"] for o in backward] == expected[::-1]
+    odd = all_pages(sta, path, **{"$top": "3", "$filter": "result mod 2 eq 1"})
+    assert [o["result"] for o in odd] == expected[1::2]
+    daily = all_pages(sta, f"/Datastreams({datastream_id(1, humidity, 2)})/Observations")
+    assert [o["result"] for o in daily] == expected
