@@ -41,7 +41,9 @@ from models.db_roles import API, enable_logins, role_url  # noqa: E402
 from tests.processes import free_port, wait_for_port  # noqa: E402
 
 ADMIN_URLS = {
-    "postgres": os.environ.get("IOT_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    "postgres": os.environ.get(
+        "IOT_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    ),
     "timescaledb": os.environ.get(
         "IOT_TEST_TIMESCALE_ADMIN_URL", "postgresql://postgres@127.0.0.1:5433/postgres"
     ),
@@ -77,10 +79,15 @@ def load(url: str, sensors: int, step_s: int, other_step_s: int, end: datetime) 
             (metric, end - timedelta(seconds=step_s)),
         )
         conn.execute("VACUUM ANALYZE readings")
+        if conn.execute("SELECT to_regproc('iot_refresh_rollups') IS NOT NULL").fetchone()[0]:
+            conn.execute("SELECT iot_refresh_rollups()")  # plain PostgreSQL
+        else:
+            for view in ("readings_hourly", "readings_daily"):
+                conn.execute("CALL refresh_continuous_aggregate(%s, NULL, NULL)", (view,))
         rows = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
-        stream_rows = conn.execute(
-            "SELECT count(*) FROM readings WHERE sensor_id = 1"
-        ).fetchone()[0]
+        stream_rows = conn.execute("SELECT count(*) FROM readings WHERE sensor_id = 1").fetchone()[
+            0
+        ]
     return {
         "start": start,
         "end": end,

@@ -219,8 +219,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def observation_id(row: dict[str, Any]) -> str:
-    micros = (row["time"] - _EPOCH) // timedelta(microseconds=1)
-    return f"{datastream_id(row['sensor_id'], row['metric_id'], row['res'])}-{micros}"
+    since = row["time"] - _EPOCH  # timedelta fields: cheaper than dividing timedeltas
+    micros = (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
+    stream = row["sensor_id"] * 100_000 + row["metric_id"] * 10 + row["res"]
+    return f"{stream}-{micros}"
 
 
 def decode_observation_id(value: Any) -> dict[str, Any] | None:
@@ -330,13 +332,15 @@ def _render_datastream(row: dict[str, Any], base: str) -> dict[str, Any]:
     return _links(body, base, f"Datastreams({row['id']})", ENTITIES["Datastreams"].navs)
 
 
-def observation_times(row: dict[str, Any]) -> tuple[str, str]:
-    """phenomenonTime (an instant, or start/end of a rollup bucket) and resultTime."""
-    start = iso(row["time"])
+def observation_times(row: dict[str, Any]) -> tuple[str | datetime, str | datetime]:
+    """phenomenonTime (an instant, or start/end of a rollup bucket) and resultTime.
+
+    Instants stay datetimes: the JSON encoder writes them as ISO 8601 UTC with Z
+    (api/http_cache.json_body), faster than formatting each here."""
     if row["res"] == 0:
-        return start, start
+        return row["time"], row["time"]
     end = iso(row["result_time"])
-    return f"{start}/{end}", end
+    return f"{iso(row['time'])}/{end}", end
 
 
 def _render_observation(row: dict[str, Any], base: str) -> dict[str, Any]:

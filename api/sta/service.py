@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 
 from api.pagination import decode_cursor, encode_cursor, filter_fingerprint
 from api.sta.compile import Compiler, fixed_columns, referenced_paths
-from api.sta.entities import ENTITIES, EntityType, observation_times
+from api.sta.entities import ENTITIES, EntityType, iso, observation_times
 from api.sta.odata import (
     ExpandItem,
     Node,
@@ -243,6 +243,8 @@ class Service:
             row = await self.fetch_one(target)
             if target.prop is not None:
                 value = target.entity.render(row, self.base).get(target.prop)
+                if isinstance(value, datetime):
+                    value = iso(value)
                 if target.value:
                     return _ValueText("" if value is None else str(value))
                 return {target.prop: value}
