@@ -9,6 +9,7 @@ when it holds for any related entity (``EXISTS``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -130,6 +131,9 @@ class Compiler:
             return Typed(self.bind(node.value, "text"), "text")
         if node.kind == "datetime":
             return Typed(self.bind(node.value, "timestamptz"), "time")
+        if node.kind == "geography":
+            kind, text = _geography(node.value)
+            return Typed(self.bind(text, kind), kind)
         if isinstance(node.value, int):
             if not -(2**63) <= node.value < 2**63:
                 raise ODataError(f"$filter: the number {node.value} is out of range")
@@ -201,6 +205,15 @@ class Compiler:
     def call(self, node: Call, entity: EntityType, alias: str) -> Typed:
         args = [self.value(a, entity, alias) for a in node.args]
         name = node.name
+        if name == "geo.intersects":
+            point, shape = args
+            if point.type != "point" or shape.type not in ("polygon", "point"):
+                raise ODataError(
+                    "$filter: geo.intersects takes a location and a geography'POLYGON((...))' "
+                    "or geography'POINT(...)'"
+                )
+            operator = "<@" if shape.type == "polygon" else "~="
+            return Typed(f"coalesce({point.sql} {operator} {shape.sql}, false)", "bool")
         if name in ("substringof", "startswith", "endswith", "indexof", "concat"):
             for arg in args:
                 _require(arg, "text", name)
@@ -386,3 +399,33 @@ def referenced_paths(node: Node | None) -> set[tuple[str, ...]]:
             out |= referenced_paths(arg)
         return out
     return set()
+
+
+_NUMBER = r"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?"
+_PAIR = re.compile(rf"\s*({_NUMBER})\s+({_NUMBER})\s*")
+
+
+def _geography(wkt: str) -> tuple[str, str]:
+    """WKT POINT or POLYGON (one ring, longitude first) → PostgreSQL point/polygon text."""
+    text = wkt.strip()
+    match = re.fullmatch(r"(?:SRID=4326;)?\s*(POINT|POLYGON)\s*\((.*)\)", text, re.I | re.S)
+    if not match:
+        raise ODataError(f"$filter: geography'{wkt[:40]}' is not a WKT POINT or POLYGON")
+    kind, body = match.group(1).upper(), match.group(2).strip()
+    if kind == "POLYGON":
+        if not (body.startswith("(") and body.endswith(")")) or body.count("(") != 1:
+            raise ODataError("$filter: a POLYGON with one ring (no holes) is offered")
+        body = body[1:-1]
+    pairs = []
+    for part in body.split(","):
+        pair = _PAIR.fullmatch(part)
+        if not pair:
+            raise ODataError(f"$filter: {part.strip()!r} is not a 'longitude latitude' position")
+        pairs.append(f"({float(pair.group(1))!r},{float(pair.group(2))!r})")
+    if kind == "POINT":
+        if len(pairs) != 1:
+            raise ODataError("$filter: a POINT has one position")
+        return "point", pairs[0]
+    if len(pairs) < 4:
+        raise ODataError("$filter: a POLYGON ring has at least 4 positions")
+    return "polygon", "(" + ",".join(pairs) + ")"

@@ -378,6 +378,16 @@ def _text(column: str) -> Prop:
     return Prop(f"{{t}}.{column}", "text")
 
 
+def _geometry(name: str) -> dict[str, Prop]:
+    """A GeoJSON Point property of lat/lon columns: the point itself (for geo.intersects)
+    and its type paths, as QGIS asks ``location/type eq 'Point'``."""
+    return {
+        name: Prop("point({t}.lon, {t}.lat)", "point"),
+        f"{name}/type": Prop("CASE WHEN {t}.lat IS NOT NULL THEN 'Point' END", "text"),
+        f"{name}/geometry/type": Prop("NULL::text", "text"),
+    }
+
+
 _OBSERVATION_ID_SQL = (
     "(({t}.sensor_id * 100000 + {t}.metric_id * 10 + {t}.res)::text || '-' || "
     "(extract(epoch FROM {t}.time) * 1000000)::bigint::text)"
@@ -414,6 +424,7 @@ ENTITIES: dict[str, EntityType] = {
             "name": _text("name"),
             "description": _text("description"),
             "encodingType": _text("encoding_type"),
+            **_geometry("location"),
         },
         {
             "Things": Nav("Things", True, (("id", "id"),)),
@@ -530,6 +541,7 @@ ENTITIES: dict[str, EntityType] = {
             "name": _text("name"),
             "description": _text("description"),
             "encodingType": _text("encoding_type"),
+            **_geometry("feature"),
         },
         {"Observations": Nav("Observations", True, (("sensor_id", "id"),))},
         _int_id,

@@ -45,6 +45,8 @@ FUNCTIONS: dict[str, tuple[int, int]] = {
     "round": (1, 1),
     "floor": (1, 1),
     "ceiling": (1, 1),
+    # Points against a WKT polygon or point, as QGIS filters a map extent.
+    "geo.intersects": (2, 2),
 }
 COMPARISONS = frozenset({"eq", "ne", "gt", "ge", "lt", "le"})
 ARITHMETIC = frozenset({"add", "sub", "mul", "div", "mod"})
@@ -59,7 +61,7 @@ class ODataError(ValueError):
 @dataclass(frozen=True)
 class Literal:
     value: Any  # int, float, str, bool, None or an aware datetime
-    kind: str  # "number", "string", "bool", "null", "datetime"
+    kind: str  # "number", "string", "bool", "null", "datetime", "geography"
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ Node = Literal | Path | Unary | Binary | Call
 _DATETIME = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:\d{2})"
 _TOKEN = re.compile(
     rf"""\s*(?:
-      (?P<datetime>{_DATETIME})
+      (?P<geography>geography'[^']*')
+    | (?P<datetime>{_DATETIME})
     | (?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
     | (?P<string>'(?:[^']|'')*')
     | (?P<name>[A-Za-z_@][A-Za-z0-9_.@]*(?:/[A-Za-z_@][A-Za-z0-9_.@]*)*)
@@ -228,6 +231,8 @@ class _Parser:
             return Literal(int(text) if is_int else float(text), "number")
         if token.kind == "string":
             return Literal(token.text[1:-1].replace("''", "'"), "string")
+        if token.kind == "geography":
+            return Literal(token.text[len("geography'") : -1], "geography")
         if token.kind == "datetime":
             try:
                 value = datetime.fromisoformat(token.text.replace("Z", "+00:00"))
@@ -254,7 +259,7 @@ class _Parser:
 
     def call(self, name_token: _Token) -> Node:
         name = name_token.text
-        if name.startswith("geo.") or name.startswith("st_"):
+        if name not in FUNCTIONS and (name.startswith("geo.") or name.startswith("st_")):
             raise ODataError(
                 f"{self.option}: geospatial function {name!r} is not offered by this server"
             )
