@@ -282,6 +282,8 @@ class Compiler:
     # --- ordering --------------------------------------------------------------------
 
     def order_value(self, node: Node, entity: EntityType, alias: str) -> Typed:
+        if not referenced_paths(node):
+            raise ODataError("$orderby: order by a property, or an expression of properties")
         try:
             typed = self.value(node, entity, alias)
         except _ToMany:

@@ -352,6 +352,7 @@ def test_filter_through_to_one_navigation_paths(
         ({"$filter": "name eq 'a' eq 'b'"}, ["chained"]),
         ({"$filter": "(" * 50 + "id eq 1" + ")" * 50}, ["nested too deeply"]),
         ({"$orderby": "name sideways"}, ["$orderby"]),
+        ({"$orderby": "true desc"}, ["$orderby", "property"]),
         ({"$top": "-1"}, ["$top"]),
         ({"$skip": "99999999"}, ["$skip", "nextLink"]),
         ({"$expand": "Datastreams($frob=1)"}, ["$expand"]),
