@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,6 +22,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from api.pagination import decode_cursor, encode_cursor, filter_fingerprint
+from api.queries.public import PUBLIC_SENSOR
 from api.sta.compile import Compiler, fixed_columns, referenced_paths
 from api.sta.entities import ENTITIES, EntityType, iso, observation_times
 from api.sta.odata import (
@@ -46,6 +47,20 @@ TIME_ONLY = {("phenomenonTime",), ("resultTime",)}
 # daily partitions): the planner then opens those partitions only, not a year's.
 WINDOW = timedelta(days=31)
 WINDOW_EPSILON = timedelta(microseconds=1)
+# Observations of all Datastreams: at most this many Datastreams are read for one page.
+MAX_STREAMS_PER_PAGE = 50
+END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
+# Public Datastreams from a (sensor, metric) position on, in key order (the latest_readings
+# primary key bounds the scan).
+_STREAMS_FROM = f"""
+SELECT l.sensor_id, l.metric_id, r.res
+FROM latest_readings l
+JOIN sensors s ON s.id = l.sensor_id
+CROSS JOIN (VALUES (0), (1), (2)) AS r(res)
+WHERE {PUBLIC_SENSOR} AND (l.sensor_id, l.metric_id) >= (%(s)s::bigint, %(m)s::smallint)
+ORDER BY l.sensor_id, l.metric_id, r.res
+LIMIT %(n)s::int
+"""  # noqa: S608 (module constants only)
 # Where a Datastream's rows lie: from its first daily rollup to its newest value. Readings
 # older than the first daily bucket appear once the maintenance job has rolled them up.
 _DATASTREAM_SPAN = """
@@ -288,9 +303,16 @@ class Service:
             where.append(self._after_sql(compiler, keyset, after))  # type: ignore[arg-type]
         source = entity.source_for(fixed)
         window = None
+        resume: list[Any] | None = None
         if keyset is not None and options.skip == 0 and possible:
             window = await self._time_window(entity, fixed, keyset, after)
-        if window is None:
+        if entity.bounded_by is not None and entity.bounded_by not in fixed:
+            # Observations of every Datastream: Datastream after Datastream, in key order.
+            rows, resume = await self._walk_streams(
+                entity, options.filter, after, top + 1 + options.skip, possible
+            )
+            rows = rows[options.skip :]
+        elif window is None:
             sql = (
                 f"SELECT t.* FROM ({source}) AS t WHERE {' AND '.join(where)} "  # noqa: S608
                 f"ORDER BY {order} LIMIT {top + 1} OFFSET {options.skip}"
@@ -316,13 +338,13 @@ class Service:
             rendered = [entity.render(row, self.base) for row in rows]
             await self.expand(rendered, rows, entity, options.expand, depth=1)
             body["value"] = [_select(item, options.select, entity) for item in rendered]
-        if more and top > 0:
+        if (more or resume is not None) and top > 0:
             next_options = {
                 k: v for k, v in options.raw.items() if k not in ("$skip", "$skiptoken")
             }
             if keyset is not None:
-                last = rows[-1]
-                token = encode_cursor([last[c[0]] for c in keyset], fingerprint)
+                position = [rows[-1][c[0]] for c in keyset] if more else resume
+                token = encode_cursor(position, fingerprint)  # type: ignore[arg-type]
                 next_options["$skiptoken"] = token
                 if options.skip:
                     next_options["$skip"] = "0"
@@ -394,6 +416,56 @@ class Service:
             else:
                 lower = high
         return rows
+
+    async def _walk_streams(
+        self,
+        entity: EntityType,
+        condition: Node | None,
+        after: list[Any] | None,
+        need: int,
+        possible: bool,
+    ) -> tuple[list[dict[str, Any]], list[Any] | None]:
+        """Up to `need` Observations of all public Datastreams in key order after `after`
+        (sensor, metric, resolution, time), one Datastream's index range at a time. Visits
+        at most `MAX_STREAMS_PER_PAGE` Datastreams; then the page may be short, and the
+        position to resume from (after the last Datastream visited) is returned."""
+        if not possible:
+            return [], None
+        start = tuple(after[:3]) if after else (0, 0, -1)
+        streams = await self._run(
+            _STREAMS_FROM, {"s": start[0], "m": start[1], "n": MAX_STREAMS_PER_PAGE * 3 + 3}
+        )
+        keys = [k for k in ((r["sensor_id"], r["metric_id"], r["res"]) for r in streams)
+                if k >= start]  # fmt: skip
+        rows: list[dict[str, Any]] = []
+        for visited, key in enumerate(keys):
+            if visited == MAX_STREAMS_PER_PAGE:
+                return rows, [*keys[visited - 1], END_OF_TIME]
+            fixed = dict(zip(("sensor_id", "metric_id", "res"), key, strict=True))
+            compiler = Compiler()
+            where = [self._fixed_sql(compiler, fixed, "t")]
+            if condition is not None:
+                where.append(compiler.condition(condition, entity, "t"))
+            from_time = None
+            if after is not None and key == start:
+                where.append(f"t.time > {compiler.bind(after[3], 'timestamptz')}")
+                from_time = [after[3]]
+            source = entity.source_for(fixed)
+            keyset = [("time", False, datetime)]
+            window = await self._time_window(entity, fixed, keyset, from_time)
+            if window is None:
+                sql = (
+                    f"SELECT t.* FROM ({source}) AS t WHERE {' AND '.join(where)} "  # noqa: S608
+                    f"ORDER BY t.time LIMIT {need - len(rows)}"
+                )
+                rows += await self._run(sql, compiler.params)
+            else:
+                rows += await self._windowed(
+                    source, where, "t.time", need - len(rows), compiler, *window
+                )
+            if len(rows) >= need:
+                break
+        return rows, None
 
     def _check_bounded(self, entity: EntityType, fixed: dict[str, Any], options: Options) -> None:
         if entity.bounded_by is None or entity.bounded_by in fixed:

@@ -557,3 +557,23 @@ def test_qgis_style_geometry_and_extent_filters(sta: TestClient, fleet: Fleet) -
     exact = get(sta, "/Locations", **{
         "$filter": "geo.intersects(location, geography'POINT(10.3883 55.3959)')"})  # fmt: skip
     assert [x["@iot.id"] for x in exact["value"]] == [5]
+
+
+def test_observations_of_all_datastreams_walk_stream_by_stream_with_short_pages(
+    sta: TestClient, fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Across Datastreams a page reads one Datastream's index range after another, at most
+    MAX_STREAMS_PER_PAGE of them: then the page is short and @iot.nextLink resumes."""
+    from api.sta import service
+
+    query = {"$top": "1000", "$filter": "phenomenonTime ge 2026-03-03T22:00:00Z"}
+    whole = all_pages(sta, "/Observations", **query)
+    monkeypatch.setattr(service, "MAX_STREAMS_PER_PAGE", 2)
+    first = get(sta, "/Observations", **query)
+    assert "@iot.nextLink" in first
+    assert len({o["@iot.id"].split("-")[0] for o in first["value"]}) <= 2
+    walked = all_pages(sta, "/Observations", **query)
+    assert [o["@iot.id"] for o in walked] == [o["@iot.id"] for o in whole]
+    # the five public (sensor, metric) pairs' last two hours: 12 raw, 2 hourly (the day's
+    # bucket starts before the filter's time)
+    assert len(whole) == 5 * (12 + 2)
