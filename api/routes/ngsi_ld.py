@@ -47,7 +47,7 @@ router = APIRouter(prefix=NGSI_PREFIX, include_in_schema=False)
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
-MAX_TEMPORAL_ENTITIES = 100
+MAX_TEMPORAL_ENTITIES = 20  # x 5 attributes x 1,000 instances: at most 100,000 per page
 MAX_INSTANCES = 1000  # per attribute and entity in a temporal answer
 MAX_TEMPORAL_SPAN = timedelta(days=31)
 ERRORS = "https://uri.etsi.org/ngsi-ld/errors/"
