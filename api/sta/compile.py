@@ -159,6 +159,12 @@ class Compiler:
                     f"properties, e.g. {head}/id"
                 )
             if nav.many:
+                if ENTITIES[nav.target].bounded_by is not None:
+                    raise ODataError(
+                        f"$filter: a condition on {head} would read every reading of every "
+                        f"one of the {entity.set_name}; filter the Observations of one "
+                        "Datastream instead"
+                    )
                 raise _ToMany(head, rest, alias, entity)
             if depth >= _MAX_SUBQUERY_DEPTH:
                 raise ODataError("$filter: the navigation path is too long")

@@ -574,8 +574,19 @@ class Service:
             nav = entity.navs[name]
             child = ENTITIES[nav.target]
             keys = sorted({tuple(row[pc] for _, pc in nav.pairs) for row in rows})
-            if child.bounded_by is not None:
-                self._check_bounded(child, {child.bounded_by: 0}, options)
+            if child.bounded_by is not None and len(keys) > 1:
+                # Each parent's Observations are one index range in time order; a filter on
+                # anything else, or another order, reads each parent's whole history.
+                ordered_by_time = all(
+                    isinstance(t.expression, Path) and t.expression.segments == ("phenomenonTime",)
+                    for t in options.orderby
+                )
+                if not ordered_by_time or not referenced_paths(options.filter) <= TIME_ONLY:
+                    raise ODataError(
+                        f"$expand: {name} of several {entity.set_name} can be filtered by "
+                        "phenomenonTime/resultTime and ordered by phenomenonTime only; this "
+                        "would read every reading of each. Ask one entity's Observations."
+                    )
             top = min(options.top, MAX_TOP) if nav.many else 1
             if nav.many and top * len(keys) > MAX_EXPAND_ROWS:
                 raise ODataError(

@@ -389,8 +389,22 @@ def test_observations_that_would_scan_every_datastream_are_refused(
         {"$filter": "Datastream/Thing/name eq 'a climate 1'"},
     ):
         assert_sta_error(get(sta, "/Observations", 400, **query), 400, "without bound")
-    # Named Datastream (path or filter), or times only: allowed.
+    for path, query in (
+        ("/Datastreams", {"$filter": "Observations/result gt 5"}),
+        ("/FeaturesOfInterest", {"$filter": "Observations/phenomenonTime gt 2026-03-01T00:00:00Z"}),
+        ("/Datastreams", {"$expand": "Observations($filter=result gt 1799)"}),
+        ("/Datastreams", {"$expand": "Observations($orderby=result desc)"}),
+    ):
+        body = get(sta, path, 400, **query)
+        assert_sta_error(body, 400, "every reading")
+    # One parent: its history is one Datastream's, allowed.
     stream = datastream_id(1, metric["co2_ppm"], 0)
+    one = get(sta, f"/Datastreams({stream})", **{
+        "$expand": "Observations($filter=result gt 1799;$orderby=result desc)"})  # fmt: skip
+    assert [o["result"] for o in one["Observations"]] == sorted(
+        fleet.co2_by_sensor[1][fleet.co2_by_sensor[1] > 1799], reverse=True
+    )
+    # Named Datastream (path or filter), or times only: allowed.
     assert get(sta, f"/Datastreams({stream})/Observations", **{"$orderby": "result desc"})
     assert get(sta, "/Observations", **{"$filter": f"Datastream/id eq {stream} and result gt 5"})[
         "value"
