@@ -47,6 +47,7 @@ TIME_ONLY = {("phenomenonTime",), ("resultTime",)}
 # daily partitions): the planner then opens those partitions only, not a year's.
 WINDOW = timedelta(days=31)
 WINDOW_EPSILON = timedelta(microseconds=1)
+MAX_WINDOW = timedelta(days=366)
 # Observations of all Datastreams: at most this many Datastreams are read for one page.
 MAX_STREAMS_PER_PAGE = 50
 END_OF_TIME = datetime(9999, 12, 31, tzinfo=UTC)
@@ -61,14 +62,26 @@ WHERE {PUBLIC_SENSOR} AND (l.sensor_id, l.metric_id) >= (%(s)s::bigint, %(m)s::s
 ORDER BY l.sensor_id, l.metric_id, r.res
 LIMIT %(n)s::int
 """  # noqa: S608 (module constants only)
-# Where a Datastream's rows lie: from its first daily rollup to its newest value. Readings
-# older than the first daily bucket appear once the maintenance job has rolled them up.
-_DATASTREAM_SPAN = """
-SELECT (SELECT min(d.bucket) FROM readings_daily d
-        WHERE d.sensor_id = %(s)s::bigint AND d.metric_id = %(m)s::bigint) AS first_day,
-       (SELECT l.time FROM latest_readings l
-        WHERE l.sensor_id = %(s)s::bigint AND l.metric_id = %(m)s::bigint) AS last
+# Where a Datastream's rows lie: from its first daily rollup (plain PostgreSQL, where
+# readings_daily is a table; readings older than it appear once the maintenance job has
+# rolled them up) or the oldest chunk of the hypertable (TimescaleDB, where the rollups are
+# real-time continuous aggregates too costly to plan per request), to its newest value.
+_FIRST_DAY = """
+SELECT min(d.bucket) AS first FROM readings_daily d
+WHERE d.sensor_id = %(s)s::bigint AND d.metric_id = %(m)s::bigint
 """
+_LAST = """
+SELECT l.time AS last FROM latest_readings l
+WHERE l.sensor_id = %(s)s::bigint AND l.metric_id = %(m)s::bigint
+"""
+_ROLLUP_IS_TABLE = (
+    "SELECT relkind = 'r' AS is_table FROM pg_class WHERE oid = 'readings_daily'::regclass"
+)
+_OLDEST_CHUNK = """
+SELECT min(range_start) AS first FROM timescaledb_information.chunks
+WHERE hypertable_schema = 'public' AND hypertable_name = 'readings'
+"""
+_ROLLUP_IS_TABLE_BY_DATABASE: dict[str, bool] = {}
 
 
 class StaError(Exception):
@@ -370,8 +383,12 @@ class Service:
             return None
         if [k[0] for k in keyset] != ["time"]:
             return None
-        rows = await self._run(_DATASTREAM_SPAN, {"s": fixed["sensor_id"], "m": fixed["metric_id"]})
-        first, last = rows[0]["first_day"], rows[0]["last"]
+        key = {"s": fixed["sensor_id"], "m": fixed["metric_id"]}
+        last = (await self._run(_LAST, key) or [{"last": None}])[0]["last"]
+        rollup_is_table, oldest_chunk = await self._storage_facts()
+        first = oldest_chunk
+        if rollup_is_table:
+            first = (await self._run(_FIRST_DAY, key))[0]["first"]
         if first is None or last is None:
             return None  # not in the daily rollup yet: read it in one query
         # A day past the newest value: it may lag readings just stored by a few seconds.
@@ -383,6 +400,19 @@ class Service:
             else:
                 first = max(first, after[0])
         return first, end, descending
+
+    async def _storage_facts(self) -> tuple[bool, datetime | None]:
+        """Whether readings_daily is a table (plain PostgreSQL; asked once per database),
+        and else the oldest TimescaleDB chunk's start (asked every time: a backfill of
+        older readings adds an older chunk)."""
+        database = f"{self.conn.info.host}:{self.conn.info.port}/{self.conn.info.dbname}"
+        is_table = _ROLLUP_IS_TABLE_BY_DATABASE.get(database)
+        if is_table is None:
+            is_table = (await self._run(_ROLLUP_IS_TABLE, {}))[0]["is_table"]
+            _ROLLUP_IS_TABLE_BY_DATABASE[database] = is_table
+        if is_table:
+            return True, None
+        return False, (await self._run(_OLDEST_CHUNK, {}))[0]["first"]
 
     async def _windowed(
         self,
@@ -399,18 +429,22 @@ class Service:
         until `limit` rows are found: each query touches a window's partitions only."""
         rows: list[dict[str, Any]] = []
         lower, upper = first, end
+        span = WINDOW
         while len(rows) < limit and lower < upper:
             if descending:
-                low, high = max(lower, upper - WINDOW), upper
+                low, high = max(lower, upper - span), upper
             else:
-                low, high = lower, min(upper, lower + WINDOW)
+                low, high = lower, min(upper, lower + span)
             params = {**compiler.params, "w_low": low, "w_high": high}
             sql = (
                 f"SELECT t.* FROM ({source}) AS t WHERE {' AND '.join(where)} "  # noqa: S608
                 "AND t.time >= %(w_low)s::timestamptz AND t.time < %(w_high)s::timestamptz "
                 f"ORDER BY {order} LIMIT {limit - len(rows)}"
             )
-            rows += await self._run(sql, params)
+            found = await self._run(sql, params)
+            rows += found
+            # An empty window: the Datastream may start (or pause) much later; widen.
+            span = WINDOW if found else min(span * 2, MAX_WINDOW)
             if descending:
                 upper = low
             else:
