@@ -35,9 +35,11 @@ from api.routes import (
     files,
     health,
     history,
+    ngsi_ld,
     outbound,
     public,
     saml,
+    sta,
     staff,
 )
 from models.logging import log
@@ -54,6 +56,8 @@ ROUTERS: list[APIRouter] = [
     export.router,
     catalog.router,
     files.router,
+    sta.router,
+    ngsi_ld.router,
     staff.router,
     outbound.router,
     audit.router,

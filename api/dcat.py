@@ -16,6 +16,7 @@ from urllib.parse import quote
 from rdflib import BNode, Graph, Literal, Namespace, URIRef
 from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, SKOS, XSD
 
+from api.dcat_services import add_data_services
 from api.open_files import OpenFile
 
 VCARD = Namespace("http://www.w3.org/2006/vcard/ns#")
@@ -150,6 +151,7 @@ def build_catalog(
     by_dataset: dict[tuple[str, str], list[OpenFile]] = {}
     for f in files:
         by_dataset.setdefault((f.slug, f.kind), []).append(f)
+    added = []
     for row in datasets:
         dataset = _add_dataset(graph, row, base, default_license)
         graph.add((catalog, DCAT.dataset, dataset))
@@ -158,6 +160,9 @@ def build_catalog(
         )
         files_of_dataset = by_dataset.get((row["slug"], row["kind"]), [])
         _add_file_distributions(graph, dataset, row, base, licence, files_of_dataset)
+        added.append((dataset, row))
+    # The SensorThings and NGSI-LD endpoints as data services (api/dcat_services.py).
+    add_data_services(graph, catalog, added, base_url, default_license)
     return graph
 
 

@@ -1,0 +1,1 @@
+"""NGSI-LD read API over the public open data (docs/api.md)."""
