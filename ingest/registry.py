@@ -87,8 +87,8 @@ class _ModelRow:
 def sync_device_models(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
     """Upsert every device model the decoders read; returns (vendor, model) → id.
 
-    The returned mapping covers all rows of device_models, including models registered
-    earlier whose decoder module has since gone (they keep their sensors).
+    The returned mapping covers all shared rows of device_models, including models
+    registered earlier whose decoder module has since gone (they keep their sensors).
     """
     specs = device_models()
     with conn.transaction(), conn.cursor() as cur:
@@ -101,7 +101,11 @@ def sync_device_models(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
             """,
             [(s.vendor, s.model, s.decoder, s.kind, Jsonb(s.meta)) for s in specs],
         )
-        rows = cur.execute("SELECT vendor, model, id FROM device_models").fetchall()
+        # Shared models only: municipalities' own (ingest/codecs) may repeat one another's
+        # names and are looked up per municipality.
+        rows = cur.execute(
+            "SELECT vendor, model, id FROM device_models WHERE municipality_id IS NULL"
+        ).fetchall()
     return {(vendor, model): model_id for vendor, model, model_id in rows}
 
 
