@@ -155,5 +155,5 @@ def post_codec(
 def get_codec_versions(principal: ReadPrivate, conn: SyncConn, model_id: Id) -> list[dict]:
     versions = list_versions(conn, principal.municipality_id, model_id)
     if versions is None:
-        raise HTTPException(404, "no device model of yours with that id")
+        raise HTTPException(404, "no device model with that id in your municipality")
     return versions

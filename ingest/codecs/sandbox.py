@@ -126,11 +126,18 @@ class CompiledCodec:
 
     def __init__(self, source: str, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
-        if len(source.encode()) > self.limits.max_source_bytes:
+        try:
+            size = len(source.encode())
+        except UnicodeEncodeError:
+            raise CodecError("codec source is not valid Unicode text (a lone surrogate)") from None
+        if size > self.limits.max_source_bytes:
             raise CodecError(
-                f"codec source is {len(source.encode())} bytes; at most "
-                f"{self.limits.max_source_bytes} are accepted"
+                f"codec source is {size} bytes; at most {self.limits.max_source_bytes} are "
+                "accepted"
             )
+        if "\x00" in source:
+            # QuickJS takes the source as a C string: it would end at the NUL.
+            raise CodecError("codec source contains a NUL character")
         self._source = source
         self.form = ""
         self._context: quickjs.Context | None = None

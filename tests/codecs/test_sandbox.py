@@ -177,3 +177,15 @@ def test_a_dynamic_import_reaches_no_module() -> None:
     assert codec.decode(b"", 1).data == {"loaded": "nothing"}
     # No job queue is run between uplinks either: the import never completes.
     assert codec.decode(b"", 1).data == {"loaded": "nothing"}
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ("function decodeUplink(i) { return {data: {}}; }\x00 rest", "NUL character"),
+        ("function decodeUplink(i) { return {data: {a: '\ud800'}}; }", "lone surrogate"),
+    ],
+)
+def test_source_text_quickjs_cannot_take_is_refused(source, problem) -> None:
+    with pytest.raises(CodecError, match=problem):
+        CompiledCodec(source, LIMITS)

@@ -128,8 +128,9 @@ def test_a_codec_failing_its_examples_is_refused_with_a_per_example_report(
     assert [e["passed"] for e in report["examples"]] == [True, False]
     assert report["examples"][1]["problems"] == ["battery: expected 3.0, codec gave 3.3"]
     assert "example 1" in refused.json()["detail"]
-    assert count(db, "SELECT count(*) FROM device_codecs") == 0
-    assert count(db, "SELECT count(*) FROM device_models WHERE municipality_id IS NOT NULL") == 0
+    # Only the two models the fixture gave the municipalities.
+    assert count(db, "SELECT count(*) FROM device_codecs") == 2
+    assert count(db, "SELECT count(*) FROM device_models WHERE municipality_id IS NOT NULL") == 2
 
 
 @pytest.mark.parametrize(
@@ -167,7 +168,10 @@ def test_a_new_version_is_checked_before_it_replaces_the_old_which_is_kept(clien
     assert versions[0]["script"].startswith("// v2") and versions[1]["script"].startswith("// A")
     models = client.get(URL, headers=auth(a.reader)).json()
     own = [m for m in models if m["own"]]
-    assert [(m["model"], m["latest_version"]) for m in own] == [("Filling Degree Sensor (JS)", 2)]
+    assert [(m["model"], m["latest_version"]) for m in own] == [
+        ("aarhus secret room sensor", 1),  # the fixture's (vendor Acme)
+        ("Filling Degree Sensor (JS)", 2),
+    ]
     assert any(m["model"] == "ERS CO2" and not m["own"] for m in models)
 
 
@@ -175,7 +179,7 @@ def test_check_without_storing(client, tenants, db) -> None:
     a, _ = tenants
     checked = client.post(f"{URL}/codecs/check", json=teneo_upload(), headers=auth(a.admin))
     assert checked.status_code == 200 and checked.json()["passed"] is True
-    assert count(db, "SELECT count(*) FROM device_codecs") == 0
+    assert count(db, "SELECT count(*) FROM device_codecs") == 2  # the fixture's
 
 
 def test_another_municipalitys_models_are_invisible_and_untouchable(client, tenants, db) -> None:
