@@ -132,8 +132,7 @@ class CompiledCodec:
             raise CodecError("codec source is not valid Unicode text (a lone surrogate)") from None
         if size > self.limits.max_source_bytes:
             raise CodecError(
-                f"codec source is {size} bytes; at most {self.limits.max_source_bytes} are "
-                "accepted"
+                f"codec source is {size} bytes; at most {self.limits.max_source_bytes} are accepted"
             )
         if "\x00" in source:
             # QuickJS takes the source as a C string: it would end at the NUL.
