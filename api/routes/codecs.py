@@ -33,7 +33,7 @@ from models.settings import Settings
 router = APIRouter(
     prefix="/api/v1/staff/device-models",
     tags=["staff"],
-    responses={code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 422, 429, 503)},
+    responses={code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)},
 )
 
 Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
