@@ -30,6 +30,7 @@ from api.routes import (
     audit,
     auth,
     catalog,
+    codecs,
     dashboard,
     export,
     files,
@@ -64,6 +65,7 @@ ROUTERS: list[APIRouter] = [
     auth.router,
     saml.router,
     history.router,
+    codecs.router,
     dashboard.router,
 ]
 

@@ -171,14 +171,55 @@ class Workload:
         return min(time_ for time_, _, _, _ in self.rows)
 
 
+def use_js_codec_for_elsys(conn: psycopg.Connection) -> int:
+    """Give every municipality its own "Elsys ERS CO2 (JS codec)" model, with the test
+    codec of tests/codecs/js, and move its Elsys ERS CO2 sensors to it: their uplinks are
+    then decoded in the QuickJS sandbox. Returns how many sensors moved."""
+    from ingest.codecs.store import CodecUpload, add_codec_version
+    from tests.codecs.test_differential import JS, PAIRS
+
+    elsys = conn.execute(
+        "SELECT id FROM device_models WHERE vendor = 'Elsys' AND model = 'ERS CO2' "
+        "AND municipality_id IS NULL"
+    ).fetchone()[0]
+    upload = CodecUpload(
+        "Elsys",
+        "ERS CO2 (JS codec)",
+        "climate",
+        PAIRS["Elsys"][2],
+        (JS / "elsys_ers.yaml").read_text(),
+        (JS / "elsys_ers.js").read_text(),
+    )
+    moved = 0
+    owners = conn.execute(
+        "SELECT DISTINCT municipality_id FROM sensors WHERE device_model_id = %s", (elsys,)
+    ).fetchall()
+    for (municipality_id,) in owners:
+        stored = add_codec_version(conn, municipality_id, upload)
+        moved += conn.execute(
+            "UPDATE sensors SET device_model_id = %s WHERE municipality_id = %s "
+            "AND device_model_id = %s",
+            (stored.device_model_id, municipality_id, elsys),
+        ).rowcount
+    return moved
+
+
 def build_workload(
-    conn: psycopg.Connection, database_url: str, n: int, workdir: Path, seed: int
+    conn: psycopg.Connection,
+    database_url: str,
+    n: int,
+    workdir: Path,
+    seed: int,
+    js_codecs: bool = False,
 ) -> Workload:
-    """Seed a fleet, generate `n` ChirpStack uplinks and the readings rows they hold."""
+    """Seed a fleet, generate `n` ChirpStack uplinks and the readings rows they hold.
+    With `js_codecs`, the Elsys sensors are decoded by a JavaScript codec."""
     fleet = build_fleet(
         classrooms=3000, bins=1500, parking_bays=1500, seed=seed, network="chirpstack"
     )
     seed_fleet(conn, fleet)
+    if js_codecs:
+        print(f"JS codec: {use_js_codec_for_elsys(conn)} Elsys sensors moved to it", flush=True)
     # The rows are what the ingest's own pipeline makes of each message (decoded values,
     # derived fill level, radio quality), so the COPY limit writes exactly the same rows.
     pipeline = Pipeline(Settings(database_url=database_url), sync_metrics(conn))
@@ -687,6 +728,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-ingest-results.json"))
     parser.add_argument("--keep-db", action="store_true")
     parser.add_argument(
+        "--js-codecs",
+        action="store_true",
+        help="decode the fleet's Elsys sensors (a third of the classrooms) with a JavaScript "
+        "codec in the QuickJS sandbox instead of the Python decoder",
+    )
+    parser.add_argument(
         "--backend",
         choices=BACKEND_SERVERS,
         default="postgres",
@@ -705,6 +752,7 @@ def main() -> int:
         "machine": machine(),
         "command": " ".join(sys.argv),
         "backend": args.backend,
+        "js_codecs": args.js_codecs,
         "broker_conf": BROKER_CONF,
     }
     try:
@@ -717,7 +765,9 @@ def main() -> int:
                 "|| current_setting('server_version')"
             ).fetchone()[0]
             t = time.time()
-            work = build_workload(conn, database_url, args.messages, workdir, args.seed)
+            work = build_workload(
+                conn, database_url, args.messages, workdir, args.seed, args.js_codecs
+            )
             print(
                 f"workload: {len(work.messages)} messages, {len(work.rows)} readings "
                 f"({work.readings_per_message:.2f}/message), {time.time() - t:.0f} s",

@@ -19,6 +19,8 @@ import paho.mqtt.client as mqtt
 import psycopg
 
 from analytics.bins import fill_level_pct
+from ingest.codecs.mapping import apply_mapping, parse_mapping
+from ingest.codecs.sandbox import CompiledCodec
 from ingest.decoders import get_decoder
 
 
@@ -26,16 +28,30 @@ def main(database_url: str, host: str, port: int, topic: str) -> None:
     conn = psycopg.connect(database_url)
     metric_ids = dict(conn.execute("SELECT name, id FROM metrics").fetchall())
     conn.commit()
+    codecs: dict[int, tuple[CompiledCodec, object]] = {}  # model id → its newest codec
+
+    def decode(model_id: int, decoder: str, payload: bytes, fport: int) -> dict:
+        if decoder != "codec":
+            return get_decoder(decoder)(payload, fport)
+        if model_id not in codecs:
+            script, mapping = conn.execute(
+                "SELECT script, mapping FROM device_codecs WHERE device_model_id = %s "
+                "ORDER BY version DESC LIMIT 1",
+                (model_id,),
+            ).fetchone()
+            codecs[model_id] = (CompiledCodec(script), parse_mapping(mapping))
+        codec, mapping = codecs[model_id]
+        return apply_mapping(mapping, codec.decode(payload, fport).data).values
 
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:
             event = json.loads(msg.payload)
-            sensor_id, decoder, depth_mm, offset_mm = conn.execute(
-                "SELECT s.id, dm.decoder, s.bin_depth_mm, s.mount_offset_mm FROM sensors s "
+            sensor_id, model_id, decoder, depth_mm, offset_mm = conn.execute(
+                "SELECT s.id, dm.id, dm.decoder, s.bin_depth_mm, s.mount_offset_mm FROM sensors s "
                 "JOIN device_models dm ON dm.id = s.device_model_id WHERE s.dev_eui = %s",
                 (event["deviceInfo"]["devEui"],),
             ).fetchone()
-            values = get_decoder(decoder)(base64.b64decode(event["data"]), event["fPort"])
+            values = decode(model_id, decoder, base64.b64decode(event["data"]), event["fPort"])
             # The same rows the real ingest stores: fill level and the best gateway's radio.
             if "distance_mm" in values and depth_mm:
                 values["fill_pct"] = fill_level_pct(values["distance_mm"], depth_mm, offset_mm or 0)

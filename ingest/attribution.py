@@ -25,7 +25,9 @@ T = TypeVar("T")
 WithDb = Callable[[Callable[[psycopg.Connection], T]], T]
 
 _NATIVE = re.compile(r"(?:^|/)municipality/([^/]+)/sensors/[^/]+/readings$")
-_CHIRPSTACK = re.compile(r"(?:^|/)application/([^/]+)/device/([^/]+)/event/up$")
+_CHIRPSTACK = re.compile(
+    r"(?:^|/)application/([^/]+)/device/([^/]+)/(?:event/up|event/status|rx|status)$"
+)
 _THETHINGS = re.compile(r"(?:^|/)v3/([^/]+)/devices/[^/]+/up$")
 _DEV_EUI = re.compile(r"^[0-9a-f]{16}$")
 RELOAD_S = 60.0

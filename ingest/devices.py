@@ -18,7 +18,9 @@ import psycopg
 
 _SELECT = """
 SELECT s.id, s.municipality_id, m.slug, s.dev_eui, s.external_id, s.kind, s.status,
-       dm.decoder, s.bin_depth_mm, s.mount_offset_mm
+       dm.decoder, s.bin_depth_mm, s.mount_offset_mm,
+       (SELECT c.id FROM device_codecs c WHERE c.device_model_id = s.device_model_id
+        ORDER BY c.version DESC LIMIT 1)
 FROM sensors s
 JOIN municipalities m ON m.id = s.municipality_id
 LEFT JOIN device_models dm ON dm.id = s.device_model_id
@@ -50,6 +52,9 @@ class SensorInfo:
     decoder: str | None
     bin_depth_mm: float | None
     mount_offset_mm: float | None
+    # The newest codec version of the sensor's model, when it is a municipality's own
+    # model (ingest/codecs); None for the built-in decoders.
+    codec_id: int | None = None
 
 
 class DeviceDirectory:

@@ -129,6 +129,10 @@ def to_rows(
             if value is not None and known is not None and known[1].accepts(value):
                 rows.append((uplink.received_at, sensor.sensor_id, known[0], value))
     if not rows and not refused:
+        if samples:
+            # The decoder read a valid frame that carries device information only (a
+            # settings or status frame): nothing to store, and nothing wrong either.
+            return Normalised(rows=[], refused=[], refused_reason=None)
         raise _reject(uplink, sensor, "no_measurements", "the message carried no measurements")
     if not measured and refused:
         reason = "out_of_range" if "out_of_range" in reasons else "unknown_metric"

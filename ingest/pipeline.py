@@ -9,13 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TypeVar
 
 import psycopg
 
 from ingest.attribution import Attributor
+from ingest.codecs.runtime import CodecRunner
+from ingest.codecs.sandbox import Limits
 from ingest.devices import ApplicationOwner, DeviceDirectory, SensorInfo
-from ingest.formats import format_of
+from ingest.formats import Parser, chirpstack, chirpstack_v3, format_of
 from ingest.identity import claim_time
 from ingest.normalise import Row, decode_uplink, metric_table, to_rows
 from ingest.uplink import Rejected, Uplink
@@ -65,6 +68,20 @@ class Pipeline:
         self.max_age = timedelta(days=days)
         self.max_future_skew = timedelta(seconds=settings.max_future_skew_s)
         self._attributor = Attributor(self.directory)
+        self.codecs = CodecRunner(
+            Limits(
+                time_limit_s=settings.codec_time_limit_ms / 1000.0,
+                memory_limit_bytes=settings.codec_memory_limit_mb * 1024 * 1024,
+            )
+        )
+        # Parsers that take a setting, bound to it; the others are used as format_of gives.
+        self._parsers: dict[str, Parser] = {}
+        if settings.chirpstack_v3_data_encoding != "base64":
+            encoding = settings.chirpstack_v3_data_encoding
+            self._parsers = {
+                chirpstack.NAME: partial(chirpstack.parse, v3_data_encoding=encoding),
+                chirpstack_v3.NAME: partial(chirpstack_v3.parse, data_encoding=encoding),
+            }
 
     def attribute(self, with_db: WithDb, topic: str, rejection: Rejected) -> None:
         """Give a refusal without a municipality the one its message names, if any
@@ -82,6 +99,7 @@ class Pipeline:
             fmt, parser = format_of(topic)
         except Rejected as rejected:
             return Outcome("unknown", [], rejected)
+        parser = self._parsers.get(fmt, parser)
         try:
             if len(payload) > self.settings.max_message_bytes:
                 raise Rejected(
@@ -102,11 +120,18 @@ class Pipeline:
             # reloaded when one was), the application mapping with it.
             owner = None
             if uplink.application_id is not None:  # a network server's: bound by the mapping
-                owner = self.directory.application_owner(uplink.format, uplink.application_id)
+                owner = self.directory.application_owner(
+                    uplink.network or uplink.format, uplink.application_id
+                )
                 if owner is None and not self.settings.allow_unmapped_applications:
                     raise _unmapped(uplink)
             sensor = self._check_sensor(uplink, owner, sensor, with_db)
-            samples = decode_uplink(uplink, sensor)
+            codec_problems: list[str] = []
+            if sensor.codec_id is not None and not uplink.samples:
+                decoded = self.codecs.decode(with_db, uplink, sensor)
+                samples, codec_problems = decoded.samples, decoded.problems
+            else:
+                samples = decode_uplink(uplink, sensor)
             result = to_rows(
                 uplink,
                 sensor,
@@ -121,6 +146,13 @@ class Pipeline:
                 rejection = Rejected(
                     result.refused_reason,
                     "stored the other values; refused " + "; ".join(result.refused),
+                    device_id=uplink.device_id,
+                    municipality_id=sensor.municipality_id,
+                )
+            elif codec_problems:
+                rejection = Rejected(
+                    "decode_error",
+                    "stored the other values; could not read " + "; ".join(codec_problems),
                     device_id=uplink.device_id,
                     municipality_id=sensor.municipality_id,
                 )

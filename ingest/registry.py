@@ -87,8 +87,8 @@ class _ModelRow:
 def sync_device_models(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
     """Upsert every device model the decoders read; returns (vendor, model) → id.
 
-    The returned mapping covers all rows of device_models, including models registered
-    earlier whose decoder module has since gone (they keep their sensors).
+    The returned mapping covers all shared rows of device_models, including models
+    registered earlier whose decoder module has since gone (they keep their sensors).
     """
     specs = device_models()
     with conn.transaction(), conn.cursor() as cur:
@@ -96,12 +96,16 @@ def sync_device_models(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
             """
             INSERT INTO device_models (vendor, model, decoder, kind, meta)
             VALUES (%s, %s, %s, %s, %s)
-            ON CONFLICT (vendor, model) DO UPDATE SET decoder = EXCLUDED.decoder,
-                kind = EXCLUDED.kind, meta = EXCLUDED.meta
+            ON CONFLICT (vendor, model) WHERE municipality_id IS NULL
+            DO UPDATE SET decoder = EXCLUDED.decoder, kind = EXCLUDED.kind, meta = EXCLUDED.meta
             """,
             [(s.vendor, s.model, s.decoder, s.kind, Jsonb(s.meta)) for s in specs],
         )
-        rows = cur.execute("SELECT vendor, model, id FROM device_models").fetchall()
+        # Shared models only: municipalities' own (ingest/codecs) may repeat one another's
+        # names and are looked up per municipality.
+        rows = cur.execute(
+            "SELECT vendor, model, id FROM device_models WHERE municipality_id IS NULL"
+        ).fetchall()
     return {(vendor, model): model_id for vendor, model, model_id in rows}
 
 
@@ -125,7 +129,7 @@ def upsert_sensor(
             default_public = _municipality_default_public(conn, municipality_id)
             stored = _stored_sensors(conn, municipality_id, [sensor.external_id])
             merged = _merge(sensor, stored.get(sensor.external_id), default_public)
-            models = _model_index(conn, [merged])
+            models = _model_index(conn, municipality_id, [merged])
             return _upsert(conn, municipality_id, merged, models, stored.get(sensor.external_id))
     except psycopg.errors.UniqueViolation:
         # Another registration took the DevEUI between our check and the insert.
@@ -167,7 +171,7 @@ def import_sensors_csv(
                             line=line, message=str(error), external_id=sensor.external_id
                         )
                     )
-            models = _model_index(conn, [sensor for _line, sensor in merged])
+            models = _model_index(conn, municipality_id, [sensor for _line, sensor in merged])
             errors = sorted(
                 errors + _check_rows(conn, municipality_id, merged, models), key=lambda e: e.line
             )
@@ -284,20 +288,27 @@ def _model_key(vendor: str, model: str) -> tuple[str, str]:
     return (" ".join(vendor.split()).casefold(), " ".join(model.split()).casefold())
 
 
-def _load_models(conn: psycopg.Connection) -> dict[tuple[str, str], _ModelRow]:
-    rows = conn.execute("SELECT id, vendor, model, kind FROM device_models").fetchall()
+def _load_models(
+    conn: psycopg.Connection, municipality_id: int
+) -> dict[tuple[str, str], _ModelRow]:
+    """The shared models and the municipality's own (another's are not to be named)."""
+    rows = conn.execute(
+        "SELECT id, vendor, model, kind FROM device_models "
+        "WHERE municipality_id IS NULL OR municipality_id = %s",
+        (municipality_id,),
+    ).fetchall()
     return {_model_key(v, m): _ModelRow(i, v, m, k) for i, v, m, k in rows}
 
 
 def _model_index(
-    conn: psycopg.Connection, sensors: list[SensorCreate]
+    conn: psycopg.Connection, municipality_id: int, sensors: list[SensorCreate]
 ) -> dict[tuple[str, str], _ModelRow]:
     """Device models by case-insensitive (vendor, model), synced from code on a miss."""
-    models = _load_models(conn)
+    models = _load_models(conn, municipality_id)
     wanted = {_model_key(s.vendor, s.model) for s in sensors if s.vendor and s.model}
     if wanted - set(models):
         sync_device_models(conn)
-        models = _load_models(conn)
+        models = _load_models(conn, municipality_id)
     return models
 
 

@@ -48,6 +48,9 @@ class Uplink:
 
     format: str
     received_at: datetime
+    # The network whose application mapping binds it (network_applications.network),
+    # when it is not the format's name (ChirpStack v3 and v4 share ChirpStack's).
+    network: str | None = None
     dev_eui: str | None = None
     municipality_slug: str | None = None
     external_id: str | None = None

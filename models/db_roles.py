@@ -78,6 +78,9 @@ GRANTS: dict[str, dict[str, str]] = {
     # first arrival of uplinks that carry no time, by identity (ingest/identity.py)
     "uplink_identities": {INGEST: "SELECT, INSERT, UPDATE", API: "",
                           STAFF: "SELECT, INSERT, UPDATE", MAINTENANCE: "SELECT, DELETE"},
+    # municipalities' own device models' codecs (ingest/codecs): staff add versions, ingest
+    # runs the newest
+    "device_codecs": {INGEST: R, API: "", STAFF: "SELECT, INSERT", MAINTENANCE: R},
     # application -> municipality (ingest/applications.py): ingest reads it, staff map and
     # unmap their own municipality's applications
     "network_applications": {INGEST: R, API: "", STAFF: RW,

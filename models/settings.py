@@ -13,8 +13,14 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TOPICS = (
-    # ChirpStack v4 application integration (JSON marshaler)
+    # ChirpStack v4 application integration (JSON marshaler); ChirpStack v3 with its
+    # later event topics publishes uplinks here too
     "application/+/device/+/event/up",
+    # ChirpStack v3 application integration: uplinks and device status (battery), and v4's
+    # device status
+    "application/+/device/+/rx",
+    "application/+/device/+/status",
+    "application/+/device/+/event/status",
     # The Things Stack v3 MQTT integration
     "v3/+/devices/+/up",
     # Native JSON from non-LoRaWAN gateways, see docs/ingest.md
@@ -131,6 +137,27 @@ class Settings(BaseSettings):
         False,
         description="Register unknown LoRaWAN devices as pending sensors (still dead-lettered) "
         "of the municipality their network-server application is mapped to.",
+    )
+    codec_time_limit_ms: float = Field(
+        50.0,
+        gt=0,
+        le=5000,
+        description="Longest one run of a device model's JavaScript codec may take (per "
+        "uplink) before it is stopped and the uplink dead-lettered. Codecs that decode bytes "
+        "take well under 1 ms; a codec stopped here 3 times in a row is paused for a minute.",
+    )
+    codec_memory_limit_mb: int = Field(
+        16,
+        ge=2,
+        le=1024,
+        description="Heap of each device model's JavaScript codec, MiB; an allocation beyond "
+        "it fails inside the codec, which dead-letters the uplink.",
+    )
+    chirpstack_v3_data_encoding: Literal["base64", "hex"] = Field(
+        "base64",
+        description="How `data` (the FRMPayload) of ChirpStack v3 uplinks is encoded: base64 "
+        "as ChirpStack sends it, or hex where a bridge re-encodes it. The two cannot be told "
+        "apart from the text, so it is a setting, not a guess.",
     )
     allow_unmapped_applications: bool = Field(
         False,

@@ -119,8 +119,54 @@ class DeviceModel(Base):
     decoder: Mapped[str] = mapped_column(Text)
     kind: Mapped[str] = mapped_column(Text)
     meta: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # NULL: a built-in model (Python decoder), shared; else the municipality that added it
+    # with its own codec (migration 0013, ingest/codecs/store.py).
+    municipality_id: Mapped[int | None] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE")
+    )
 
-    __table_args__ = (UniqueConstraint("vendor", "model"),)
+    __table_args__ = (
+        Index(
+            "ux_device_models_shared_vendor_model",
+            "vendor",
+            "model",
+            unique=True,
+            postgresql_where=text("municipality_id IS NULL"),
+        ),
+        Index(
+            "ux_device_models_municipality_vendor_model",
+            "municipality_id",
+            "vendor",
+            "model",
+            unique=True,
+            postgresql_where=text("municipality_id IS NOT NULL"),
+        ),
+    )
+
+
+class DeviceCodec(Base):
+    """One checked version of a municipality's device model's codec (migration 0013):
+    JavaScript source (NULL when the network server decodes), examples, field mapping and
+    the check report. Ingest uses the highest version; the others are kept."""
+
+    __tablename__ = "device_codecs"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    municipality_id: Mapped[int] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE"), index=True
+    )
+    device_model_id: Mapped[int] = mapped_column(ForeignKey("device_models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    script: Mapped[str | None] = mapped_column(Text)
+    examples: Mapped[Any] = mapped_column(JSONB)
+    mapping: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    report: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("device_model_id", "version"),
+        CheckConstraint("version > 0", name="version_positive"),
+    )
 
 
 class Sensor(Base):

@@ -220,6 +220,8 @@ def settings(database_url: str, backend: str) -> Settings:
             f"test/{run}/application/+/device/+/event/up",
             f"test/{run}/v3/+/devices/+/up",
             f"test/{run}/municipality/+/sensors/+/readings",
+            f"test/{run}/application/+/device/+/rx",
+            f"test/{run}/application/+/device/+/status",
         ],
         ingest_metrics_port=0,
         timescaledb="on" if backend == "timescaledb" else "off",

@@ -287,6 +287,95 @@ async function showHistory(sensor, metric) {
   document.getElementById("history").dataset.points = String(data.length);
 }
 
+// --- device models and their codecs --------------------------------------------------------
+
+async function renderModels() {
+  const models = await api("/api/v1/staff/device-models");
+  const body = document.querySelector("#model-list tbody");
+  body.replaceChildren();
+  for (const model of models.filter((m) => m.own)) {
+    const tr = document.createElement("tr");
+    tr.append(cell(model.vendor), cell(model.model), cell(model.kind), cell(`v${model.latest_version}`));
+    body.append(tr);
+  }
+  document.getElementById("models").dataset.own = String(body.children.length);
+}
+
+function codecBody() {
+  let mapping;
+  try {
+    mapping = JSON.parse(document.getElementById("codec-mapping").value);
+  } catch (err) {
+    throw new Error(`Feltkortlægningen er ikke gyldig JSON / the mapping is not valid JSON: ${err.message}`);
+  }
+  const script = document.getElementById("codec-script").value;
+  return {
+    vendor: document.getElementById("codec-vendor").value.trim(),
+    model: document.getElementById("codec-model").value.trim(),
+    kind: document.getElementById("codec-kind").value,
+    script: script.trim() ? script : null,
+    examples: document.getElementById("codec-examples").value,
+    mapping,
+  };
+}
+
+function renderReport(message, passed, report) {
+  const result = document.getElementById("codec-result");
+  result.textContent = message;
+  result.className = passed ? "ok" : "error";
+  const list = document.getElementById("codec-report");
+  list.replaceChildren();
+  for (const example of report?.examples ?? []) {
+    const li = document.createElement("li");
+    li.className = example.passed ? "passed" : "failed";
+    const verdict = example.passed ? "OK" : "FEJL / FAILED";
+    const problems = example.problems.length ? `: ${example.problems.join("; ")}` : "";
+    li.textContent = `Eksempel / example ${example.index + 1} (${example.description || "–"}): ${verdict}${problems}`;
+    list.append(li);
+  }
+  for (const problem of report?.problems ?? []) {
+    const li = document.createElement("li");
+    li.className = "failed";
+    li.textContent = problem;
+    list.append(li);
+  }
+  document.getElementById("models").dataset.result = passed ? "passed" : "failed";
+}
+
+async function submitCodec(path) {
+  let body;
+  try {
+    body = codecBody();
+  } catch (err) {
+    renderReport(err.message, false, null);
+    return;
+  }
+  const response = await fetch(path, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${apiKey()}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (response.status === 201) {
+    renderReport(`Gemt som version ${answer.version} / saved as version ${answer.version}`, true, answer.report);
+    await renderModels();
+  } else if (response.ok) {
+    const verdict = answer.passed ? "Alle eksempler bestået / every example passed" : "Ikke bestået / failed";
+    renderReport(verdict, answer.passed, answer.report);
+  } else {
+    const detail = typeof answer.detail === "string" ? answer.detail : `HTTP ${response.status}`;
+    renderReport(`Afvist / refused: ${detail}`, false, answer.report);
+  }
+}
+
+document.getElementById("codec-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  submitCodec("/api/v1/staff/device-models/codecs").catch(() => {});
+});
+document.getElementById("codec-check").addEventListener("click", () => {
+  submitCodec("/api/v1/staff/device-models/codecs/check").catch(() => {});
+});
+
 async function refresh() {
   const summary = await api("/api/v1/staff/dashboard");
   renderRooms(summary.rooms);
@@ -322,6 +411,7 @@ async function start() {
   await refresh();
   await renderRoute();
   await renderOutbound().catch((err) => outboundStatus(err.message, true));
+  await renderModels().catch(() => {});
   setInterval(refresh, 30000);
 }
 

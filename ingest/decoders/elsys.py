@@ -9,6 +9,11 @@ Read into canonical metrics: temperature (0x01, int16 × 0.1 °C), humidity (0x0
 light (0x04, lux), motion (0x05, PIR count), CO2 (0x06, ppm), VDD (0x07, mV), external
 distance (0x0E, mm), occupancy (0x11, 0 free / 1 pending / 2 occupied), pressure (0x14,
 uint32 hPa × 1000), sound (0x15, peak then average dB), TVOC (0x1C, ppb).
+
+Type 0x3E is the sensor-settings frame the device sends at start-up on its configured
+FPort + 1 (6 by default): device information, not measurements. Like 0xFE it takes the
+rest of the frame, so a frame starting with it decodes to nothing to store, as the
+vendor's decoder treats it, not to an error.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ _SKIPPED_LENGTHS = {
     0x3D: 4,  # debug word
 }
 _SETTINGS = 0xFE
+_SENSOR_SETTINGS = 0x3E  # start-up settings frame (FPort + 1): the rest is settings
 
 
 def _temperature(reader: ByteReader, out: Measurements) -> None:
@@ -123,7 +129,7 @@ def decode(payload: bytes, fport: int) -> Measurements:
     while not reader.at_end():
         type_offset = reader.offset
         type_byte = reader.u8("type")
-        if type_byte == _SETTINGS:
+        if type_byte in (_SETTINGS, _SENSOR_SETTINGS):
             break  # the rest of the frame is a settings dump, not measurements
         if type_byte in _READERS:
             _READERS[type_byte](reader, out)

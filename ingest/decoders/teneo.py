@@ -13,8 +13,14 @@ treat anything beyond those examples as unverified:
     bytes 6-7   (optional) relative humidity, 0.01 %
 
 So a frame is 3 bytes (data only), 4 bytes (data + status) or 8 bytes (data + status +
-climate). The examples report charging/settings flags too, but all four show the same
-values, so which bits carry them cannot be inferred; we read none.
+climate), on FPort 1 (and any other application FPort but 2).
+
+FPort 2 carries the sensor's status frame instead, 2 bytes: the battery byte as above,
+then a byte whose meaning is not published (``0d00``: battery 3.3 V). It carries no
+distance, so only the battery voltage is read.
+
+The examples report charging/settings flags too, but all four show the same values,
+so which bits carry them cannot be inferred; we read none.
 """
 
 from __future__ import annotations
@@ -25,11 +31,18 @@ from ingest.decoders._reader import APPLICATION_FPORTS, ByteReader, check_fport
 VENDOR = "Teneo IoT Filling Degree Sensor"
 SOURCE = "No vendor document; inferred from TTN Device Repository examples (see module)"
 _LENGTHS = (3, 4, 8)
+_STATUS_FPORT = 2
 
 
 def decode(payload: bytes, fport: int) -> Measurements:
     """Distance, battery and (when present) temperature and humidity from one uplink."""
     check_fport(VENDOR, fport, APPLICATION_FPORTS)
+    if fport == _STATUS_FPORT:
+        if len(payload) != 2:
+            raise DecodeError(
+                f"{VENDOR}: status frame (fPort 2) must be 2 bytes long, got {len(payload)}"
+            )
+        return {"battery_v": 2.0 + ByteReader(payload, VENDOR).u8("battery") / 10.0}
     if len(payload) not in _LENGTHS:
         raise DecodeError(f"{VENDOR}: frame must be 3, 4 or 8 bytes long, got {len(payload)}")
     reader = ByteReader(payload, VENDOR)

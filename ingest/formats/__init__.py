@@ -11,14 +11,14 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
 
-from ingest.formats import chirpstack, native, thethings
+from ingest.formats import chirpstack, chirpstack_v3, native, thethings
 from ingest.uplink import Rejected, Uplink
 
 Parser = Callable[[str, bytes, datetime], Uplink]
 
 _ROUTES: list[tuple[re.Pattern[str], str, Parser]] = [
     (re.compile(r"(?:^|/)" + module.TOPIC_PATTERN + r"$"), module.NAME, module.parse)
-    for module in (chirpstack, thethings, native)
+    for module in (chirpstack, chirpstack_v3, thethings, native)
 ]
 
 

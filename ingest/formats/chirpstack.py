@@ -30,6 +30,7 @@ from typing import Any
 
 import msgspec
 
+from ingest.formats import chirpstack_v3
 from ingest.formats._common import (
     Gateway,
     as_object,
@@ -99,11 +100,15 @@ def _bind(topic: str, body_dev_eui: str, body_application: Any) -> str:
     return application
 
 
-def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
+def parse(
+    topic: str, payload: bytes, arrival: datetime, *, v3_data_encoding: str = "base64"
+) -> Uplink:
+    """A v4 ``event/up`` message; a ChirpStack v3 one on the same topic (v3's later
+    ``event_topic_template``) is read by `chirpstack_v3`."""
     try:
         event = _decode_event(payload)
     except msgspec.DecodeError:
-        return _parse_loosely(topic, payload, arrival)
+        return _parse_loosely(topic, payload, arrival, v3_data_encoding)
     device = event.device_info
     dev_eui = normalise_dev_eui(device.dev_eui, "deviceInfo.devEui")
     application = _bind(topic, dev_eui, device.application_id)
@@ -135,8 +140,12 @@ def parse(topic: str, payload: bytes, arrival: datetime) -> Uplink:
     return uplink
 
 
-def _parse_loosely(topic: str, payload: bytes, arrival: datetime) -> Uplink:
+def _parse_loosely(
+    topic: str, payload: bytes, arrival: datetime, v3_data_encoding: str = "base64"
+) -> Uplink:
     event = load_json_object(payload)
+    if chirpstack_v3.is_v3_body(event):
+        return chirpstack_v3.parse(topic, payload, arrival, data_encoding=v3_data_encoding)
     device = as_object(event.get("deviceInfo"), "deviceInfo")
     dev_eui = normalise_dev_eui(device.get("devEui"), "deviceInfo.devEui")
     application = _bind(topic, dev_eui, device.get("applicationId"))

@@ -66,10 +66,6 @@ CASES = {
         f.native_topic("aarhus", "gw-co2-1"),
         _native({"radon_bq_m3": 40}),
     ),
-    "no_measurements": lambda f: (
-        f.chirpstack_topic(ELSYS_EUI),
-        chirpstack_up(ELSYS_EUI, "fe0102", gateways=()),  # a settings frame, no radio
-    ),
     "municipality_mismatch": lambda f: (
         f.native_topic("aarhus", "gw-odense-1"),  # Odense's sensor under Aarhus's topic
         _native({"co2_ppm": 500}),
@@ -107,6 +103,26 @@ def test_each_refusal_becomes_a_dead_letter_with_reason_and_exact_bytes(
         )
         == 0
     )
+
+
+@pytest.mark.parametrize(
+    "payload_hex",
+    [
+        "fe0102",  # Elsys settings dump
+        "3e0a0102030405",  # Elsys start-up sensor settings (0x3E, sent on FPort + 1)
+    ],
+)
+def test_a_device_information_frame_is_nothing_to_store_not_a_dead_letter(
+    payload_hex, db, fleet, ingest, publisher
+) -> None:
+    """A valid frame that only describes the device (no radio metadata either) is
+    acknowledged and leaves nothing: no readings, and no dead letter to alarm staff."""
+    publisher.publish(
+        fleet.chirpstack_topic(ELSYS_EUI), chirpstack_up(ELSYS_EUI, payload_hex, gateways=())
+    )
+    wait_for(lambda: ingest.totals.committed_messages == 1, what="the frame committed")
+    assert count(db, "SELECT count(*) FROM dead_letters") == 0
+    assert count(db, "SELECT count(*) FROM readings") == 0
 
 
 def test_good_values_are_kept_when_others_are_out_of_range(db, fleet, ingest, publisher) -> None:

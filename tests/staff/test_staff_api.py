@@ -32,6 +32,7 @@ class Tenant:
     dead_letter: int
     key: int
     dev_eui: str
+    model: int = 0  # the municipality's own device model (ingest/codecs), with one codec
 
 
 def _tenant(db: psycopg.Connection, slug: str, eui: str, n: int) -> Tenant:
@@ -87,8 +88,30 @@ def _tenant(db: psycopg.Connection, slug: str, eui: str, n: int) -> Tenant:
     )
     admin = create_key(db, m, ["admin"])
     reader = create_key(db, m, ["read-private"])
+    # A device model of the municipality's own, named so that a leak is caught as a secret.
+    model_id = db.execute(
+        "INSERT INTO device_models (vendor, model, decoder, kind, municipality_id) "
+        "VALUES ('Acme', %s, 'codec', 'climate', %s) RETURNING id",
+        (f"{slug} secret room sensor", m),
+    ).fetchone()[0]
+    db.execute(
+        "INSERT INTO device_codecs (municipality_id, device_model_id, version, script, "
+        "examples, mapping, report) VALUES (%s, %s, 1, %s, '[]', '{}', '{}')",
+        (m, model_id, f"// {slug} secret room codec\nfunction Decode(p, b) {{ return {{}}; }}"),
+    )
     return Tenant(
-        m, slug, admin.token, reader.token, sensor, site, zone, alert, dead, reader.key_id, eui
+        m,
+        slug,
+        admin.token,
+        reader.token,
+        sensor,
+        site,
+        zone,
+        alert,
+        dead,
+        reader.key_id,
+        eui,
+        model_id,
     )
 
 
@@ -283,6 +306,11 @@ ISOLATION: dict[tuple[str, str], dict] = {
     ("GET", "/api/v1/staff/dead-letters"): {"list": True},
     ("GET", "/api/v1/staff/dead-letters/{dead_letter_id}"): {},
     ("POST", "/api/v1/staff/dead-letters/{dead_letter_id}/replay"): {},
+    ("GET", "/api/v1/staff/device-models"): {"list": True},
+    ("GET", "/api/v1/staff/device-models/{model_id}/codecs"): {},
+    # The same name as B's model makes A's own model, never a version of B's.
+    ("POST", "/api/v1/staff/device-models/codecs"): {"json": "codec upload", "status": 201},
+    ("POST", "/api/v1/staff/device-models/codecs/check"): {"json": "codec upload", "status": 200},
     ("GET", "/api/v1/staff/keys"): {"list": True},
     ("POST", "/api/v1/staff/keys"): {"json": {"scopes": ["admin"]}, "status": 201},
     ("DELETE", "/api/v1/staff/keys/{key_id}"): {},
@@ -334,6 +362,14 @@ def _snapshot(db: psycopg.Connection, b: Tenant) -> tuple:
         db.execute(
             "SELECT * FROM network_applications WHERE municipality_id = %s ORDER BY id", (b.id,)
         ).fetchall(),
+        db.execute(
+            "SELECT * FROM device_models WHERE municipality_id = %s ORDER BY id", (b.id,)
+        ).fetchall(),
+        db.execute(
+            "SELECT id, device_model_id, version, script FROM device_codecs "
+            "WHERE municipality_id = %s ORDER BY id",
+            (b.id,),
+        ).fetchall(),
     )
 
 
@@ -349,10 +385,19 @@ def test_a_key_of_one_municipality_cannot_touch_anothers(client, tenants, db, me
         "key_id": b.key,
         "network": "chirpstack",
         "application_id": f"{b.slug}-app",
+        "model_id": b.model,
     }
     url = path.format(**{k: v for k, v in ids.items() if "{" + k + "}" in path})
     json_body = case.get("json")
-    if json_body:
+    if json_body == "codec upload":
+        json_body = {
+            "vendor": "Acme",
+            "model": f"{b.slug} secret room sensor",
+            "kind": "climate",
+            "examples": [{"input": {"fPort": 1, "bytes": []}, "output": {"data": {"t": 20}}}],
+            "mapping": {"fields": {"t": "temperature_c"}},
+        }
+    elif json_body:
         json_body = {k: (b.site if v == "B.site" else v) for k, v in json_body.items()}
     before = _snapshot(db, b)
     response = client.request(

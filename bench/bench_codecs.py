@@ -1,0 +1,101 @@
+"""Decode time per uplink: a JavaScript codec in the QuickJS sandbox (compiled once, then
+called per uplink, its result mapped to canonical metrics, as ingest does) against the
+native Python decoder of the same model, on the vendors' dev vectors.
+
+    .venv/bin/python bench/bench_codecs.py [--rounds 20] [--calls 500]
+
+The two run interleaved, round by round, on the same vectors (tests/codecs/js holds the
+codecs, written for the tests; ../shared/vectors/lorawan-dev.json the vectors), so the
+machine's drift affects both alike; reported are the medians of the per-round medians
+and their ratio. With ``--mini-racer`` (needs ``pip install mini-racer``, not a
+dependency) the same codec also runs in V8 through mini-racer, for the engine choice in
+docs/decoders.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ingest.codecs.mapping import apply_mapping, parse_mapping  # noqa: E402
+from ingest.codecs.sandbox import CompiledCodec  # noqa: E402
+from ingest.decoders import get_decoder  # noqa: E402
+from tests.codecs.test_differential import JS, PAIRS  # noqa: E402
+
+VECTORS = REPO / ".." / "shared" / "vectors" / "lorawan-dev.json"
+
+
+def _median_us(call: Callable[[], object], calls: int) -> float:
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter_ns()
+        call()
+        times.append(time.perf_counter_ns() - started)
+    return statistics.median(times) / 1000.0
+
+
+def _mini_racer_call(source: str, payload: bytes, fport: int) -> Callable[[], object]:
+    from py_mini_racer import MiniRacer
+
+    racer = MiniRacer()
+    racer.eval(source)
+    racer.eval(
+        "function __call(text) { var i = JSON.parse(text); var r;"
+        " if (typeof decodeUplink === 'function') { r = decodeUplink(i).data; }"
+        " else { r = Decode(i.fPort, i.bytes); } return JSON.stringify(r); }"
+    )
+    request = json.dumps({"bytes": list(payload), "fPort": fport})
+    return lambda: json.loads(racer.call("__call", request, timeout_sec=0.05))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--calls", type=int, default=500, help="calls per vector per round")
+    parser.add_argument("--mini-racer", action="store_true")
+    args = parser.parse_args()
+
+    vectors = [v for v in json.loads(VECTORS.read_text()) if v["vendor"] in PAIRS]
+    cases = []
+    for vector in vectors:
+        key, codec_file, mapping_json = PAIRS[vector["vendor"]]
+        source = (JS / codec_file).read_text()
+        payload, fport = bytes.fromhex(vector["payload_hex"]), vector["fPort"]
+        native = get_decoder(key)
+        codec = CompiledCodec(source)
+        mapping = parse_mapping(mapping_json)
+        calls = {
+            "python": lambda native=native, p=payload, f=fport: native(p, f),
+            "quickjs": lambda c=codec, m=mapping, p=payload, f=fport: apply_mapping(
+                m, c.decode(p, f).data
+            ),
+        }
+        if args.mini_racer:
+            calls["mini-racer"] = _mini_racer_call(source, payload, fport)
+        cases.append((f"{vector['vendor']} {vector['payload_hex']}", calls))
+
+    per_engine: dict[str, list[float]] = {name: [] for name in cases[0][1]}
+    for _ in range(args.rounds):
+        for engine in per_engine:
+            round_medians = [_median_us(calls[engine], args.calls) for _, calls in cases]
+            per_engine[engine].append(statistics.median(round_medians))
+    python = statistics.median(per_engine["python"])
+    print(f"vectors: {len(cases)} ({', '.join(sorted(PAIRS))}); rounds {args.rounds}")
+    for engine, medians in per_engine.items():
+        median = statistics.median(medians)
+        print(
+            f"{engine:>10}: median {median:8.2f} µs per uplink "
+            f"(rounds {min(medians):.2f}–{max(medians):.2f}), {median / python:6.1f} × python"
+        )
+
+
+if __name__ == "__main__":
+    main()

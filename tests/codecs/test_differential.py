@@ -1,0 +1,73 @@
+"""Where a model has both a native Python decoder and a JavaScript codec (written for
+these tests in tests/codecs/js), both read the vendors' published dev vectors
+(../shared/vectors/lorawan-dev.json) to the same canonical values."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from ingest.codecs.mapping import apply_mapping, parse_mapping
+from ingest.codecs.sandbox import CompiledCodec
+from ingest.decoders import get_decoder
+from tests.decoders.test_vectors import VECTORS_FILE
+
+JS = Path(__file__).parent / "js"
+
+PAIRS = {
+    # vendor: (Python decoder key, codec file, mapping)
+    "Elsys": (
+        "elsys",
+        "elsys_ers.js",
+        {
+            "fields": {
+                "temperature": "temperature_c",
+                "humidity": "humidity_pct",
+                "light": "light_lux",
+                "motion": "motion_count",
+                "co2": "co2_ppm",
+                "vdd": {"metric": "battery_v", "unit": "mV"},
+            }
+        },
+    ),
+    "Teneo IoT": (
+        "teneo_filling_degree",
+        "teneo_filling.js",
+        {
+            "fields": {
+                "battery": "battery_v",
+                "distance": {"metric": "distance_mm", "unit": "cm"},
+                "temperature": "temperature_c",
+                "relativeHumidity": "humidity_pct",
+            }
+        },
+    ),
+}
+
+
+def _vectors() -> list[dict]:
+    vectors = json.loads(VECTORS_FILE.read_text())
+    return [v for v in vectors if v["vendor"] in PAIRS]
+
+
+@pytest.mark.parametrize(
+    "vector", _vectors(), ids=lambda v: f"{v['vendor']}-{v['model']}-{v['payload_hex']}"
+)
+def test_codec_and_python_decoder_agree_on_the_dev_vectors(vector) -> None:
+    key, codec_file, mapping = PAIRS[vector["vendor"]]
+    payload, fport = bytes.fromhex(vector["payload_hex"]), vector["fPort"]
+    native = get_decoder(key)(payload, fport)
+    decoded = CompiledCodec((JS / codec_file).read_text()).decode(payload, fport)
+    mapped = apply_mapping(parse_mapping(mapping), decoded.data)
+    assert mapped.unmapped == [] and mapped.problems == []
+    assert mapped.values.keys() == native.keys()
+    for metric, value in native.items():
+        assert math.isclose(mapped.values[metric], value, rel_tol=1e-9), metric
+
+
+def test_both_vendors_have_vectors() -> None:
+    assert {v["vendor"] for v in _vectors()} == set(PAIRS)
+    assert len(_vectors()) == 6
