@@ -68,6 +68,43 @@ LIMIT %(limit)s
 """
 _ROLLUP_AFTER = " AND b.bucket > %(after_time)s"
 
+# Local days (bucket=day with a time zone other than UTC): the hourly rollup grouped by
+# the local day its hour starts in. Every hour of a local day whose zone is a whole number
+# of hours from UTC lies inside that day, so a 23- or 25-hour day sums 23 or 25 hours;
+# the average is weighted by each hour's count. Zones with a fractional offset (Asia/Kolkata)
+# group the raw readings instead ({source} and {time}).
+_LOCAL_DAY = """
+SELECT b.sensor_id, date_trunc('day', b.{time}, %(tz)s) AS time,
+       {avg} AS avg, min(b.{min}) AS min, max(b.{max}) AS max, {count} AS count
+FROM {source} b
+WHERE b.sensor_id {sensors} AND b.metric_id = %(metric_id)s
+  AND b.{time} >= %(start)s AND b.{time} < %(end)s{after}
+GROUP BY 1, 2
+ORDER BY 1, 2
+LIMIT %(limit)s
+"""
+# The cursor holds the local midnight of the last day sent: go on from the next one.
+_LOCAL_DAY_AFTER = (
+    " AND b.{time} >= (((%(after_time)s AT TIME ZONE %(tz)s) + interval '1 day')"
+    " AT TIME ZONE %(tz)s)"
+)
+_LOCAL_DAY_FROM_HOURLY = {
+    "source": "readings_hourly",
+    "time": "bucket",
+    "avg": "sum(b.sum) / sum(b.count)",
+    "min": "min",
+    "max": "max",
+    "count": "sum(b.count)::bigint",
+}
+_LOCAL_DAY_FROM_RAW = {
+    "source": "readings",
+    "time": "time",
+    "avg": "avg(b.value)",
+    "min": "value",
+    "max": "value",
+    "count": "count(*)",
+}
+
 _CURRENT_SENSOR = "= %(after_sensor)s"
 _LATER_SENSORS = "= ANY(%(later_sensors)s)"
 
@@ -83,8 +120,14 @@ def readings_query(
     bucket: Bucket,
     limit: int,
     after: tuple[int, datetime] | None = None,
+    tz: str | None = None,
+    whole_hour_offsets: bool = True,
 ) -> tuple[sql.Composable, dict[str, Any]]:
-    """The statement `fetch_readings` runs, with its parameters (also for EXPLAIN)."""
+    """The statement `fetch_readings` runs, with its parameters (also for EXPLAIN).
+
+    `tz` (an IANA name) makes day buckets local days of that zone; None or "UTC" keeps
+    the UTC days of readings_daily. `whole_hour_offsets` says the zone is a whole number
+    of hours from UTC over the range (then local days come from the hourly rollup)."""
     after_sensor, after_time = after or (0, _BEGINNING)
     params = {
         "metric_id": metric_id,
@@ -94,14 +137,30 @@ def readings_query(
         "after_time": after_time,
         "later_sensors": sorted(s for s in sensor_ids if s > after_sensor),
         "limit": limit,
+        "tz": tz,
     }
-    if bucket == "raw":
+    local_day = bucket == "day" and tz is not None and tz != "UTC"
+    if local_day:
+        parts = _LOCAL_DAY_FROM_HOURLY if whole_hour_offsets else _LOCAL_DAY_FROM_RAW
+        template = _LOCAL_DAY.replace("{time}", parts["time"]).format(
+            avg=parts["avg"],
+            min=parts["min"],
+            max=parts["max"],
+            count=parts["count"],
+            source="{table}",
+            sensors="{sensors}",
+            after="{after}",
+        )
+        after_bound = _LOCAL_DAY_AFTER.replace("{time}", parts["time"])
+        table = sql.Identifier(parts["source"])
+    elif bucket == "raw":
         template, after_bound = _RAW, _RAW_AFTER
     elif bucket == "5min":
         template, after_bound = _FIVE_MINUTES, _FIVE_MINUTES_AFTER
     else:
         template, after_bound = _ROLLUP, _ROLLUP_AFTER
-    table = sql.Identifier(_ROLLUP_TABLE.get(bucket, "readings"))
+    if not local_day:
+        table = sql.Identifier(_ROLLUP_TABLE.get(bucket, "readings"))
     branches: list[sql.Composable] = []
     if after is not None and after_sensor in sensor_ids:
         branches.append(
@@ -133,11 +192,14 @@ async def fetch_readings(
     bucket: Bucket,
     limit: int,
     after: tuple[int, datetime] | None = None,
+    tz: str | None = None,
+    whole_hour_offsets: bool = True,
 ) -> list[dict[str, Any]]:
     """Rows of `metric_id` for `sensor_ids` with time in [start, end), after `after`.
 
     Raw rows have ``value``; bucketed rows have ``avg``, ``min``, ``max`` and ``count``,
-    with ``time`` the bucket's start (UTC). Buckets belong to the range by their start.
+    with ``time`` the bucket's start (UTC; for local days the local midnight, as UTC).
+    Buckets belong to the range by their start.
     """
     query, params = readings_query(
         sensor_ids=sensor_ids,
@@ -147,6 +209,8 @@ async def fetch_readings(
         bucket=bucket,
         limit=limit,
         after=after,
+        tz=tz,
+        whole_hour_offsets=whole_hour_offsets,
     )
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
