@@ -52,8 +52,8 @@ def co2_episodes(
 def outside_band_episodes(
     time_s: np.ndarray,
     value: np.ndarray,
-    low: float,
-    high: float,
+    low: float | np.ndarray,
+    high: float | np.ndarray,
     hysteresis: float = 0.5,
     min_duration_s: float = 1800.0,
     max_gap_s: float = 1800.0,
@@ -63,16 +63,21 @@ def outside_band_episodes(
     Works for temperature_c (°C) or humidity_pct (%); `hysteresis` is in the value's unit.
     The band of EN 16798-1 category II is a sensible default (20–24 °C heating season,
     20–70 % humidity). Returns too-high and too-low episodes together, peak = largest
-    distance outside the band.
+    distance outside the band. `low` and `high` may be per-sample arrays of `value`'s
+    shape (a heating-season band in winter, a cooling-season band in summer).
     """
     time_s = np.atleast_2d(np.asarray(time_s, dtype=float))
     value = np.atleast_2d(np.asarray(value, dtype=float))
+    low = np.broadcast_to(np.asarray(low, dtype=float), value.shape) if np.ndim(low) else low
+    high = np.broadcast_to(np.asarray(high, dtype=float), value.shape) if np.ndim(high) else high
     parts = []
     # Row blocks (rows are independent) keep the distance array small enough for cache.
     for rows in row_blocks(value.shape):
         # Distance outside the band: > 0 outside, ≤ 0 inside; NaN stays NaN.
-        outside = np.subtract(value[rows], high)
-        np.maximum(outside, np.subtract(low, value[rows]), out=outside)
+        block_low = low[rows] if np.ndim(low) else low
+        block_high = high[rows] if np.ndim(high) else high
+        outside = np.subtract(value[rows], block_high)
+        np.maximum(outside, np.subtract(block_low, value[rows]), out=outside)
         runs = threshold_runs(
             time_s[rows], outside, 0.0 + 1e-12, -hysteresis, min_duration_s, max_gap_s
         )

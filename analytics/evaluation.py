@@ -7,7 +7,7 @@ the alerts table match what is active now.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -15,6 +15,9 @@ import psycopg
 
 from analytics import bins, climate, health, parking
 from analytics.alerts import ActiveCondition, SyncResult, sync_alerts
+from analytics.calendar_store import load_calendar
+from analytics.localtime import DEFAULT_TIMEZONE
+from analytics.occupancy import SchoolCalendar, occupied_mask, seasonal_band, sensor_state_at
 from analytics.thresholds import AnalyticsThresholds, thresholds_from_settings
 from analytics.timeseries import Padded, Runs, to_padded
 from models.logging import log
@@ -72,6 +75,73 @@ def load_sensors(conn: psycopg.Connection, municipality_id: int) -> Sensors:
     )
 
 
+# Binary COPY row: int16 field count, then per field int32 length + data; all three
+# fields NOT NULL and fixed width, so every row is 38 bytes and NumPy reads them in place.
+_COPY_ROW = np.dtype(
+    [
+        ("fields", ">i2"),
+        ("sensor_len", ">i4"),
+        ("sensor_id", ">i8"),
+        ("time_len", ">i4"),
+        ("time_us", ">i8"),  # timestamptz: microseconds since 2000-01-01 UTC
+        ("value_len", ">i4"),
+        ("value", ">f8"),
+    ]
+)
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_PG_EPOCH_S = 946_684_800.0
+
+_COPY_METRIC = """
+COPY (
+    SELECT sensor_id::int8, time, value FROM readings
+    WHERE sensor_id = ANY(%s) AND metric_id = %s AND time > %s AND time <= %s
+    ORDER BY sensor_id, time
+) TO STDOUT (FORMAT binary)
+"""
+
+
+def parse_binary_copy(
+    data: bytes | bytearray | memoryview,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sensor_id, time_s, value) from the binary COPY output of `_COPY_METRIC`."""
+    buffer = memoryview(data)
+    if len(buffer) < 19 or bytes(buffer[:11]) != _COPY_SIGNATURE:
+        raise ValueError("not PostgreSQL binary COPY output")
+    extension = int.from_bytes(buffer[15:19], "big")
+    start = 19 + extension
+    rows = (len(buffer) - start - 2) // _COPY_ROW.itemsize
+    table = np.frombuffer(buffer, dtype=_COPY_ROW, count=rows, offset=start)
+    if rows and (
+        (table["fields"] != 3).any()
+        or (table["sensor_len"] != 8).any()
+        or (table["time_len"] != 8).any()
+        or (table["value_len"] != 8).any()
+    ):
+        raise ValueError("binary COPY rows are not (int8, timestamptz, float8) without NULLs")
+    time_s = table["time_us"].astype(np.float64)
+    time_s /= 1e6
+    time_s += _PG_EPOCH_S
+    return table["sensor_id"].astype(np.int64), time_s, table["value"].astype(np.float64)
+
+
+def copy_metric_binary(
+    conn: psycopg.Connection,
+    sensor_ids: list[int],
+    metric_id: int,
+    since: datetime,
+    until: datetime,
+) -> bytes:
+    """The raw binary COPY bytes of one metric of the given sensors over (since, until]."""
+    chunks: list[bytes] = []
+    with (
+        conn.cursor() as cur,
+        cur.copy(_COPY_METRIC, (sensor_ids, metric_id, since, until)) as copy,
+    ):
+        for chunk in copy:
+            chunks.append(bytes(chunk))
+    return b"".join(chunks)
+
+
 def load_metric(
     conn: psycopg.Connection,
     sensor_ids: np.ndarray,
@@ -80,24 +150,12 @@ def load_metric(
     until: datetime,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Segmented (row, time_s, value) of one metric for the given sensors; row = index in
-    `sensor_ids` (sorted ascending)."""
+    `sensor_ids` (sorted ascending). Binary COPY into NumPy: no Python object per row."""
     if sensor_ids.size == 0:
         return np.empty(0, np.int64), np.empty(0), np.empty(0)
-    with conn.cursor(binary=True) as cur:
-        cur.execute(
-            """
-            SELECT sensor_id, extract(epoch FROM time)::float8, value FROM readings
-            WHERE sensor_id = ANY(%s) AND metric_id = %s AND time > %s AND time <= %s
-            ORDER BY sensor_id, time
-            """,
-            (sensor_ids.tolist(), metric_id, since, until),
-        )
-        data = cur.fetchall()
-    if not data:
-        return np.empty(0, np.int64), np.empty(0), np.empty(0)
-    array = np.array(data, dtype=float)
-    row = np.searchsorted(sensor_ids, array[:, 0].astype(np.int64))
-    return row, array[:, 1], array[:, 2]
+    data = copy_metric_binary(conn, sensor_ids.tolist(), metric_id, since, until)
+    ids, time_s, value = parse_binary_copy(data)
+    return np.searchsorted(sensor_ids, ids), time_s, value
 
 
 def _padded(conn, sensors: Sensors, rows: np.ndarray, metric_id: int, since, until) -> Padded:
@@ -127,60 +185,132 @@ def _ongoing(
     ]
 
 
-def evaluate_climate(conn, sensors, metric_ids, since, until, t: AnalyticsThresholds):
+def _occupancy_state(conn, sensors, rows, metric_ids, since, until) -> Padded:
+    """Each room's occupancy (1/0) from its own `occupancy` readings, or from
+    `motion_count` (> 0 is occupied) where it has no occupancy reading at that instant."""
+    ids = sensors.id[rows]
+    parts = []
+    for metric in ("motion_count", "occupancy"):  # occupancy last: it wins at one instant
+        if metric in metric_ids:
+            row, time_s, value = load_metric(conn, ids, metric_ids[metric], since, until)
+            parts.append((row, time_s, (value > 0).astype(float)))
+    if not parts:
+        return to_padded(np.empty(0, np.int64), np.empty(0), np.empty(0), rows.size)
+    return to_padded(*(np.concatenate(column) for column in zip(*parts, strict=True)), rows.size)
+
+
+def _occupied_only(series: Padded, occupied: np.ndarray) -> Padded:
+    """The series with values outside occupied samples masked (NaN); times kept, so an
+    exceedance ends at the first unoccupied sample."""
+    return Padded(series.time_s, np.where(occupied, series.value, np.nan), series.count)
+
+
+def _occupied_now(series: Padded, occupied: np.ndarray) -> np.ndarray:
+    """Per row: is its latest sample occupied (an alert can only be active then)."""
+    if occupied.shape[1] == 0:
+        return np.zeros(series.count.size, dtype=bool)
+    last = np.maximum(series.count - 1, 0)
+    return occupied[np.arange(series.count.size), last] & (series.count > 0)
+
+
+def _active_runs(runs: Runs, occupied_now: np.ndarray | None) -> Runs:
+    if occupied_now is None:
+        return runs
+    return replace(runs, ongoing=runs.ongoing & occupied_now[runs.row])
+
+
+def evaluate_climate(
+    conn,
+    sensors,
+    metric_ids,
+    since,
+    until,
+    t: AnalyticsThresholds,
+    calendar: SchoolCalendar | None = None,
+    zone: str = DEFAULT_TIMEZONE,
+):
+    """CO2 (BR18), temperature and humidity (EN 16798-1) rules, in occupied hours only
+    unless `occupied_hours_only` is off: a room is occupied when its occupancy or motion
+    sensor says so, else when the school calendar has the schools open. Temperature is
+    judged against the heating- or cooling-season band of each sample's local month."""
     rows = sensors.rows("climate")
     c = t.climate
+    calendar = calendar or SchoolCalendar.default()
+    state = _occupancy_state(conn, sensors, rows, metric_ids, since, until)
+
+    def occupied_of(series: Padded) -> np.ndarray | None:
+        if not c.occupied_hours_only:
+            return None
+        sensor = sensor_state_at(series.time_s, state.time_s, state.value, c.occupancy_max_age_s)
+        return occupied_mask(series.time_s, calendar, zone, sensor)
+
     co2 = _padded(conn, sensors, rows, metric_ids["co2_ppm"], since, until)
+    co2_occupied = occupied_of(co2)
+    judged = co2 if co2_occupied is None else _occupied_only(co2, co2_occupied)
+    now = None if co2_occupied is None else _occupied_now(co2, co2_occupied)
     active: list[ActiveCondition] = []
     for rule, threshold, severity in (
         ("climate.co2_limit", c.co2_limit_ppm, "warning"),
         ("climate.co2_critical", c.co2_critical_ppm, "critical"),
     ):
         runs = climate.co2_episodes(
-            co2.time_s, co2.value, threshold, c.co2_hysteresis_ppm, c.min_duration_s, c.max_gap_s
+            judged.time_s,
+            judged.value,
+            threshold,
+            c.co2_hysteresis_ppm,
+            c.min_duration_s,
+            c.max_gap_s,
         )
         found = _ongoing(
-            runs, rule, sensors, rows, f"CO2 at or above {threshold:g} ppm", "peak_ppm"
+            _active_runs(runs, now),
+            rule,
+            sensors,
+            rows,
+            f"CO2 at or above {threshold:g} ppm",
+            "peak_ppm",
         )
         active += [ActiveCondition(**{**a.__dict__, "severity": severity}) for a in found]
-    for metric, rule, low, high, hysteresis, quantity, unit, value_key in (
-        (
-            "temperature_c",
-            "climate.temperature",
-            c.temperature_low_c,
-            c.temperature_high_c,
-            c.temperature_hysteresis_c,
-            "temperature",
-            "°C",
-            "max_outside_c",
-        ),
-        (
-            "humidity_pct",
-            "climate.humidity",
-            c.humidity_low_pct,
-            c.humidity_high_pct,
-            c.humidity_hysteresis_pct,
-            "humidity",
-            "%",
-            "max_outside_pct",
-        ),
+    for metric, rule, quantity, unit, value_key in (
+        ("temperature_c", "climate.temperature", "temperature", "°C", "max_outside_c"),
+        ("humidity_pct", "climate.humidity", "humidity", "%", "max_outside_pct"),
     ):
         series = _padded(conn, sensors, rows, metric_ids[metric], since, until)
+        if metric == "temperature_c":
+            low, high = seasonal_band(
+                series.time_s,
+                (c.temperature_low_c, c.temperature_high_c),
+                (c.temperature_cooling_low_c, c.temperature_cooling_high_c),
+                zone,
+                c.heating_months,
+            )
+            hysteresis = c.temperature_hysteresis_c
+            band = (
+                f"heating season {c.temperature_low_c:g}–{c.temperature_high_c:g} {unit}, "
+                f"cooling season {c.temperature_cooling_low_c:g}–"
+                f"{c.temperature_cooling_high_c:g} {unit}"
+            )
+        else:
+            low, high = c.humidity_low_pct, c.humidity_high_pct
+            hysteresis = c.humidity_hysteresis_pct
+            band = f"{low:g}–{high:g} {unit}"
+        occupied = occupied_of(series)
+        judged_series = series if occupied is None else _occupied_only(series, occupied)
         runs = climate.outside_band_episodes(
-            series.time_s,
-            series.value,
+            judged_series.time_s,
+            judged_series.value,
             low,
             high,
             hysteresis,
             c.comfort_min_duration_s,
             c.max_gap_s,
         )
+        series_now = None if occupied is None else _occupied_now(series, occupied)
         active += _ongoing(
-            runs,
+            _active_runs(runs, series_now),
             rule,
             sensors,
             rows,
-            f"{quantity} outside {low:g}–{high:g} {unit}",
+            f"{quantity} outside {band}",
             value_key,
         )
     return active, {"co2": co2}
@@ -398,11 +528,13 @@ def evaluate_municipality(
     municipality_id: int,
     now: datetime | None = None,
     thresholds: AnalyticsThresholds | None = None,
+    zone: str = DEFAULT_TIMEZONE,
 ) -> EvaluationResult:
     """Evaluate every rule for one municipality over its recent readings; persist alerts.
 
     `now` defaults to the current time; the window is thresholds.evaluation.window_h
-    hours back from it. Thresholds default to the municipality's settings.
+    hours back from it. Thresholds default to the municipality's settings. `zone` is the
+    local time of school hours and seasons (IOT_LOCAL_TIMEZONE).
     """
     now = now or datetime.now(UTC)
     if thresholds is None:
@@ -415,7 +547,10 @@ def evaluate_municipality(
     since = now - timedelta(hours=thresholds.evaluation.window_h)
     metric_ids = dict(conn.execute("SELECT name, id FROM metrics").fetchall())
     sensors = load_sensors(conn, municipality_id)
-    climate_active, arrays = evaluate_climate(conn, sensors, metric_ids, since, now, thresholds)
+    calendar = load_calendar(conn, municipality_id)
+    climate_active, arrays = evaluate_climate(
+        conn, sensors, metric_ids, since, now, thresholds, calendar, zone
+    )
     active = (
         climate_active
         + evaluate_bins(conn, sensors, metric_ids, since, now, thresholds)

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.export import ExportSlots
 from api.observability import ObservabilityMiddleware
 from api.pools import create_pools
-from api.routes import catalog, dashboard, export, health, public, staff
+from api.routes import catalog, dashboard, export, health, public, reports, staff
 from models.logging import log
 from models.schemas import ErrorOut
 from models.settings import Settings, get_settings
@@ -41,6 +41,7 @@ ROUTERS: list[APIRouter] = [
     export.router,
     catalog.router,
     staff.router,
+    reports.router,
     dashboard.router,
 ]
 

@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_evaluate)
 
 
-def evaluate_all(conn: psycopg.Connection, slug: str | None = None) -> int:
+def evaluate_all(
+    conn: psycopg.Connection, slug: str | None = None, zone: str = "Europe/Copenhagen"
+) -> int:
     """Evaluate each (or one) municipality; returns how many failed (0 = all fine)."""
     query = "SELECT id, slug FROM municipalities"
     params: tuple = ()
@@ -42,7 +44,7 @@ def evaluate_all(conn: psycopg.Connection, slug: str | None = None) -> int:
     for municipality_id, municipality_slug in municipalities:
         started = time.perf_counter()
         try:
-            result = evaluate_municipality(conn, municipality_id)
+            result = evaluate_municipality(conn, municipality_id, zone=zone)
         except ThresholdsError as exc:
             failed += 1
             log.error("evaluate.bad_thresholds", municipality=municipality_slug, error=str(exc))
@@ -63,7 +65,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     while True:
         try:
             with psycopg.connect(settings.psycopg_url, autocommit=True) as conn:
-                failed = evaluate_all(conn, args.municipality)
+                failed = evaluate_all(conn, args.municipality, settings.local_timezone)
         except psycopg.OperationalError as exc:
             # A database outage must not end the --every scheduler: log it and try again at
             # the next tick (the window reloads what was missed). A single run exits 1.

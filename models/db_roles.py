@@ -81,6 +81,10 @@ GRANTS: dict[str, dict[str, str]] = {
     "alerts": {INGEST: "", API: "", STAFF: "SELECT, UPDATE", MAINTENANCE: "SELECT, INSERT, UPDATE"},
     "api_keys": {INGEST: "", API: "", STAFF: "SELECT, INSERT, UPDATE", MAINTENANCE: ""},
     "system_info": {INGEST: R, API: R, STAFF: R, MAINTENANCE: R},
+    # a municipality's school calendar (analytics/occupancy.py): staff import it, the
+    # evaluation job reads it
+    "school_hours": {INGEST: "", API: "", STAFF: RW, MAINTENANCE: R},
+    "school_holidays": {INGEST: "", API: "", STAFF: RW, MAINTENANCE: R},
 }  # fmt: skip
 
 # Relations that are not the application's to grant (Alembic's bookkeeping).
