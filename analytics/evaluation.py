@@ -53,6 +53,10 @@ class Sensors:
     def rows(self, kind: str) -> np.ndarray:
         return np.flatnonzero(self.kind == kind)
 
+    def subset(self, keep: np.ndarray) -> Sensors:
+        """The sensors where `keep` (a boolean mask) is True, in the same order."""
+        return Sensors(*(getattr(self, f)[keep] for f in Sensors.__dataclass_fields__))
+
 
 def load_sensors(conn: psycopg.Connection, municipality_id: int) -> Sensors:
     rows = conn.execute(
@@ -412,7 +416,18 @@ def evaluate_parking(conn, sensors, metric_ids, since, until, t: AnalyticsThresh
     )
 
 
-def evaluate_health(conn, sensors, metric_ids, since, until, t: AnalyticsThresholds, co2: Padded):
+def evaluate_health(
+    conn,
+    sensors,
+    metric_ids,
+    since,
+    until,
+    t: AnalyticsThresholds,
+    co2: Padded,
+    climate_sensors: Sensors | None = None,
+):
+    """Stale and battery rules over `sensors` (from latest_readings); stuck and spike over
+    the CO2 rows of `climate_sensors` (default `sensors`), whose readings `co2` holds."""
     h = t.health
     now_s = until.timestamp()
     latest = conn.execute(
@@ -467,14 +482,15 @@ def evaluate_health(conn, sensors, metric_ids, since, until, t: AnalyticsThresho
             )
         )
     # Stuck values and spikes on CO2, a metric that always varies in a used room.
-    rows = sensors.rows("climate")
+    climate_sensors = sensors if climate_sensors is None else climate_sensors
+    rows = climate_sensors.rows("climate")
     stuck = health.stuck_samples(co2.value)
     last_t, last_v = health.latest(co2.time_s, co2.value)
     for r in np.flatnonzero(stuck >= h.stuck_samples):
         active.append(
             _sensor_condition(
                 "health.stuck",
-                sensors,
+                climate_sensors,
                 rows[r],
                 last_t[r],
                 last_v[r],
@@ -491,7 +507,7 @@ def evaluate_health(conn, sensors, metric_ids, since, until, t: AnalyticsThresho
         active.append(
             _sensor_condition(
                 "health.spike",
-                sensors,
+                climate_sensors,
                 rows[r],
                 co2.time_s[r, cols[0]],
                 co2.value[r, cols[-1]],
@@ -529,12 +545,18 @@ def evaluate_municipality(
     now: datetime | None = None,
     thresholds: AnalyticsThresholds | None = None,
     zone: str = DEFAULT_TIMEZONE,
+    changed_since: datetime | None = None,
 ) -> EvaluationResult:
     """Evaluate every rule for one municipality over its recent readings; persist alerts.
 
-    `now` defaults to the current time; the window is thresholds.evaluation.window_h
-    hours back from it. Thresholds default to the municipality's settings. `zone` is the
-    local time of school hours and seasons (IOT_LOCAL_TIMEZONE).
+    `now` defaults to the current time; each rule family loads its window back from it
+    (climate_window_h, bins_window_h, parking_window_h, each at most window_h).
+    Thresholds default to the municipality's settings. `zone` is the local time of school
+    hours and seasons (IOT_LOCAL_TIMEZONE).
+
+    `changed_since` makes the evaluation incremental: the climate, bin and parking rules
+    (and stuck/spike) run only for sensors whose latest reading is newer than it, and only
+    their alerts are resolved; stale and battery run for all (they read latest_readings).
     """
     now = now or datetime.now(UTC)
     if thresholds is None:
@@ -544,20 +566,49 @@ def evaluate_municipality(
         if row is None:
             raise LookupError(f"no municipality with id {municipality_id}")
         thresholds = thresholds_from_settings(row[1], f"municipalities[{row[0]}].settings")
-    since = now - timedelta(hours=thresholds.evaluation.window_h)
+    e = thresholds.evaluation
+
+    def since(hours: float) -> datetime:
+        return now - timedelta(hours=min(hours, e.window_h))
+
     metric_ids = dict(conn.execute("SELECT name, id FROM metrics").fetchall())
     sensors = load_sensors(conn, municipality_id)
+    judged = sensors
+    if changed_since is not None:
+        judged = sensors.subset(
+            np.isin(sensors.id, changed_sensor_ids(conn, sensors, changed_since))
+        )
     calendar = load_calendar(conn, municipality_id)
     climate_active, arrays = evaluate_climate(
-        conn, sensors, metric_ids, since, now, thresholds, calendar, zone
+        conn, judged, metric_ids, since(e.climate_window_h), now, thresholds, calendar, zone
     )
     active = (
         climate_active
-        + evaluate_bins(conn, sensors, metric_ids, since, now, thresholds)
-        + evaluate_parking(conn, sensors, metric_ids, since, now, thresholds)
-        + evaluate_health(conn, sensors, metric_ids, since, now, thresholds, arrays["co2"])
+        + evaluate_bins(conn, judged, metric_ids, since(e.bins_window_h), now, thresholds)
+        + evaluate_parking(conn, judged, metric_ids, since(e.parking_window_h), now, thresholds)
+        + evaluate_health(
+            conn,
+            sensors,
+            metric_ids,
+            since(e.window_h),
+            now,
+            thresholds,
+            arrays["co2"],
+            climate_sensors=judged,
+        )
     )
-    result: SyncResult = sync_alerts(conn, municipality_id, RULES, active, now)
+    if changed_since is None:
+        result: SyncResult = sync_alerts(conn, municipality_id, RULES, active, now)
+    else:
+        result = sync_alerts(
+            conn,
+            municipality_id,
+            FULL_SCAN_RULES,
+            active,
+            now,
+            partial_rules=[r for r in RULES if r not in FULL_SCAN_RULES],
+            partial_subjects=[f"sensor:{int(i)}" for i in judged.id],
+        )
     by_rule: dict[str, int] = {}
     for condition in active:
         by_rule[condition.rule] = by_rule.get(condition.rule, 0) + 1
@@ -565,7 +616,23 @@ def evaluate_municipality(
         "analytics.evaluated",
         municipality_id=municipality_id,
         sensors=int(sensors.id.size),
+        judged=int(judged.id.size),
         active=len(active),
         resolved=result.resolved,
     )
     return EvaluationResult(municipality_id, len(active), result.resolved, by_rule)
+
+
+# Rules judged from latest_readings for every sensor, also in an incremental cycle.
+FULL_SCAN_RULES = ("health.stale", "health.low_battery")
+
+
+def changed_sensor_ids(
+    conn: psycopg.Connection, sensors: Sensors, changed_since: datetime
+) -> np.ndarray:
+    """Ids of `sensors` with a latest reading (any metric) newer than `changed_since`."""
+    rows = conn.execute(
+        "SELECT DISTINCT sensor_id FROM latest_readings WHERE sensor_id = ANY(%s) AND time > %s",
+        (sensors.id.tolist(), changed_since),
+    ).fetchall()
+    return np.array([r[0] for r in rows], dtype=np.int64)

@@ -86,6 +86,11 @@ class HealthThresholds(_Section):
 
 class EvaluationSettings(_Section):
     window_h: float = Field(72.0, gt=0, le=24 * 62, description="hours of readings loaded")
+    # Per family, at most window_h: rules run in occupied hours, so a school day's run
+    # starts within 12 h; an older ongoing run keeps its alert's started_at.
+    climate_window_h: float = Field(12.0, gt=0, le=24 * 62)
+    parking_window_h: float = Field(12.0, gt=0, le=24 * 62)
+    bins_window_h: float = Field(48.0, gt=0, le=24 * 62)
 
 
 class AnalyticsThresholds(_Section):

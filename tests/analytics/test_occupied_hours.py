@@ -249,3 +249,38 @@ def test_calendar_csv_round_trip_and_every_problem_named(db) -> None:
     problems = caught.value.problems
     assert [p.split(":")[0] for p in problems] == ["line 2", "line 3", "line 4", "line 5"]
     assert "funday" in problems[0] and "2026-13-01" in problems[2]
+
+
+def test_an_incremental_cycle_judges_only_sensors_with_new_data(db) -> None:
+    from unittest import mock
+
+    from analytics import evaluation
+
+    m, ids = _setup(db, date(2026, 3, 9), date(2026, 3, 11))
+    t0 = _local(2026, 3, 10, 11, 0)  # a Tuesday lesson
+    rows = []
+    for room in ("room-a", "room-b"):
+        rows += _series(ids[room], "co2_ppm", t0 - timedelta(hours=2), t0, lambda t: 1250.0)
+    _write(db, rows)
+    evaluate_municipality(db, m, now=t0)
+    both = {("climate.co2_limit", f"sensor:{ids[r]}") for r in ("room-a", "room-b")}
+    assert _open(db) >= both
+
+    # Room a airs out; room b sends nothing new (not stale yet: 3 × 600 s).
+    _write(db, _series(ids["room-a"], "co2_ppm", t0 + STEP, t0 + 2 * STEP, lambda t: 700.0))
+    loaded: list[list[int]] = []
+    real = evaluation.copy_metric_binary
+
+    def spy(conn, sensor_ids, *args):
+        loaded.append(list(sensor_ids))
+        return real(conn, sensor_ids, *args)
+
+    with mock.patch.object(evaluation, "copy_metric_binary", spy):
+        evaluate_municipality(db, m, now=t0 + 2 * STEP, changed_since=t0)
+    assert loaded and all(batch == [ids["room-a"]] for batch in loaded if batch)
+    still_open = _open(db)
+    assert ("climate.co2_limit", f"sensor:{ids['room-a']}") not in still_open
+    assert ("climate.co2_limit", f"sensor:{ids['room-b']}") in still_open
+    # A full evaluation at the same instant agrees.
+    evaluate_municipality(db, m, now=t0 + 2 * STEP)
+    assert _open(db) == still_open
