@@ -49,6 +49,7 @@ def evaluate_all(
     slug: str | None = None,
     zone: str = "Europe/Copenhagen",
     changed_since: datetime | None = None,
+    now: datetime | None = None,
 ) -> int:
     """Evaluate each (or one) municipality; returns how many failed (0 = all fine).
     `changed_since`: only sensors with newer data (see evaluate_municipality)."""
@@ -66,7 +67,7 @@ def evaluate_all(
         started = time.perf_counter()
         try:
             result = evaluate_municipality(
-                conn, municipality_id, zone=zone, changed_since=changed_since
+                conn, municipality_id, now=now, zone=zone, changed_since=changed_since
             )
         except ThresholdsError as exc:
             failed += 1

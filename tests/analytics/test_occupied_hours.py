@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from analytics.calendar_store import load_calendar, replace_calendar
-from analytics.evaluation import evaluate_municipality, load_metric, parse_binary_copy
+from analytics.evaluation import _binary_array, evaluate_municipality, load_metric
 from analytics.occupancy import (
     CalendarCsvError,
     SchoolCalendar,
@@ -158,7 +158,7 @@ def test_summer_temperatures_are_judged_by_the_cooling_season_band(db) -> None:
     assert ("climate.temperature", f"sensor:{ids['room-b']}") in _open(db)
 
 
-def test_binary_copy_loads_exactly_what_was_stored(db) -> None:
+def test_the_binary_array_loader_gives_exactly_what_was_stored(db) -> None:
     _, ids = _setup(db, date(2026, 3, 28), date(2026, 3, 31))
     start = _local(2026, 3, 29, 0, 0)
     rng = np.random.default_rng(5)
@@ -177,8 +177,10 @@ def test_binary_copy_loads_exactly_what_was_stored(db) -> None:
     assert sensors[row].tolist() == [e[0] for e in expected]
     np.testing.assert_array_equal(time_s, [e[1] for e in expected])
     np.testing.assert_array_equal(value, [e[2] for e in expected])
-    with pytest.raises(ValueError, match="binary COPY"):
-        parse_binary_copy(b"time,sensor,value\n")
+    # A two-dimensional array is refused, not misread.
+    two_dimensional = (2).to_bytes(4, "big") + bytes(8) + (1).to_bytes(4, "big") * 4
+    with pytest.raises(ValueError, match="one-dimensional"):
+        _binary_array(two_dimensional, ">f8")
 
 
 # --- pure parts ------------------------------------------------------------------------------
@@ -269,13 +271,13 @@ def test_an_incremental_cycle_judges_only_sensors_with_new_data(db) -> None:
     # Room a airs out; room b sends nothing new (not stale yet: 3 × 600 s).
     _write(db, _series(ids["room-a"], "co2_ppm", t0 + STEP, t0 + 2 * STEP, lambda t: 700.0))
     loaded: list[list[int]] = []
-    real = evaluation.copy_metric_binary
+    real = evaluation.load_metric
 
     def spy(conn, sensor_ids, *args):
-        loaded.append(list(sensor_ids))
+        loaded.append(sensor_ids.tolist())
         return real(conn, sensor_ids, *args)
 
-    with mock.patch.object(evaluation, "copy_metric_binary", spy):
+    with mock.patch.object(evaluation, "load_metric", spy):
         evaluate_municipality(db, m, now=t0 + 2 * STEP, changed_since=t0)
     assert loaded and all(batch == [ids["room-a"]] for batch in loaded if batch)
     still_open = _open(db)
