@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "cli.db",
     "cli.evaluate",
     "cli.ingest",
+    "cli.replay_dataset",
     "cli.simulate",
     "cli.up",
 )
