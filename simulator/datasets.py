@@ -84,11 +84,11 @@ def windesheim(root: Path = DATASETS, rooms=WINDESHEIM_ROOMS, limit: int | None 
                             # a fraction 0–1 on this device: % like every humidity metric
                             ("rel_humidity__0", "humidity_pct", 100.0),
                         ):
-                            value = _float(row[key])
+                            value = _float(row.get(key))
                             if value is not None:
                                 readings[metric] = round(value * scale, 3)
                     elif row["source"] == "bms":
-                        value = _float(row["occupancy__bool"])
+                        value = _float(row.get("occupancy__bool"))
                         if value is not None:
                             readings["occupancy"] = value
                     if not readings:
