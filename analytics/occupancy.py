@@ -191,9 +191,16 @@ def parse_calendar_csv(text: str) -> SchoolCalendar:
     Every problem is collected (line and column named) and raised together; nothing
     partial comes out. A `;`-separated file (Danish Excel) is read as well.
     """
+    try:
+        return _parse_calendar_csv(text)
+    except csv.Error as exc:  # a stray carriage return, a NUL byte: not a CSV
+        raise CalendarCsvError([f"the CSV cannot be read: {exc}"]) from None
+
+
+def _parse_calendar_csv(text: str) -> SchoolCalendar:
     sample = text[:2048]
     delimiter = ";" if sample.count(";") > sample.count(",") else ","
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     missing = [c for c in ("type",) if c not in header]
     if missing or not header:

@@ -286,3 +286,9 @@ def test_an_incremental_cycle_judges_only_sensors_with_new_data(db) -> None:
     # A full evaluation at the same instant agrees.
     evaluate_municipality(db, m, now=t0 + 2 * STEP)
     assert _open(db) == still_open
+
+
+def test_a_csv_the_reader_cannot_parse_is_a_calendar_error_not_a_crash() -> None:
+    for text in ("type\rhours,1\r\n\r", "type,weekday\nhours,\x00mon\n", ""):
+        with pytest.raises(CalendarCsvError):
+            parse_calendar_csv(text)
