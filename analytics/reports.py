@@ -59,6 +59,8 @@ class Month:
             date(year, month, 1)
         except ValueError:
             raise ValueError(f"month {text!r} is not YYYY-MM, e.g. 2026-01") from None
+        if not 1970 <= year <= 9000:
+            raise ValueError(f"month {text!r} must be between 1970 and 9000")
         return cls(year, month, zone)
 
     @property
