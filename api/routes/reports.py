@@ -85,6 +85,12 @@ LangParam = Annotated[
     Literal["da", "en"], Query(description="language of headings (files): da or en")
 ]
 TableFormat = Annotated[Literal["json", "csv"], Query(description="json or csv")]
+TABLE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/json": {}, "text/csv": {}},
+        "description": "The report: JSON items, or CSV with a header row",
+    }
+}
 
 
 def _month(text: str, settings) -> reports.Month:
@@ -111,7 +117,11 @@ def _table_response(
     )
 
 
-@router.get("/reports/rooms", summary="Per room and month: EN 16798-1 shares, BR18 hours")
+@router.get(
+    "/reports/rooms",
+    responses=TABLE_RESPONSES,
+    summary="Per room and month: EN 16798-1 shares, BR18 hours",
+)
 def room_report(
     principal: ReadPrivate,
     conn: SyncConn,
@@ -129,7 +139,11 @@ def room_report(
     return _table_response(rows, files.ROOM_COLUMNS, format, lang, name)
 
 
-@router.get("/reports/schools", summary="Per school and month: a summary for the board")
+@router.get(
+    "/reports/schools",
+    responses=TABLE_RESPONSES,
+    summary="Per school and month: a summary for the board",
+)
 def school_report(
     principal: ReadPrivate,
     conn: SyncConn,
@@ -144,7 +158,11 @@ def school_report(
     return _table_response(rows, files.SCHOOL_COLUMNS, format, lang, name)
 
 
-@router.get("/reports/bins", summary="Per bin and month: emptyings, fill rate, time to full")
+@router.get(
+    "/reports/bins",
+    responses=TABLE_RESPONSES,
+    summary="Per bin and month: emptyings, fill rate, time to full",
+)
 def bin_report(
     principal: ReadPrivate,
     conn: SyncConn,
@@ -159,7 +177,11 @@ def bin_report(
     return _table_response(rows, files.BIN_COLUMNS, format, lang, name)
 
 
-@router.get("/reports/parking", summary="Per parking zone and month: weekday × hour profile")
+@router.get(
+    "/reports/parking",
+    responses=TABLE_RESPONSES,
+    summary="Per parking zone and month: weekday × hour profile",
+)
 def parking_report(
     principal: ReadPrivate,
     conn: SyncConn,
