@@ -31,7 +31,7 @@ def zone_info(name: str) -> ZoneInfo:
     the zone when it does not exist."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a directory
         raise UnknownTimezoneError(
             f"unknown time zone {name!r}; use an IANA name such as Europe/Copenhagen or UTC"
         ) from None

@@ -246,7 +246,7 @@ class Settings(BaseSettings):
 
         try:
             ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             raise ValueError(
                 f"IOT_LOCAL_TIMEZONE: {name!r} is not an IANA time zone such as Europe/Copenhagen"
             ) from None
