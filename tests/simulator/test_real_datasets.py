@@ -3,6 +3,7 @@ analytics: the data's defects treated as a real sensor's would be."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import psycopg
@@ -11,10 +12,26 @@ import pytest
 from cli.replay_dataset import findings, replay_dataset
 from simulator import datasets
 from simulator.dataset_replay import register, replay
+from tests.conftest import empty_data_tables, migrated_database
 
 pytestmark = pytest.mark.skipif(
     not datasets.DATASETS.exists(), reason="../shared/datasets is not beside the repository"
 )
+
+
+@pytest.fixture(scope="module")
+def dataset_database() -> Iterator[str]:
+    """A database of this module's own: the replays create partitions for 2015, 2016 and
+    2022, which the session database's retention tests must not find."""
+    with migrated_database("off", prefix="iot_test_datasets") as url:
+        yield url
+
+
+@pytest.fixture
+def db(dataset_database: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(dataset_database, autocommit=True) as conn:
+        empty_data_tables(conn)
+        yield conn
 
 
 def _values(db: psycopg.Connection, metric: str) -> list[float]:
