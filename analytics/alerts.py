@@ -61,7 +61,8 @@ UPDATE alerts SET status = 'resolved', resolved_at = %(now)s, ended_at = %(now)s
                   updated_at = now()
 WHERE municipality_id = %(municipality_id)s
   AND status <> 'resolved'
-  AND rule = ANY(%(rules)s)
+  AND (rule = ANY(%(rules)s)
+       OR (rule = ANY(%(partial_rules)s) AND subject = ANY(%(partial_subjects)s)))
   AND (rule, subject) NOT IN (
       SELECT r, s FROM unnest(%(active_rules)s::text[], %(active_subjects)s::text[]) AS a(r, s)
   )
@@ -75,6 +76,8 @@ def sync_alerts(
     evaluated_rules: Iterable[str],
     active: Sequence[ActiveCondition],
     now: datetime,
+    partial_rules: Iterable[str] = (),
+    partial_subjects: Iterable[str] = (),
 ) -> SyncResult:
     """Make the alerts table match one evaluation, in one transaction.
 
@@ -82,6 +85,8 @@ def sync_alerts(
     alerts of `evaluated_rules` that are no longer active are resolved. The notices of
     alerts that opened or resolved are written to the outbox in the same transaction. Rules not
     evaluated this time (e.g. no data loaded for them) are left as they are.
+    `partial_rules` were evaluated for `partial_subjects` only (an incremental cycle over
+    the sensors with new data): their alerts of other subjects are left as they are.
     """
     rows = [
         {
@@ -114,6 +119,8 @@ def sync_alerts(
                 "now": now,
                 "municipality_id": municipality_id,
                 "rules": sorted(set(evaluated_rules)),
+                "partial_rules": sorted(set(partial_rules)),
+                "partial_subjects": list(partial_subjects),
                 "active_rules": [c.rule for c in active],
                 "active_subjects": [c.subject for c in active],
             },

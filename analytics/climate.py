@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from analytics.localtime import DEFAULT_TIMEZONE, local_day_start_s, utc_offsets_s
 from analytics.timeseries import Runs, concat_runs, row_blocks, threshold_runs
 
 BR18_CO2_LIMIT_PPM = 1000.0
@@ -51,8 +52,8 @@ def co2_episodes(
 def outside_band_episodes(
     time_s: np.ndarray,
     value: np.ndarray,
-    low: float,
-    high: float,
+    low: float | np.ndarray,
+    high: float | np.ndarray,
     hysteresis: float = 0.5,
     min_duration_s: float = 1800.0,
     max_gap_s: float = 1800.0,
@@ -62,16 +63,21 @@ def outside_band_episodes(
     Works for temperature_c (°C) or humidity_pct (%); `hysteresis` is in the value's unit.
     The band of EN 16798-1 category II is a sensible default (20–24 °C heating season,
     20–70 % humidity). Returns too-high and too-low episodes together, peak = largest
-    distance outside the band.
+    distance outside the band. `low` and `high` may be per-sample arrays of `value`'s
+    shape (a heating-season band in winter, a cooling-season band in summer).
     """
     time_s = np.atleast_2d(np.asarray(time_s, dtype=float))
     value = np.atleast_2d(np.asarray(value, dtype=float))
+    low = np.broadcast_to(np.asarray(low, dtype=float), value.shape) if np.ndim(low) else low
+    high = np.broadcast_to(np.asarray(high, dtype=float), value.shape) if np.ndim(high) else high
     parts = []
     # Row blocks (rows are independent) keep the distance array small enough for cache.
     for rows in row_blocks(value.shape):
         # Distance outside the band: > 0 outside, ≤ 0 inside; NaN stays NaN.
-        outside = np.subtract(value[rows], high)
-        np.maximum(outside, np.subtract(low, value[rows]), out=outside)
+        block_low = low[rows] if np.ndim(low) else low
+        block_high = high[rows] if np.ndim(high) else high
+        outside = np.subtract(value[rows], block_high)
+        np.maximum(outside, np.subtract(block_low, value[rows]), out=outside)
         runs = threshold_runs(
             time_s[rows], outside, 0.0 + 1e-12, -hysteresis, min_duration_s, max_gap_s
         )
@@ -128,12 +134,16 @@ def category_shares_per_day(
     time_s: np.ndarray,
     category: np.ndarray,
     occupied: np.ndarray,
-    utc_offset_s: float = 3600.0,
+    utc_offset_s: float | None = None,
+    *,
+    zone: str = DEFAULT_TIMEZONE,
 ) -> CategoryShares:
     """Per room and local day, the share of occupied samples in each category I–IV.
 
     Assumes regular sampling, so sample shares equal time shares. `occupied` is a boolean
-    (rooms, samples) mask, e.g. from `school_hours_mask` or an occupancy sensor.
+    (rooms, samples) mask, e.g. from `school_hours_mask`, a school calendar
+    (analytics/occupancy.py) or an occupancy sensor. Days are local days of `zone`, with
+    each sample's own UTC offset (daylight saving), unless a fixed `utc_offset_s` is given.
     """
     time_s = np.atleast_2d(np.asarray(time_s, dtype=float))
     category = np.atleast_2d(category)
@@ -145,7 +155,9 @@ def category_shares_per_day(
     cells = np.flatnonzero(use)
     if not cells.size:
         return CategoryShares(np.empty(0), np.full((rooms, 0, 4), np.nan), np.zeros((rooms, 0)))
-    local_day = np.floor((np.take(time_s.reshape(-1), cells) + utc_offset_s) / 86400.0)
+    used_time = np.take(time_s.reshape(-1), cells)
+    offset = utc_offsets_s(used_time, zone) if utc_offset_s is None else utc_offset_s
+    local_day = np.floor((used_time + offset) / 86400.0)
     first_day = int(local_day.min())
     n_days = int(local_day.max()) - first_day + 1
     row = cells // max(n, 1)
@@ -155,21 +167,31 @@ def category_shares_per_day(
     samples = counts.sum(axis=2)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = counts / samples[:, :, None]
-    day_start = (first_day + np.arange(n_days)) * 86400.0 - utc_offset_s
+    days = first_day + np.arange(n_days)
+    if utc_offset_s is None:
+        day_start = local_day_start_s(days, zone)
+    else:
+        day_start = days * 86400.0 - utc_offset_s
     return CategoryShares(day_start, share, samples)
 
 
 def school_hours_mask(
     time_s: np.ndarray,
-    utc_offset_s: float = 3600.0,
+    utc_offset_s: float | None = None,
     start_hour: float = 8.0,
     end_hour: float = 16.0,
+    *,
+    zone: str = DEFAULT_TIMEZONE,
 ) -> np.ndarray:
     """True for samples on Monday–Friday between `start_hour` and `end_hour` local time.
 
-    A fixed UTC offset keeps this vectorised; pass 7200 in Danish summer time.
+    Local time is `zone`'s, with each sample's own offset (08:00 is 07:00 UTC in winter and
+    06:00 UTC in summer in Copenhagen); a fixed `utc_offset_s` overrides the zone.
+    A school calendar with holidays is analytics/occupancy.py.
     """
-    local = np.add(time_s, utc_offset_s, dtype=float)
+    time_s = np.asarray(time_s, dtype=float)
+    offset = utc_offsets_s(time_s, zone) if utc_offset_s is None else utc_offset_s
+    local = np.add(time_s, offset, dtype=float)
     # floor and multiply instead of np.mod, which is several times slower on large arrays;
     # in place on three temporaries.
     day = np.divide(local, 86400.0)

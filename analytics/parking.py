@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analytics.localtime import DEFAULT_TIMEZONE, local_parts, utc_offsets_s
 from analytics.timeseries import Runs, threshold_runs
 
 
@@ -159,13 +160,20 @@ def _slot_ends(flat_slot: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def peak_hour(
-    bucket_start_s: np.ndarray, rate: np.ndarray, utc_offset_s: float = 3600.0
+    bucket_start_s: np.ndarray,
+    rate: np.ndarray,
+    utc_offset_s: float | None = None,
+    *,
+    zone: str = DEFAULT_TIMEZONE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Local hour of day (0–23) with the highest mean occupancy rate per zone, and that mean.
 
-    Zones without data get hour −1 and NaN.
+    Local hours are `zone`'s with each bucket's own offset (daylight saving), unless a fixed
+    `utc_offset_s` is given. Zones without data get hour −1 and NaN.
     """
-    hour = (np.mod(np.asarray(bucket_start_s) + utc_offset_s, 86400.0) // 3600).astype(int)
+    start = np.asarray(bucket_start_s, dtype=float)
+    offset = utc_offsets_s(start, zone) if utc_offset_s is None else utc_offset_s
+    hour = (np.mod(start + offset, 86400.0) // 3600).astype(int)
     rate = np.atleast_2d(rate)
     known = ~np.isnan(rate)
     zones = rate.shape[0]
@@ -179,6 +187,28 @@ def peak_hour(
     has = counts.sum(axis=1) > 0
     best = np.argmax(np.where(np.isnan(mean), -np.inf, mean), axis=1)
     return np.where(has, best, -1), np.where(has, mean[np.arange(rate.shape[0]), best], np.nan)
+
+
+def weekday_hour_profile(
+    bucket_start_s: np.ndarray, rate: np.ndarray, zone: str = DEFAULT_TIMEZONE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean occupancy rate per zone, local weekday (0 = Monday) and local hour: (zones, 7, 24)
+    means (NaN where no bucket fell) and the bucket counts behind them.
+
+    Each bucket is placed by its start in `zone`'s local time with its own offset, so the
+    08:00 column holds 07:00 UTC buckets in winter and 06:00 UTC buckets in summer.
+    """
+    _day, seconds, weekday = local_parts(np.asarray(bucket_start_s, dtype=float), zone)
+    slot = weekday * 24 + (seconds // 3600).astype(np.int64)
+    rate = np.atleast_2d(rate)
+    known = ~np.isnan(rate)
+    zones = rate.shape[0]
+    keys = (np.arange(zones)[:, None] * 168 + slot[None, :])[known]
+    sums = np.bincount(keys, weights=rate[known], minlength=zones * 168).reshape(zones, 7, 24)
+    counts = np.bincount(keys, minlength=zones * 168).reshape(zones, 7, 24)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums / counts
+    return mean, counts
 
 
 def long_stays(

@@ -29,9 +29,25 @@ class ClimateThresholds(_Section):
     humidity_high_pct: float = Field(70.0, ge=0, le=100)
     humidity_hysteresis_pct: float = Field(2.0, ge=0)
     comfort_min_duration_s: float = Field(1800.0, ge=0)
+    # EN 16798-1 category II, cooling season (the heating-season band is above)
+    temperature_cooling_low_c: float = 23.0
+    temperature_cooling_high_c: float = 26.0
+    heating_months: tuple[int, ...] = Field(
+        (10, 11, 12, 1, 2, 3, 4), description="local months of the heating season"
+    )
+    occupied_hours_only: bool = Field(
+        True, description="judge rooms only while occupied (sensor, else school calendar)"
+    )
+    occupancy_max_age_s: float = Field(
+        1800.0, gt=0, description="how long an occupancy or motion reading stands"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ClimateThresholds:
+        if any(not 1 <= m <= 12 for m in self.heating_months):
+            raise ValueError("heating_months must be months 1–12")
+        if self.temperature_cooling_low_c >= self.temperature_cooling_high_c:
+            raise ValueError("temperature_cooling_low_c must be below temperature_cooling_high_c")
         if self.co2_critical_ppm < self.co2_limit_ppm:
             raise ValueError("co2_critical_ppm must be at least co2_limit_ppm")
         if self.temperature_low_c >= self.temperature_high_c:
@@ -70,6 +86,11 @@ class HealthThresholds(_Section):
 
 class EvaluationSettings(_Section):
     window_h: float = Field(72.0, gt=0, le=24 * 62, description="hours of readings loaded")
+    # Per family, at most window_h: rules run in occupied hours, so a school day's run
+    # starts within 12 h; an older ongoing run keeps its alert's started_at.
+    climate_window_h: float = Field(12.0, gt=0, le=24 * 62)
+    parking_window_h: float = Field(12.0, gt=0, le=24 * 62)
+    bins_window_h: float = Field(48.0, gt=0, le=24 * 62)
 
 
 class AnalyticsThresholds(_Section):

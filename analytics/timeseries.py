@@ -153,8 +153,12 @@ def runs_from_state(
 ) -> Runs:
     """Runs of consecutive True `state` per row, kept if end − start ≥ `min_duration_s`.
 
-    A gap over `max_gap_s` between samples splits a run. A run's duration is the time
-    between its first and last sample (seconds).
+    A gap over `max_gap_s` between samples splits a run. A run lasts from its first sample
+    until the next sample that ends it (below the threshold, or a sample whose value is
+    masked out, e.g. outside occupied hours); a run cut by a gap or by the end of the data
+    ends at its last sample. So at 10-minute sampling two samples above 1000 ppm followed
+    by one below make a 20-minute exceedance, not a 10-minute one. `end_col` is the run's
+    last sample (for `ongoing`); `end_s` the time it ended.
     """
     time_s = np.atleast_2d(np.asarray(time_s, dtype=float))
     value = np.atleast_2d(np.asarray(value, dtype=float))
@@ -170,7 +174,9 @@ def runs_from_state(
     start_r, start_c = np.nonzero(starts)
     end_r, end_c = np.nonzero(ends)
     start_s = time_s[start_r, start_c]
-    end_s = time_s[end_r, end_c]
+    row_first = gap.copy()
+    row_first[:, :1] = True
+    end_s = _ended_by_next_sample(time_s.ravel(), row_first.ravel(), end_r * n + end_c)
     # Peak per run: the maximum over [start, end] via reduceat on the flat array, with
     # cells outside runs at -inf (reduceat spans up to the next start).
     flat = np.where(state, value, -np.inf).ravel()
@@ -312,7 +318,7 @@ def _event_runs(
     )
     flat_time = time_s.ravel()
     start_s = flat_time[starts]
-    end_s = flat_time[ends]
+    end_s = _ended_by_next_sample(flat_time, gap, ends)
     keep = (end_s - start_s) >= min_duration_s
     starts, ends, start_s, end_s = starts[keep], ends[keep], start_s[keep], end_s[keep]
     # Peak per run: reduceat over [start, end + 1) pairs, every other segment kept.
@@ -332,6 +338,23 @@ def _event_runs(
     with_runs, inverse = np.unique(run_row, return_inverse=True)
     ongoing = end_c == _last_valid_columns(time_s, value, with_runs)[inverse]
     return Runs(run_row, start_c, end_c, start_s, end_s, peak, ongoing)
+
+
+def _ended_by_next_sample(
+    flat_time: np.ndarray, flat_gap: np.ndarray, ends: np.ndarray
+) -> np.ndarray:
+    """End time of runs whose last cells (flat indices) are `ends`: the time of the cell
+    after, when it is in the same row, not after a gap and has a time (the sample that
+    ended the run); otherwise the last cell's own time. `flat_gap` is True at every row's
+    first cell, so a run never borrows the next row's first sample."""
+    end_s = flat_time[ends]
+    following = ends + 1
+    inside = following < flat_time.size
+    candidate = following[inside]
+    takes = ~flat_gap[candidate] & ~np.isnan(flat_time[candidate])
+    chosen = np.flatnonzero(inside)[takes]
+    end_s[chosen] = flat_time[candidate[takes]]
+    return end_s
 
 
 def _last_valid_columns(time_s: np.ndarray, value: np.ndarray, rows: np.ndarray) -> np.ndarray:

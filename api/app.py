@@ -39,6 +39,7 @@ from api.routes import (
     ngsi_ld,
     outbound,
     public,
+    reports,
     saml,
     sta,
     staff,
@@ -66,6 +67,7 @@ ROUTERS: list[APIRouter] = [
     saml.router,
     history.router,
     codecs.router,
+    reports.router,
     dashboard.router,
 ]
 

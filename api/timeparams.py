@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
+import numpy as np
 from fastapi import HTTPException
+
+from analytics.localtime import utc_offsets_s
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -60,6 +64,32 @@ def ceil_to(value: datetime, width: timedelta) -> datetime:
     """`value` rounded up to a multiple of `width` since 2000-01-01 UTC."""
     floored = floor_to(value, width)
     return floored if floored == value else floored + width
+
+
+def floor_to_local_day(value: datetime, zone: str) -> datetime:
+    """Local midnight of `zone` at or before `value`, in UTC."""
+    local = value.astimezone(ZoneInfo(zone))
+    midnight = datetime(local.year, local.month, local.day, tzinfo=ZoneInfo(zone))
+    return midnight.astimezone(UTC)
+
+
+def ceil_to_local_day(value: datetime, zone: str) -> datetime:
+    """Local midnight of `zone` at or after `value`, in UTC."""
+    floored = floor_to_local_day(value, zone)
+    if floored == value:
+        return floored
+    local = floored.astimezone(ZoneInfo(zone))
+    following = datetime(local.year, local.month, local.day, tzinfo=ZoneInfo(zone)) + timedelta(
+        days=1
+    )  # wall-clock arithmetic: the next local midnight, 23, 24 or 25 hours later
+    return following.astimezone(UTC)
+
+
+def whole_hour_offsets(start: datetime, end: datetime, zone: str) -> bool:
+    """True when `zone` is a whole number of hours from UTC over [start, end] (probed
+    daily: offsets last months), so local days are whole sets of UTC hours."""
+    times = np.append(np.arange(start.timestamp(), end.timestamp(), 86400.0), end.timestamp())
+    return bool(np.all(np.mod(utc_offsets_s(times, zone), 3600.0) == 0.0))
 
 
 def _human(span: timedelta) -> str:

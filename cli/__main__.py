@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "cli.history",
     "cli.ingest",
     "cli.open_files",
+    "cli.replay_dataset",
     "cli.simulate",
     "cli.tenant",
     "cli.up",

@@ -107,6 +107,10 @@ GRANTS: dict[str, dict[str, str]] = {
     "deliveries": {INGEST: "INSERT", API: "", STAFF: "SELECT, INSERT, UPDATE",
                    MAINTENANCE: RW},
     "delivery_attempts": {INGEST: "", API: "", STAFF: R, MAINTENANCE: "SELECT, INSERT, UPDATE"},
+    # a municipality's school calendar (analytics/occupancy.py): staff import it, the
+    # evaluation job reads it
+    "school_hours": {INGEST: "", API: "", STAFF: RW, MAINTENANCE: R},
+    "school_holidays": {INGEST: "", API: "", STAFF: RW, MAINTENANCE: R},
 }  # fmt: skip
 
 # Relations that are not the application's to grant (Alembic's bookkeeping).

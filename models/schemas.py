@@ -264,5 +264,8 @@ class ReadingPage(BaseModel):
     metric: str
     unit: str
     bucket: Bucket
+    tz: str = Field(
+        "UTC", description="time zone of day buckets (local midnights); UTC for the others"
+    )
     items: list[ReadingOut]
     next_cursor: str | None

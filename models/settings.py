@@ -317,6 +317,14 @@ class Settings(BaseSettings):
         "system's; the server's certificate is always verified.",
     )
 
+    # --- analytics ----------------------------------------------------------------------
+    local_timezone: str = Field(
+        "Europe/Copenhagen",
+        description="IANA time zone of the municipalities' clocks: local days of daily "
+        "aggregates and reports, school hours, seasons. Daylight saving is followed (23- and "
+        "25-hour days); the API's `tz` parameter overrides it per request.",
+    )
+
     log_level: str = "INFO"
     log_format: Literal["logfmt", "json"] = "logfmt"
 
@@ -345,6 +353,19 @@ class Settings(BaseSettings):
                     f"IOT_TRUSTED_PROXIES: {entry!r} is not an IP address or CIDR network"
                 ) from None
         return entries
+
+    @field_validator("local_timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(
+                f"IOT_LOCAL_TIMEZONE: {name!r} is not an IANA time zone such as Europe/Copenhagen"
+            ) from None
+        return name
 
     @property
     def psycopg_url(self) -> str:

@@ -7,13 +7,16 @@ plain PostgreSQL it is range-partitioned by day (see migrations and docs/storage
 
 from __future__ import annotations
 
+from datetime import date as dt_date
 from datetime import datetime, time
+from datetime import time as dt_time
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Double,
     ForeignKey,
@@ -750,3 +753,41 @@ class DeliveryAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     # The receiver's answer (HTTP body, SMTP reply), cut to 2000 characters.
     response: Mapped[str | None] = mapped_column(Text)
+
+
+class SchoolHours(Base):
+    """A municipality's school opening hours on one ISO weekday (migration 0014); the
+    analytics judge rooms in occupied hours (analytics/occupancy.py)."""
+
+    __tablename__ = "school_hours"
+
+    municipality_id: Mapped[int] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE"), primary_key=True
+    )
+    weekday: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    opens: Mapped[dt_time] = mapped_column(Time)
+    closes: Mapped[dt_time] = mapped_column(Time)
+
+    __table_args__ = (
+        CheckConstraint("weekday BETWEEN 1 AND 7", name="weekday_iso"),
+        CheckConstraint("opens < closes", name="opens_before_closes"),
+    )
+
+
+class SchoolHoliday(Base):
+    """A school holiday of a municipality, first and last day inclusive (migration 0014)."""
+
+    __tablename__ = "school_holidays"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
+    municipality_id: Mapped[int] = mapped_column(
+        ForeignKey("municipalities.id", ondelete="CASCADE")
+    )
+    first_day: Mapped[dt_date] = mapped_column(Date)
+    last_day: Mapped[dt_date] = mapped_column(Date)
+    name: Mapped[str] = mapped_column(Text, server_default="")
+
+    __table_args__ = (
+        UniqueConstraint("municipality_id", "first_day"),
+        CheckConstraint("first_day <= last_day", name="ordered"),
+    )

@@ -58,6 +58,34 @@ _AFTER_CURSOR_STEP: dict[str, str] = {
 _AFTER_CURSOR = "greatest(%(start)s::timestamptz, %(after_time)s::timestamptz + interval '{step}')"
 _FROM_START = "%(start)s::timestamptz"
 
+# Local days (bucket=day with a time zone other than UTC), grouped by the local day a row
+# starts in. From the hourly rollup when the zone is a whole number of hours from UTC over
+# the range: every hour of a local day lies inside it, so a 23- or 25-hour day sums 23 or
+# 25 hours, the average weighted by each hour's count. A local day holds at most 25 hourly
+# rows, so the function's first (limit + 1) * 25 rows hold `limit` whole days. Zones with a
+# fractional offset (Asia/Kolkata) group the raw readings of the security-barrier view.
+_LOCAL_DAY_FROM_HOURLY = (
+    "SELECT h.sensor_id, date_trunc('day', h.time, %(tz)s) AS time, "
+    "sum(h.avg * h.count) / sum(h.count) AS avg, min(h.min) AS min, max(h.max) AS max, "
+    "sum(h.count)::bigint AS count "
+    "FROM iot_published_buckets('hour', %(sensors)s::bigint[], %(metric_id)s::smallint, "
+    "{start}, %(end)s::timestamptz, %(hours_limit)s::integer) h "
+    "GROUP BY 1, 2"
+)
+_LOCAL_DAY_FROM_RAW = (
+    "SELECT r.sensor_id, date_trunc('day', r.time, %(tz)s) AS time, avg(r.value) AS avg, "
+    "min(r.value) AS min, max(r.value) AS max, count(*) AS count "
+    "FROM published_readings r "
+    "WHERE r.sensor_id = ANY(%(sensors)s::bigint[]) AND r.metric_id = %(metric_id)s "
+    "AND r.time >= {start} AND r.time < %(end)s::timestamptz "
+    "GROUP BY 1, 2"
+)
+# The cursor holds the local midnight of the last day sent: go on from the next one.
+_LOCAL_DAY_AFTER_CURSOR = (
+    "greatest(%(start)s::timestamptz, "
+    "((%(after_time)s::timestamptz AT TIME ZONE %(tz)s) + interval '1 day') AT TIME ZONE %(tz)s)"
+)
+
 _BEGINNING = datetime.fromisoformat("0001-01-01T00:00:00+00:00")
 
 
@@ -70,14 +98,25 @@ def readings_query(
     bucket: Bucket,
     limit: int,
     after: tuple[int, datetime] | None = None,
+    tz: str | None = None,
+    whole_hour_offsets: bool = True,
 ) -> tuple[sql.Composable, dict[str, Any]]:
-    """The statement `fetch_readings` runs, with its parameters (also for EXPLAIN)."""
+    """The statement `fetch_readings` runs, with its parameters (also for EXPLAIN).
+
+    `tz` (an IANA name) makes day buckets local days of that zone; None or "UTC" keeps
+    the UTC days of readings_daily. `whole_hour_offsets` says the zone is a whole number
+    of hours from UTC over the range (then local days come from the hourly rollup)."""
     after_sensor, after_time = after or (0, _BEGINNING)
     later_sensors = sorted(s for s in sensor_ids if s > after_sensor)
-    template = _RAW if bucket == "raw" else _BUCKETS
+    if bucket == "day" and tz is not None and tz != "UTC":
+        template = _LOCAL_DAY_FROM_HOURLY if whole_hour_offsets else _LOCAL_DAY_FROM_RAW
+        after_cursor = _LOCAL_DAY_AFTER_CURSOR
+    else:
+        template = _RAW if bucket == "raw" else _BUCKETS
+        after_cursor = _AFTER_CURSOR.format(step=_AFTER_CURSOR_STEP[bucket])
     branches: list[tuple[str, list[int]]] = []
     if after is not None and after_sensor in sensor_ids:
-        branches.append((_AFTER_CURSOR.format(step=_AFTER_CURSOR_STEP[bucket]), [after_sensor]))
+        branches.append((after_cursor, [after_sensor]))
     if later_sensors or not branches:
         branches.append((_FROM_START, later_sensors))
     params: dict[str, Any] = {
@@ -87,6 +126,8 @@ def readings_query(
         "after_time": after_time,
         "bucket": bucket,
         "limit": limit,
+        "hours_limit": (limit + 1) * 25,
+        "tz": tz,
     }
     parts: list[sql.Composable] = []
     for i, (branch_start, sensors) in enumerate(branches):
@@ -113,11 +154,14 @@ async def fetch_readings(
     bucket: Bucket,
     limit: int,
     after: tuple[int, datetime] | None = None,
+    tz: str | None = None,
+    whole_hour_offsets: bool = True,
 ) -> list[dict[str, Any]]:
     """Rows of `metric_id` for `sensor_ids` with time in [start, end), after `after`.
 
     Raw rows have ``value``; bucketed rows have ``avg``, ``min``, ``max`` and ``count``,
-    with ``time`` the bucket's start (UTC). Buckets belong to the range by their start.
+    with ``time`` the bucket's start (UTC; for local days the local midnight, as UTC).
+    Buckets belong to the range by their start.
     """
     query, params = readings_query(
         sensor_ids=sensor_ids,
@@ -127,6 +171,8 @@ async def fetch_readings(
         bucket=bucket,
         limit=limit,
         after=after,
+        tz=tz,
+        whole_hour_offsets=whole_hour_offsets,
     )
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)

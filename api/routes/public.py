@@ -10,12 +10,20 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
+from analytics.localtime import UnknownTimezoneError, zone_info
 from api import http_cache
-from api.deps import Conn
+from api.deps import AppSettings, Conn
 from api.pagination import bad_cursor, decode_cursor, encode_cursor, filter_fingerprint
 from api.queries import public as queries
 from api.queries.readings import BUCKET_WIDTH, fetch_readings
-from api.timeparams import ceil_to, floor_to, time_range
+from api.timeparams import (
+    ceil_to,
+    ceil_to_local_day,
+    floor_to,
+    floor_to_local_day,
+    time_range,
+    whole_hour_offsets,
+)
 from models.schemas import (
     Bucket,
     ErrorOut,
@@ -187,6 +195,7 @@ async def latest(
 async def readings(
     request: Request,
     conn: Conn,
+    settings: AppSettings,
     sensor_id: Annotated[
         list[int],
         Query(min_length=1, description=f"repeat for up to {MAX_SENSORS_PER_REQUEST} sensors"),
@@ -211,13 +220,24 @@ async def readings(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="rows per page")] = 1000,
     cursor: Cursor = None,
+    tz: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="IANA time zone of day buckets, e.g. Europe/Copenhagen (the default, "
+            "IOT_LOCAL_TIMEZONE) or UTC; days follow daylight saving (23 and 25 hours)",
+        ),
+    ] = None,
 ) -> Response:
     """Readings of one metric for one or more public sensors over [from, to).
 
-    Bucketed ranges are widened to whole buckets (UTC); hour and day buckets come from the
-    rollups, which the maintenance job refreshes (the newest hour may lag a little).
+    Bucketed ranges are widened to whole buckets: 5min and hour in UTC, day to local
+    midnights of `tz`. Each item's `time` is the bucket's start in UTC (a Copenhagen day
+    in winter starts at 23:00Z the day before). Hour and day buckets come from the rollups,
+    which the maintenance job refreshes (the newest hour may lag a little).
     Range limits: raw 31 days, 5min 92 days, hour 732 days, day 7320 days.
     """
+    zone = _zone_parameter(tz, settings.local_timezone)
     sensor_ids = sorted(set(sensor_id))
     if len(sensor_ids) > MAX_SENSORS_PER_REQUEST:
         raise HTTPException(
@@ -237,6 +257,7 @@ async def readings(
         start=from_,
         end=to,
         bucket=bucket,
+        tz=zone if bucket == "day" else None,
     )
     after = None
     if cursor:
@@ -245,12 +266,12 @@ async def readings(
         )
         # Parameters given again must resolve to the range the cursor kept; re-resolving
         # also re-applies the limits, so an edited cursor cannot widen the range.
-        start, end = _reading_range(from_ or cursor_start, to or cursor_end, bucket)
+        start, end = _reading_range(from_ or cursor_start, to or cursor_end, bucket, zone)
         if (start, end) != (cursor_start, cursor_end):
             raise bad_cursor("it has been altered")
         after = (after_sensor, after_time)
     else:
-        start, end = _reading_range(from_, to, bucket)
+        start, end = _reading_range(from_, to, bucket, zone)
     metric_row = await queries.find_metric(conn, metric)
     if metric_row is None:
         raise HTTPException(
@@ -270,6 +291,8 @@ async def readings(
         bucket=bucket,
         limit=limit,
         after=after,
+        tz=zone,
+        whole_hour_offsets=whole_hour_offsets(start, end, zone),
     )
     next_cursor = None
     if len(rows) == limit:
@@ -285,6 +308,7 @@ async def readings(
         "metric": metric_row["name"],
         "unit": metric_row["unit"],
         "bucket": bucket,
+        "tz": zone if bucket == "day" else "UTC",
         "items": rows,
         "next_cursor": next_cursor,
     }
@@ -293,10 +317,22 @@ async def readings(
     return http_cache.cached_json(request, body, max_age)
 
 
+def _zone_parameter(tz: str | None, default: str) -> str:
+    """The `tz` query parameter, checked (400 naming it), or the configured default."""
+    if tz is None:
+        return default
+    try:
+        zone_info(tz)
+    except UnknownTimezoneError as exc:
+        raise HTTPException(400, f"query parameter 'tz': {exc}") from None
+    return tz
+
+
 def _reading_range(
-    start: datetime | None, end: datetime | None, bucket: Bucket
+    start: datetime | None, end: datetime | None, bucket: Bucket, zone: str = "UTC"
 ) -> tuple[datetime, datetime]:
-    """[from, to) of /readings: defaults, limits, and widening to whole buckets."""
+    """[from, to) of /readings: defaults, limits, and widening to whole buckets (day
+    buckets to local midnights of `zone`)."""
     start, end = time_range(
         start,
         end,
@@ -304,7 +340,9 @@ def _reading_range(
         default_span=timedelta(days=1),
         what=f"bucket={bucket}",
     )
-    if bucket != "raw":
+    if bucket == "day" and zone != "UTC":
+        start, end = floor_to_local_day(start, zone), ceil_to_local_day(end, zone)
+    elif bucket != "raw":
         start, end = floor_to(start, BUCKET_WIDTH[bucket]), ceil_to(end, BUCKET_WIDTH[bucket])
     return start, end
 

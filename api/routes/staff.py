@@ -55,12 +55,14 @@ def _not_found(what: str) -> HTTPException:
 
 
 @router.get("/me", summary="The calling key's municipality and scopes")
-async def me(principal: ReadPrivate, conn: Conn) -> dict[str, Any]:
+async def me(principal: ReadPrivate, conn: Conn, settings: AppSettings) -> dict[str, Any]:
     return {
         "municipality_id": principal.municipality_id,
         "municipality_slug": principal.municipality_slug,
         "municipality_name": await staff.municipality_name(conn, principal.municipality_id),
         "scopes": sorted(principal.scopes),
+        # the zone the dashboard shows times in (IOT_LOCAL_TIMEZONE)
+        "timezone": settings.local_timezone,
     }
 
 

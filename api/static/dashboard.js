@@ -1,13 +1,161 @@
 // Staff dashboard: reads the staff API as the person signed in through their
 // municipality's identity provider (session cookie; writes echo the CSRF cookie), or with
-// an API key kept in sessionStorage.
+// an API key kept in sessionStorage. Danish by default (English one click away,
+// remembered in localStorage); numbers, dates and times are formatted the chosen
+// language's way in the municipality's time zone (24-hour clock, decimal comma in
+// Danish), whatever the browser's own settings.
 "use strict";
 
 const KEY_STORAGE = "kommune-iot-api-key";
+const LANG_STORAGE = "kommune-iot-lang";
 const CO2_LIMIT_PPM = 1000;     // BR18: teaching rooms
 const CO2_CRITICAL_PPM = 1400;
 
-let map, markerLayer, routeLayer, historyChart;
+const STRINGS = {
+  da: {
+    "logout": "Log ud",
+    "lang.other": "English",
+    "signin.title": "Log ind for medarbejdere",
+    "signin.paste": "Eller indsæt en API-nøgle (spørg din administrator, eller kør",
+    "signin.tab": "Den gemmes kun i denne browserfane.",
+    "signin.button": "Log ind",
+    "signin.open": "Åbne data kræver ingen nøgle:",
+    "signin.docs": "API-dokumentation",
+    "signin.dcat": "DCAT-katalog",
+    "signin.refused": "Nøglen blev afvist; log ind igen.",
+    "signin.ended": "Din session er udløbet; log ind igen.",
+    "signin.sso": "Log ind med din kommunes login:",
+    "map": "Kort",
+    "legend.good": "CO₂ under 1000 ppm",
+    "legend.bad": "over 1400 ppm",
+    "legend.bin": "affaldsbeholder (størrelse = fyldning)",
+    "legend.bay": "parkeringsbås",
+    "rooms.title": "Klasselokaler",
+    "rooms.sub": "seneste CO₂",
+    "col.site": "Skole", "col.room": "Lokale", "col.rh": "RF %", "col.seen": "Set",
+    "col.bin": "Beholder", "col.fill": "Fyldning", "col.zone": "Zone",
+    "col.occupied": "Optaget", "col.bays": "Båse",
+    "alerts.title": "Åbne alarmer",
+    "alerts.none": "Ingen åbne alarmer.",
+    "alerts.since": "siden",
+    "bins.title": "Affaldsbeholdere",
+    "bins.sub": "efter fyldning",
+    "route.title": "Dagens tømningsrute",
+    "route.none": "Ingen rute planlagt.",
+    "route.empty": "Ingen beholdere skal tømmes i dag.",
+    "route.unavailable": "Ruteplanlægning er ikke tilgængelig.",
+    "route.summary": (routes, stops, km) => `${routes} rute(r), ${stops} stop, ${km} km`,
+    "parking.title": "Parkering",
+    "parking.sub": "belægning pr. zone",
+    "history.title": "Historik",
+    "history.hint": "klik på et lokale eller en beholder",
+    "history.last48": "seneste 48 timer",
+    "who.scopes": "rettigheder",
+    "ago.never": "aldrig", "ago.now": "nu",
+    "ago.min": (n) => `for ${n} min. siden`, "ago.h": (n) => `for ${n} t. siden`,
+    "severity.critical": "kritisk", "severity.warning": "advarsel", "severity.info": "info",
+    "status.open": "åben", "status.acknowledged": "kvitteret", "status.resolved": "løst",
+    "rule.climate.co2_limit": "CO₂ over 1000 ppm",
+    "rule.climate.co2_critical": "CO₂ over 1400 ppm",
+    "rule.climate.temperature": "temperatur uden for komfortområdet",
+    "rule.climate.humidity": "luftfugtighed uden for komfortområdet",
+    "rule.bin.full": "beholder fuld",
+    "rule.bin.soon_full": "beholder snart fuld",
+    "rule.bin.sudden_rise": "pludselig stigning i fyldning",
+    "rule.bin.fault": "fejl på fyldningsmåler",
+    "rule.parking.long_stay": "langtidsparkering",
+    "rule.health.stale": "ingen data",
+    "rule.health.low_battery": "lavt batteri",
+    "rule.health.stuck": "måleren står stille",
+    "rule.health.spike": "usandsynligt udsving",
+    "metric.co2_ppm": "CO₂ (ppm)", "metric.fill_pct": "fyldning (%)",
+    "metric.occupied": "optaget", "metric.battery_v": "batteri (V)",
+  },
+  en: {
+    "logout": "Log out",
+    "lang.other": "Dansk",
+    "signin.title": "Staff sign-in",
+    "signin.paste": "Or paste an API key (ask your administrator, or run",
+    "signin.tab": "It stays in this browser tab only.",
+    "signin.button": "Sign in",
+    "signin.open": "Open data needs no key:",
+    "signin.docs": "API documentation",
+    "signin.dcat": "DCAT catalogue",
+    "signin.refused": "Your key was refused; sign in again.",
+    "signin.ended": "Your session has ended; sign in again.",
+    "signin.sso": "Sign in with your municipality's login:",
+    "map": "Map",
+    "legend.good": "CO₂ below 1000 ppm",
+    "legend.bad": "above 1400 ppm",
+    "legend.bin": "bin (size = fill)",
+    "legend.bay": "parking bay",
+    "rooms.title": "Classrooms",
+    "rooms.sub": "latest CO₂",
+    "col.site": "Site", "col.room": "Room", "col.rh": "RH %", "col.seen": "Seen",
+    "col.bin": "Bin", "col.fill": "Fill", "col.zone": "Zone",
+    "col.occupied": "Occupied", "col.bays": "Bays",
+    "alerts.title": "Open alerts",
+    "alerts.none": "No open alerts.",
+    "alerts.since": "since",
+    "bins.title": "Waste bins",
+    "bins.sub": "by fill level",
+    "route.title": "Today's collection route",
+    "route.none": "No route planned.",
+    "route.empty": "No bins need collecting today.",
+    "route.unavailable": "Route planning is not available.",
+    "route.summary": (routes, stops, km) => `${routes} vehicle route(s), ${stops} stops, ${km} km`,
+    "parking.title": "Parking",
+    "parking.sub": "occupancy by zone",
+    "history.title": "History",
+    "history.hint": "click a room or bin",
+    "history.last48": "last 48 h",
+    "who.scopes": "scopes",
+    "ago.never": "never", "ago.now": "now",
+    "ago.min": (n) => `${n} min ago`, "ago.h": (n) => `${n} h ago`,
+    "severity.critical": "critical", "severity.warning": "warning", "severity.info": "info",
+    "status.open": "open", "status.acknowledged": "acknowledged", "status.resolved": "resolved",
+    "rule.climate.co2_limit": "CO₂ above 1000 ppm",
+    "rule.climate.co2_critical": "CO₂ above 1400 ppm",
+    "rule.climate.temperature": "temperature outside the comfort band",
+    "rule.climate.humidity": "humidity outside the comfort band",
+    "rule.bin.full": "bin full",
+    "rule.bin.soon_full": "bin full soon",
+    "rule.bin.sudden_rise": "fill level jumped",
+    "rule.bin.fault": "fill sensor fault",
+    "rule.parking.long_stay": "long stay",
+    "rule.health.stale": "no data",
+    "rule.health.low_battery": "battery low",
+    "rule.health.stuck": "sensor stuck",
+    "rule.health.spike": "implausible spike",
+    "metric.co2_ppm": "CO₂ (ppm)", "metric.fill_pct": "fill (%)",
+    "metric.occupied": "occupied", "metric.battery_v": "battery (V)",
+  },
+};
+const LOCALES = { da: "da-DK", en: "en-GB" };
+
+let lang = localStorage.getItem(LANG_STORAGE) === "en" ? "en" : "da";
+let timeZone = "Europe/Copenhagen";
+let map, markerLayer, routeLayer, historyChart, lastSummary, lastHistory;
+
+function t(key, ...args) {
+  const entry = STRINGS[lang][key] ?? STRINGS.en[key] ?? key;
+  return typeof entry === "function" ? entry(...args) : entry;
+}
+
+function applyLanguage() {
+  document.documentElement.lang = lang;
+  for (const element of document.querySelectorAll("[data-i18n]")) element.textContent = t(element.dataset.i18n);
+  document.getElementById("lang").textContent = t("lang.other");
+}
+
+// 24-hour clock in both languages (en-GB); Danish writes 11.13 and a decimal comma.
+function timeFormat(options) {
+  return new Intl.DateTimeFormat(LOCALES[lang], { timeZone, hourCycle: "h23", ...options });
+}
+
+function formatAxisTime(ms) {
+  return timeFormat({ weekday: "short", hour: "2-digit", minute: "2-digit" }).format(new Date(ms));
+}
 
 function apiKey() { return sessionStorage.getItem(KEY_STORAGE); }
 
@@ -22,7 +170,7 @@ async function api(path, options = {}) {
   else if ((options.method ?? "GET") !== "GET") headers["X-CSRF-Token"] = cookie("kiot_csrf");
   const response = await fetch(path, { ...options, headers, credentials: "same-origin" });
   if (response.status === 401) {
-    signOut(apiKey() ? "Your key was refused; sign in again." : "Your session has ended; sign in again.");
+    signOut(t(apiKey() ? "signin.refused" : "signin.ended"));
     throw new Error("401");
   }
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
@@ -48,12 +196,15 @@ function co2Class(ppm) {
 }
 
 function ago(iso) {
-  if (!iso) return "never";
+  if (!iso) return t("ago.never");
   const minutes = Math.round((Date.now() - new Date(iso).getTime()) / 60000);
-  return minutes < 1 ? "now" : minutes < 120 ? `${minutes} min ago` : `${Math.round(minutes / 60)} h ago`;
+  return minutes < 1 ? t("ago.now") : minutes < 120 ? t("ago.min", minutes) : t("ago.h", Math.round(minutes / 60));
 }
 
-function fmt(value, digits = 0) { return value == null ? "–" : Number(value).toFixed(digits); }
+function fmt(value, digits = 0) {
+  if (value == null) return "–";
+  return new Intl.NumberFormat(LOCALES[lang], { minimumFractionDigits: digits, maximumFractionDigits: digits, useGrouping: false }).format(Number(value));
+}
 
 function cell(text, className) {
   const td = document.createElement("td");
@@ -114,13 +265,14 @@ function renderParking(zones) {
 function renderAlerts(alerts) {
   const list = document.getElementById("alerts");
   list.replaceChildren();
-  if (alerts.length === 0) { list.append(Object.assign(document.createElement("li"), { textContent: "No open alerts." })); return; }
+  if (alerts.length === 0) { list.append(Object.assign(document.createElement("li"), { textContent: t("alerts.none") })); return; }
   for (const a of alerts) {
     const li = document.createElement("li");
     // Notices link to #alert-<id> (outbound/templates.py): that alert is marked and shown.
     li.id = `alert-${a.id}`;
-    const sev = Object.assign(document.createElement("span"), { className: `sev-${a.severity}`, textContent: a.severity });
-    li.append(sev, document.createTextNode(` ${a.rule} · ${a.sensor_name ?? a.subject} · ${a.message || ""} (${a.status}, since ${ago(a.started_at)})`));
+    const sev = Object.assign(document.createElement("span"), { className: `sev-${a.severity}`, textContent: t(`severity.${a.severity}`) });
+    const since = timeFormat({ weekday: "short", hour: "2-digit", minute: "2-digit" }).format(new Date(a.started_at));
+    li.append(sev, document.createTextNode(` ${t(`rule.${a.rule}`)} · ${a.sensor_name ?? a.subject} · ${a.message || ""} (${t(`status.${a.status}`)}, ${t("alerts.since")} ${since})`));
     if (location.hash === `#${li.id}`) li.classList.add("focused");
     list.append(li);
   }
@@ -263,7 +415,8 @@ function renderMap(sensors) {
 
 async function renderRoute() {
   const summary = document.getElementById("route-summary");
-  const today = new Date().toISOString().slice(0, 10);
+  // Today in the municipality's zone (en-CA writes dates as YYYY-MM-DD).
+  const today = new Intl.DateTimeFormat("en-CA", { timeZone, year: "numeric", month: "2-digit", day: "2-digit" }).format(new Date());
   try {
     const plan = await api(`/api/v1/staff/collection/route?date=${today}&format=geojson`);
     routeLayer.clearLayers();
@@ -271,18 +424,21 @@ async function renderRoute() {
     const routes = (plan.features ?? []).filter((f) => f.geometry?.type === "LineString");
     const km = routes.reduce((sum, f) => sum + (f.properties?.distance_m ?? 0), 0) / 1000;
     const stops = (plan.features ?? []).filter((f) => f.geometry?.type === "Point" && f.properties?.bin_id != null).length;
-    summary.textContent = routes.length ? `${routes.length} vehicle route(s), ${stops} stops, ${km.toFixed(1)} km` : "No bins need collecting today.";
+    summary.textContent = routes.length ? t("route.summary", routes.length, stops, fmt(km, 1)) : t("route.empty");
   } catch (err) {
-    summary.textContent = "Route planning is not available.";
+    summary.textContent = t("route.unavailable");
   }
 }
 
 async function showHistory(sensor, metric) {
   const points = await api(`/api/v1/staff/sensors/${sensor.id}/history?metric=${metric}&hours=48`);
-  document.getElementById("history-title").textContent = `${sensor.name ?? sensor.external_id} · ${metric} · last 48 h`;
+  lastHistory = [sensor, metric];
+  const title = document.getElementById("history-title");
+  title.removeAttribute("data-i18n");
+  title.textContent = `${sensor.name ?? sensor.external_id} · ${t(`metric.${metric}`)} · ${t("history.last48")}`;
   const data = points.map((p) => ({ x: new Date(p.time).getTime(), y: p.value }));
   historyChart.data.datasets[0].data = data;
-  historyChart.data.datasets[0].label = metric;
+  historyChart.data.datasets[0].label = t(`metric.${metric}`);
   historyChart.update();
   document.getElementById("history").dataset.points = String(data.length);
 }
@@ -376,19 +532,39 @@ document.getElementById("codec-check").addEventListener("click", () => {
   submitCodec("/api/v1/staff/device-models/codecs/check").catch(() => {});
 });
 
-async function refresh() {
-  const summary = await api("/api/v1/staff/dashboard");
+function render(summary) {
   renderRooms(summary.rooms);
   renderBins(summary.bins);
   renderParking(summary.parking);
   renderAlerts(summary.alerts);
   renderMap(summary.sensors);
+}
+
+async function refresh() {
+  lastSummary = await api("/api/v1/staff/dashboard");
+  render(lastSummary);
   document.body.dataset.loaded = "true";
 }
 
+function switchLanguage() {
+  lang = lang === "da" ? "en" : "da";
+  localStorage.setItem(LANG_STORAGE, lang);
+  applyLanguage();
+  if (lastSummary) render(lastSummary);
+  if (lastHistory) showHistory(...lastHistory).catch(() => {});
+  if (historyChart) { historyChart.options.locale = LOCALES[lang]; historyChart.update(); }
+  showWho();
+}
+
+let me;
+function showWho() {
+  if (me) document.getElementById("who").textContent = `${me.municipality_name} · ${t("who.scopes")}: ${me.scopes.join(", ")}`;
+}
+
 async function start() {
-  const me = await api("/api/v1/staff/me");
-  document.getElementById("who").textContent = `${me.municipality_name} · scopes: ${me.scopes.join(", ")}`;
+  me = await api("/api/v1/staff/me");
+  timeZone = me.timezone ?? timeZone;
+  showWho();
   document.getElementById("login").hidden = true;
   document.getElementById("dashboard").hidden = false;
   document.getElementById("logout").hidden = false;
@@ -404,7 +580,11 @@ async function start() {
       data: { datasets: [{ label: "", data: [], pointRadius: 0, borderColor: "#1f3a5f", tension: 0.2 }] },
       options: {
         animation: false, parsing: false,
-        scales: { x: { type: "linear", ticks: { callback: (v) => new Date(v).toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit" }) } } },
+        locale: LOCALES[lang],
+        scales: {
+          x: { type: "linear", ticks: { callback: (v) => formatAxisTime(v) } },
+          y: { ticks: { callback: (v) => fmt(v, Number.isInteger(v) ? 0 : 1) } },
+        },
       },
     });
   }
@@ -450,6 +630,8 @@ document.getElementById("login-form").addEventListener("submit", (event) => {
   start().catch(() => {});
 });
 document.getElementById("logout").addEventListener("click", () => { logOut(); });
+document.getElementById("lang").addEventListener("click", switchLanguage);
+applyLanguage();
 if (apiKey()) {
   start().catch(() => {});
 } else {

@@ -26,28 +26,30 @@ def clean(samples: Series) -> Series:
 def hysteresis_runs(
     samples: Series, on: float, off: float, min_duration_s: float, max_gap_s: float
 ) -> list[tuple[float, float, float, bool]]:
-    """(start_s, end_s, peak, ongoing) of runs on a cleaned series."""
+    """(start_s, end_s, peak, ongoing) of runs on a cleaned series. A run lasts until the
+    sample below `off` that ends it; a gap or the end of the data ends it at its last
+    sample. Ongoing: its last sample is the series' last."""
     runs = []
     active = False
-    start = end = peak = 0.0
+    start = last = peak = 0.0
     previous_t = None
     for t, v in samples:
         if active and previous_t is not None and not (t - previous_t <= max_gap_s):
-            runs.append((start, end, peak))
+            runs.append((start, last, last, peak))
             active = False
         if active:
             if v < off:
-                runs.append((start, end, peak))
+                runs.append((start, t, last, peak))
                 active = False
             else:
-                end, peak = t, max(peak, v)
+                last, peak = t, max(peak, v)
         elif v >= on:
-            active, start, end, peak = True, t, t, v
+            active, start, last, peak = True, t, t, v
         previous_t = t
     if active:
-        runs.append((start, end, peak))
+        runs.append((start, last, last, peak))
     last_t = samples[-1][0] if samples else None
-    return [(s, e, p, e == last_t) for s, e, p in runs if e - s >= min_duration_s]
+    return [(s, e, p, lt == last_t) for s, e, lt, p in runs if e - s >= min_duration_s]
 
 
 def co2_category(co2: float, outdoor: float = 400.0) -> int:

@@ -55,9 +55,33 @@ def test_co2_hovering_at_the_limit_is_one_episode_not_a_flicker():
     co2 = np.array([900, 1010, 990, 1005, 995, 1020, 990, 1001, 700, 700.0])
     runs = co2_episodes(time_s, co2, 1000.0, hysteresis_ppm=50.0, min_duration_s=900.0)
     assert runs.row.tolist() == [0]
-    assert (runs.start_s[0], runs.end_s[0], runs.peak[0]) == (300.0, 2100.0, 1020.0)
+    # It lasts until the 700 ppm sample at 2400 s that ends it.
+    assert (runs.start_s[0], runs.end_s[0], runs.peak[0]) == (300.0, 2400.0, 1020.0)
     # Without hysteresis the same signal gives only short blips, none lasting 15 minutes.
     assert co2_episodes(time_s, co2, 1000.0, hysteresis_ppm=0.0, min_duration_s=900.0).row.size == 0
+
+
+@pytest.mark.parametrize("above_s", [15 * 60, 17 * 60, 19 * 60])
+def test_a_15_to_19_minute_exceedance_at_10_minute_sampling_is_found(above_s: int):
+    """CO2 above 1000 ppm from 08:05 for `above_s` seconds, sampled every 10 minutes at
+    :00, :10, :20 …: the samples at 08:10 and 08:20 see it, 08:30 is below. First to last
+    sample gave 10 minutes and missed BR18's 15-minute rule; the exceedance lasts until
+    the sample below, 20 minutes."""
+    time_s = np.arange(0, 3600.0, 600.0)
+    start = 300.0
+    above = (time_s > start) & (time_s <= start + above_s)
+    co2 = np.where(above, 1150.0, 800.0)
+    assert above.sum() == 2
+    runs = co2_episodes(time_s, co2, 1000.0, hysteresis_ppm=50.0, min_duration_s=900.0)
+    assert runs.row.tolist() == [0]
+    assert (runs.start_s[0], runs.end_s[0]) == (600.0, 1800.0)
+
+
+def test_an_exceedance_cut_by_a_gap_ends_at_its_last_sample():
+    time_s = np.array([0.0, 600.0, 1200.0, 9000.0])
+    co2 = np.array([1200.0, 1200.0, 1200.0, 800.0])
+    runs = co2_episodes(time_s, co2, 1000.0, min_duration_s=0.0, max_gap_s=1800.0)
+    assert (runs.start_s.tolist(), runs.end_s.tolist()) == ([0.0], [1200.0])
 
 
 def test_short_co2_peak_is_not_an_episode_and_a_gap_splits_one():

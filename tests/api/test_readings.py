@@ -38,6 +38,8 @@ def test_bucketed_aggregates_match_numpy_over_the_raw_values(
             "from": "2026-03-01T00:00:00Z",
             "to": "2026-03-04T00:00:00Z",
             "limit": 10000,
+            # The seeded days are UTC days (local days: tests/api/test_local_days.py).
+            "tz": "UTC",
         },
     )
     assert response.status_code == 200, response.text

@@ -176,7 +176,7 @@ def test_a_wrong_key_shows_the_sign_in_again(db, running_api) -> None:
         page.fill("#api-key", "kiot_wrongwrongwr_" + "x" * 43)
         page.click("button[type=submit]")
         _wait_until(page, "document.getElementById('login-error').textContent.length > 0")
-        assert "refused" in page.inner_text("#login-error")
+        assert "afvist" in page.inner_text("#login-error")  # Danish by default
         assert page.is_hidden("#dashboard")
         browser.close()
 
@@ -220,3 +220,69 @@ def test_a_sensor_name_is_shown_as_text_in_map_popups(db, running_api) -> None:
     assert f"{XSS_NAME} (climate)" in [text for text, _ in popups]
     assert all(images == 0 for _, images in popups), popups  # text, not markup
     assert pwned is None
+
+
+_TICKS = """() => historyChart.scales.x.ticks.map((tick) => [tick.value, tick.label])"""
+
+
+def test_danish_by_default_with_24_hour_clock_and_decimal_comma_in_copenhagen_time(
+    db, running_api
+) -> None:
+    """A browser set to American English in Los Angeles still sees Danish text, Danish
+    numbers (21,5) and Copenhagen times on a 24-hour clock (ons. 11.13, not Wed 11:13 AM);
+    one click gives English with a 24-hour clock."""
+    from zoneinfo import ZoneInfo
+
+    from playwright.sync_api import sync_playwright
+
+    copenhagen = ZoneInfo("Europe/Copenhagen")
+    token = _seed(db)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        context = browser.new_context(locale="en-US", timezone_id="America/Los_Angeles")
+        page = context.new_page()
+        page.goto(running_api + "/")
+        assert page.inner_text("#login h2") == "Log ind for medarbejdere"
+        page.fill("#api-key", token)
+        page.click("button[type=submit]")
+        page.wait_for_selector("body[data-loaded=true]", timeout=20000)
+
+        assert "Klasselokaler" in page.inner_text("#rooms").split("\n")[0] or (
+            "Klasselokaler" in page.inner_text("main")
+        )
+        temperatures = [
+            r.inner_text() for r in page.query_selector_all("#rooms tbody td:nth-child(4)")
+        ]
+        assert temperatures == ["21,5", "21,5", "21,5"]
+        page.click("#rooms tbody tr:nth-child(2)")
+        _wait_until(page, "Number(document.getElementById('history').dataset.points || 0) > 0")
+        assert "seneste 48 timer" in page.inner_text("[data-testid=history-title]")
+        ticks = page.evaluate(_TICKS)
+        assert len(ticks) >= 3
+        danish_days = ("man.", "tirs.", "ons.", "tors.", "fre.", "lør.", "søn.")
+        for value, label in ticks:
+            local = datetime.fromtimestamp(value / 1000, copenhagen)
+            assert "AM" not in label and "PM" not in label, label
+            assert label.startswith(danish_days), label
+            assert label.endswith(f"{local:%H}.{local:%M}"), (label, local)
+
+        page.click("#lang")
+        assert page.inner_text("#login h2") == "Staff sign-in"
+        assert "Classrooms" in page.inner_text("main")
+        temperatures = [
+            r.inner_text() for r in page.query_selector_all("#rooms tbody td:nth-child(4)")
+        ]
+        assert temperatures == ["21.5", "21.5", "21.5"]
+        _wait_until(
+            page, "document.getElementById('history-title').textContent.includes('last 48 h')"
+        )
+        for value, label in page.evaluate(_TICKS):
+            local = datetime.fromtimestamp(value / 1000, copenhagen)
+            assert "AM" not in label and "PM" not in label, label
+            assert label == f"{local:%a} {local:%H}:{local:%M}", label
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard-en.png"), full_page=True)
+        browser.close()

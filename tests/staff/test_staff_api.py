@@ -318,6 +318,20 @@ ISOLATION: dict[tuple[str, str], dict] = {
     ("GET", "/api/v1/staff/collection/route"): {"list": True, "params": {"date": "2026-11-23"}},
     ("GET", "/api/v1/staff/audit"): {"list": True},
     ("GET", "/api/v1/staff/audit/export"): {"list": True},
+    # school calendar and reports (analytics, api/routes/reports.py): a PUT replaces the
+    # caller's own calendar only (the snapshot holds B's)
+    ("GET", "/api/v1/staff/school-calendar"): {"list": True},
+    ("PUT", "/api/v1/staff/school-calendar"): {
+        "content": "type,weekday,opens,closes,first_day,last_day,name\nhours,1,07:00,12:00,,,\n",
+        "headers": {"Content-Type": "text/csv"},
+        "status": 200,
+    },
+    ("GET", "/api/v1/staff/reports/rooms"): {"list": True, "params": {"month": "2026-11"}},
+    ("GET", "/api/v1/staff/reports/schools"): {"list": True, "params": {"month": "2026-11"}},
+    ("GET", "/api/v1/staff/reports/bins"): {"list": True, "params": {"month": "2026-11"}},
+    ("GET", "/api/v1/staff/reports/parking"): {"list": True, "params": {"month": "2026-11"}},
+    ("GET", "/api/v1/staff/reports/month.xlsx"): {"list": True, "params": {"month": "2026-11"}},
+    ("GET", "/api/v1/staff/reports/schools/{site_id}.pdf"): {"params": {"month": "2026-11"}},
 }
 
 
@@ -369,6 +383,12 @@ def _snapshot(db: psycopg.Connection, b: Tenant) -> tuple:
             "SELECT id, device_model_id, version, script FROM device_codecs "
             "WHERE municipality_id = %s ORDER BY id",
             (b.id,),
+        ).fetchall(),
+        db.execute(
+            "SELECT * FROM school_hours WHERE municipality_id = %s ORDER BY weekday", (b.id,)
+        ).fetchall(),
+        db.execute(
+            "SELECT * FROM school_holidays WHERE municipality_id = %s ORDER BY id", (b.id,)
         ).fetchall(),
     )
 
