@@ -28,6 +28,16 @@ AUDITED_TABLES: dict[str, tuple[str, ...]] = {
     "dead_letters": ("payload",),  # a replay marks the letter; its bytes stay in dead_letters
     "api_keys": ("secret_hash", "last_used_at"),
     "staff_sessions": ("token_hash", "csrf_hash", "idle_expires_at"),  # sign-in, sign-out
+    # Where notices and data go. The signing secrets are left out; the URL is kept, since
+    # where data goes is what the trail must show (a Teams/Slack URL or an MQTT URL's
+    # password is thereby in the trail: rotate it at the receiver when a channel is replaced).
+    "notification_channels": ("secret",),
+    "notification_rules": (),
+    "data_targets": ("secret",),
+    # Staff write deliveries by a test, a retry or resolving an alert; the worker's and
+    # ingest's writes carry no audit context and are not recorded. The payload (readings,
+    # the notice) stays in deliveries.
+    "deliveries": ("payload",),
 }
 
 # Tables the staff role writes without it being a staff decision, and why.
