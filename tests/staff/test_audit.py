@@ -279,6 +279,35 @@ def test_a_write_is_recorded_with_who_when_where_what_before_and_after(
     assert _events(db, b.id) == []
 
 
+def test_deleting_a_target_or_rule_records_it_not_each_row_of_its_delivery_log(
+    role_client, tenants, db
+) -> None:
+    """A data target's log is a month of ingest batches: its deletion is one decision, one
+    event, not one per log row (which would also hold the staff request for minutes)."""
+    a, _ = tenants
+    ids = outbound_rows(db, a.id)
+    for column, value in (("target_id", ids["target_id"]), ("channel_id", ids["channel_id"])):
+        db.execute(
+            f"INSERT INTO deliveries (municipality_id, {column}, rule_id, event, idempotency_key, "
+            "payload, status) SELECT %s, %s, %s, 'readings', %s || i, '{}', 'delivered' "
+            "FROM generate_series(1, 2000) i",
+            (a.id, value, ids["rule_id"] if column == "channel_id" else None, f"log:{column}:"),
+        )
+    headers = auth(a.admin)
+    for path in (f"data-targets/{ids['target_id']}", f"notification-rules/{ids['rule_id']}"):
+        response = role_client.delete(f"/api/v1/staff/{path}", headers=headers)
+        assert response.status_code == 204, response.text
+    events = [(e["action"], e["target_table"], e["operation"]) for e in _events(db)]
+    assert events == [
+        ("data_target.delete", "data_targets", "delete"),
+        ("notification_rule.delete", "notification_rules", "delete"),
+    ]
+    left = db.execute(
+        "SELECT count(*) FILTER (WHERE target_id IS NOT NULL), count(rule_id) FROM deliveries"
+    ).fetchone()
+    assert left == (0, 0)
+
+
 def test_sensor_visibility_change_shows_before_and_after(role_client, tenants, db) -> None:
     a, _ = tenants
     response = role_client.patch(
