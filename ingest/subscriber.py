@@ -564,7 +564,9 @@ class IngestService:
             except _GivingUp:
                 self._commit_failed.set()
             except Exception as exc:  # a bug: stop the service rather than hang it
-                log.exception("commit_failed", messages=len(batch.messages) if batch else 0)
+                log.error(
+                    "commit_failed", exc_info=True, messages=len(batch.messages) if batch else 0
+                )
                 self._commit_error = exc
                 self._commit_failed.set()
         if not self._commit_failed.is_set():

@@ -28,7 +28,24 @@ AUDITED_TABLES: dict[str, tuple[str, ...]] = {
     "dead_letters": ("payload",),  # a replay marks the letter; its bytes stay in dead_letters
     "api_keys": ("secret_hash", "last_used_at"),
     "staff_sessions": ("token_hash", "csrf_hash", "idle_expires_at"),  # sign-in, sign-out
+    # Where notices and data go. The signing secrets are left out; the URL is kept, since
+    # where data goes is what the trail must show (a Teams/Slack URL or an MQTT URL's
+    # password is thereby in the trail: rotate it at the receiver when a channel is replaced).
+    "notification_channels": ("secret",),
+    "notification_rules": (),
+    "data_targets": ("secret",),
+    # Staff write deliveries by a test, a retry or resolving an alert; the worker's and
+    # ingest's writes carry no audit context and are not recorded. The payload (readings,
+    # the notice) stays in deliveries; rule_id and digest_id are bookkeeping the database
+    # clears when a rule or digest goes (not one event per notice of a deleted rule).
+    "deliveries": ("payload", "rule_id", "digest_id"),
 }
+
+# The operations recorded, where not every one is. Deleting a channel or data target takes
+# its delivery log with it (a data target's is a month of ingest batches, millions of rows):
+# the recorded decision is the deletion of the channel or target, not each row of its log.
+AUDITED_OPERATIONS: dict[str, str] = {"deliveries": "INSERT OR UPDATE"}
+_ALL_OPERATIONS = "INSERT OR UPDATE OR DELETE"
 
 # Tables the staff role writes without it being a staff decision, and why.
 NOT_AUDITED: dict[str, str] = {
@@ -67,10 +84,11 @@ def apply_audit_triggers(conn: psycopg.Connection) -> None:
             continue  # a table of a later migration, or one dropped
         conn.execute(
             sql.SQL(
-                "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} "
+                "CREATE OR REPLACE TRIGGER {} AFTER {} ON {} "
                 "FOR EACH ROW EXECUTE FUNCTION iot_audit_row({})"
             ).format(
                 sql.Identifier(TRIGGER),
+                sql.SQL(AUDITED_OPERATIONS.get(table, _ALL_OPERATIONS)),
                 sql.Identifier(table),
                 sql.SQL(", ").join(sql.Literal(c) for c in left_out),
             )

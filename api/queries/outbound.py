@@ -2,7 +2,7 @@
 channels and rules, data targets, and the delivery log.
 
 Every statement is bounded by the caller's municipality; a row of another municipality is
-"not found". Each write is one function (audit attaches there).
+"not found". Each write is one function; its route records it in the audit trail.
 """
 
 from __future__ import annotations

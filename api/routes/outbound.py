@@ -4,7 +4,7 @@ test deliveries, and the delivery log (docs/notifications.md).
 Like every staff route: the caller's key decides the municipality, and another
 municipality's ids answer 404, as if they did not exist. Reading takes `read-private`;
 channels, rules and retries `manage-alerts`; data targets (data leaving the system)
-`admin`.
+`admin`. Every write is recorded in the audit trail (api/audit.py).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import psycopg
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from api.audit import audited
 from api.deps import Conn
 from api.queries import outbound
 from api.security import Admin, ManageAlerts, ReadPrivate
@@ -181,6 +182,7 @@ async def list_channels(principal: ReadPrivate, conn: Conn) -> list[dict[str, An
 @router.post(
     "/notification-channels",
     status_code=201,
+    dependencies=[audited("notification_channel.create")],
     summary="Add a channel; a webhook's signing secret is shown only now",
 )
 async def create_channel(principal: ManageAlerts, conn: Conn, channel: ChannelIn) -> dict[str, Any]:
@@ -190,7 +192,11 @@ async def create_channel(principal: ManageAlerts, conn: Conn, channel: ChannelIn
         raise _taken("channel", channel.name) from None
 
 
-@router.patch("/notification-channels/{channel_id}", summary="Edit or switch a channel")
+@router.patch(
+    "/notification-channels/{channel_id}",
+    summary="Edit or switch a channel",
+    dependencies=[audited("notification_channel.update")],
+)
 async def patch_channel(
     principal: ManageAlerts, conn: Conn, channel_id: Id, patch: ChannelPatch
 ) -> dict[str, Any]:
@@ -207,7 +213,12 @@ async def patch_channel(
     return row
 
 
-@router.delete("/notification-channels/{channel_id}", status_code=204, summary="Delete a channel")
+@router.delete(
+    "/notification-channels/{channel_id}",
+    status_code=204,
+    summary="Delete a channel",
+    dependencies=[audited("notification_channel.delete")],
+)
 async def delete_channel(principal: ManageAlerts, conn: Conn, channel_id: Id) -> None:
     if not await outbound.delete_channel(conn, principal.municipality_id, channel_id):
         raise _not_found("notification channel")
@@ -216,6 +227,7 @@ async def delete_channel(principal: ManageAlerts, conn: Conn, channel_id: Id) ->
 @router.post(
     "/notification-channels/{channel_id}/test",
     status_code=202,
+    dependencies=[audited("notification_channel.test")],
     summary="Send a test notice; follow it in the delivery log",
 )
 async def test_channel(principal: ManageAlerts, conn: Conn, channel_id: Id) -> dict[str, Any]:
@@ -233,7 +245,12 @@ async def list_rules(principal: ReadPrivate, conn: Conn) -> list[dict[str, Any]]
     return await outbound.list_rules(conn, principal.municipality_id)
 
 
-@router.post("/notification-rules", status_code=201, summary="Add a rule")
+@router.post(
+    "/notification-rules",
+    status_code=201,
+    summary="Add a rule",
+    dependencies=[audited("notification_rule.create")],
+)
 async def create_rule(principal: ManageAlerts, conn: Conn, rule: RuleIn) -> dict[str, Any]:
     row = await outbound.create_rule(conn, principal.municipality_id, rule.model_dump())
     if row is None:
@@ -241,7 +258,12 @@ async def create_rule(principal: ManageAlerts, conn: Conn, rule: RuleIn) -> dict
     return row
 
 
-@router.delete("/notification-rules/{rule_id}", status_code=204, summary="Delete a rule")
+@router.delete(
+    "/notification-rules/{rule_id}",
+    status_code=204,
+    summary="Delete a rule",
+    dependencies=[audited("notification_rule.delete")],
+)
 async def delete_rule(principal: ManageAlerts, conn: Conn, rule_id: Id) -> None:
     if not await outbound.delete_rule(conn, principal.municipality_id, rule_id):
         raise _not_found("notification rule")
@@ -258,6 +280,7 @@ async def list_targets(principal: ReadPrivate, conn: Conn) -> list[dict[str, Any
 @router.post(
     "/data-targets",
     status_code=201,
+    dependencies=[audited("data_target.create")],
     summary="Add a data target (switched off; its signing secret is shown only now)",
 )
 async def create_target(principal: Admin, conn: Conn, target: TargetIn) -> dict[str, Any]:
@@ -267,7 +290,11 @@ async def create_target(principal: Admin, conn: Conn, target: TargetIn) -> dict[
         raise _taken("data target", target.name) from None
 
 
-@router.patch("/data-targets/{target_id}", summary="Edit a data target or switch it on")
+@router.patch(
+    "/data-targets/{target_id}",
+    summary="Edit a data target or switch it on",
+    dependencies=[audited("data_target.update")],
+)
 async def patch_target(
     principal: Admin, conn: Conn, target_id: Id, patch: TargetPatch
 ) -> dict[str, Any]:
@@ -284,7 +311,12 @@ async def patch_target(
     return row
 
 
-@router.delete("/data-targets/{target_id}", status_code=204, summary="Delete a data target")
+@router.delete(
+    "/data-targets/{target_id}",
+    status_code=204,
+    summary="Delete a data target",
+    dependencies=[audited("data_target.delete")],
+)
 async def delete_target(principal: Admin, conn: Conn, target_id: Id) -> None:
     if not await outbound.delete_target(conn, principal.municipality_id, target_id):
         raise _not_found("data target")
@@ -293,6 +325,7 @@ async def delete_target(principal: Admin, conn: Conn, target_id: Id) -> None:
 @router.post(
     "/data-targets/{target_id}/test",
     status_code=202,
+    dependencies=[audited("data_target.test")],
     summary="Send the latest values the target's filter passes; follow it in the log",
 )
 async def test_target(principal: Admin, conn: Conn, target_id: Id) -> dict[str, Any]:
@@ -328,7 +361,11 @@ async def get_delivery(principal: ReadPrivate, conn: Conn, delivery_id: Id) -> d
     return row
 
 
-@router.post("/deliveries/{delivery_id}/retry", summary="Send a dead delivery again")
+@router.post(
+    "/deliveries/{delivery_id}/retry",
+    summary="Send a dead delivery again",
+    dependencies=[audited("delivery.retry")],
+)
 async def retry_delivery(principal: ManageAlerts, conn: Conn, delivery_id: Id) -> dict[str, Any]:
     row = await outbound.retry_delivery(conn, principal.municipality_id, delivery_id)
     if row is None:

@@ -202,6 +202,39 @@ def test_a_persons_writes_need_the_csrf_token_and_are_recorded_as_theirs(client,
     assert update[0]["before"]["is_public"] is False and update[0]["after"]["is_public"] is True
 
 
+def test_a_person_manages_notification_channels_with_the_csrf_token(client, tenants, db):
+    """Outbound writes from the dashboard: a signed-in person, cookie and CSRF header."""
+    a, _ = tenants
+    sign_in(client, "aarhus-idp", "anna")
+    url = "/api/v1/staff/notification-channels"
+    channel = {"name": "Drift", "kind": "webhook", "url": "https://drift.aarhus.dk/iot"}
+    forged = client.post(url, json=channel)
+    assert forged.status_code == 403 and "X-CSRF-Token" in forged.json()["detail"]
+    assert db.execute("SELECT count(*) FROM notification_channels").fetchone() == (0,)
+    csrf = {"X-CSRF-Token": client.cookies.get("kiot_csrf")}
+    created = client.post(url, json=channel, headers=csrf)
+    assert created.status_code == 201, created.text
+    channel_id = created.json()["id"]
+    tested = client.post(f"{url}/{channel_id}/test", headers=csrf)
+    assert tested.status_code == 202, tested.text
+    switched = client.patch(f"{url}/{channel_id}", json={"enabled": False}, headers=csrf)
+    assert switched.status_code == 200, switched.text
+    events = [e for e in _events(db) if e["action"].startswith("notification_channel.")]
+    assert [(e["action"], e["target_table"], e["operation"]) for e in events] == [
+        ("notification_channel.create", "notification_channels", "insert"),
+        ("notification_channel.test", "deliveries", "insert"),
+        ("notification_channel.update", "notification_channels", "update"),
+    ]
+    for event in events:
+        assert (event["actor_kind"], event["actor_id"], event["actor_name"]) == (
+            "person", "aarhus-idp:anna", "Anna Andersen"
+        )  # fmt: skip
+        assert event["municipality_id"] == a.id
+        for side in (event["before"], event["after"]):
+            assert side is None or "secret" not in side
+    assert created.json()["secret"] not in str([(e["before"], e["after"]) for e in events])
+
+
 def test_roles_map_to_scopes_and_a_person_without_one_gets_no_session(client, tenants, db):
     a, _ = tenants
     sign_in(client, "aarhus-idp", "rasmus")

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import create_key
+from models.db_roles import API, STAFF, enable_logins, role_url
 from models.settings import Settings
 from outbound.worker import DeliveryWorker
 from tests.outbound.conftest import Place, add_channel, add_rule, make_place, outbound_settings
@@ -61,8 +62,15 @@ def tenants(db) -> tuple[Tenant, Tenant]:
 
 
 @pytest.fixture
-def client(database_url: str) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(database_url=database_url))) as c:
+def client(database_url: str, db: psycopg.Connection) -> Iterator[TestClient]:
+    """The app as deployed: staff routes as iot_staff, whose writes the audit trigger
+    refuses without the request's audit context (api/audit.py)."""
+    enable_logins(db, {})
+    settings = Settings(
+        database_url=role_url(database_url, API),
+        staff_database_url=role_url(database_url, STAFF),
+    )
+    with TestClient(create_app(settings)) as c:
         yield c
 
 

@@ -66,6 +66,13 @@ def test_each_service_does_its_part_as_its_own_role(db, database_url, http_recei
         alert = client.get("/api/v1/staff/alerts", headers=auth).json()[0]["id"]
         resolved = client.post(f"/api/v1/staff/alerts/{alert}/resolve", headers=auth)
         assert resolved.status_code == 200, resolved.text
+        # The resolve notice is written by the staff role in the alert.resolve request: the
+        # audit trigger on deliveries records it under that action instead of refusing it.
+        recorded = db.execute(
+            "SELECT target_table, operation, after->>'event' FROM audit_events "
+            "WHERE action = 'alert.resolve' ORDER BY id"
+        ).fetchall()
+        assert recorded == [("alerts", "update", None), ("deliveries", "insert", "alert.resolved")]
 
         maintenance = outbound_settings(role_url(database_url, MAINTENANCE))
         assert DeliveryWorker(maintenance).run(until_idle=True).delivered == 4

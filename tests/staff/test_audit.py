@@ -51,6 +51,34 @@ def tenants(db: psycopg.Connection) -> tuple[Tenant, Tenant]:
     return _tenant(db, "aarhus", "a81758fffe0a0001", 1), _tenant(db, "odder", "a81758fffe0b0001", 2)
 
 
+def outbound_rows(db: psycopg.Connection, municipality_id: int) -> dict[str, int]:
+    """A notification channel (a webhook with a signing secret), a rule, a data target and a
+    dead delivery of `municipality_id`, as the outbound routes' path ids."""
+    m = municipality_id
+    channel = db.execute(
+        "INSERT INTO notification_channels (municipality_id, name, kind, url, secret) "
+        "VALUES (%s, 'hook', 'webhook', 'https://drift.example.dk/iot', 'channel-secret') "
+        "RETURNING id",
+        (m,),
+    ).fetchone()[0]
+    rule = db.execute(
+        "INSERT INTO notification_rules (municipality_id, channel_id) VALUES (%s, %s) RETURNING id",
+        (m, channel),
+    ).fetchone()[0]
+    target = db.execute(
+        "INSERT INTO data_targets (municipality_id, name, kind, url, secret) "
+        "VALUES (%s, 'bi', 'http', 'https://bi.example.dk/in', 'target-secret') RETURNING id",
+        (m,),
+    ).fetchone()[0]
+    delivery = db.execute(
+        "INSERT INTO deliveries (municipality_id, channel_id, event, idempotency_key, payload, "
+        "status, attempts, last_error) VALUES (%s, %s, 'test', %s, '{\"test\": true}', 'dead', "
+        "8, 'HTTP 500') RETURNING id",
+        (m, channel, f"test:dead:{m}"),
+    ).fetchone()[0]
+    return {"channel_id": channel, "rule_id": rule, "target_id": target, "delivery_id": delivery}
+
+
 def _connect(database_url: str, role: str) -> psycopg.Connection:
     return psycopg.connect(role_url(database_url, role), autocommit=True)
 
@@ -152,6 +180,35 @@ WRITES: dict[tuple[str, str], dict] = {
         "table": "api_keys",
     },
     ("DELETE", "/api/v1/staff/keys/{key_id}"): {"table": "api_keys"},
+    # Outbound deliveries (docs/notifications.md); "A.channel" is A's seeded channel.
+    ("POST", "/api/v1/staff/notification-channels"): {
+        "json": {"name": "drift", "kind": "webhook", "url": "https://drift.example.dk/new"},
+        "table": "notification_channels",
+    },
+    ("PATCH", "/api/v1/staff/notification-channels/{channel_id}"): {
+        "json": {"url": "https://attacker.example.net/collect"},
+        "table": "notification_channels",
+    },
+    ("DELETE", "/api/v1/staff/notification-channels/{channel_id}"): {
+        "table": "notification_channels",
+    },
+    ("POST", "/api/v1/staff/notification-channels/{channel_id}/test"): {"table": "deliveries"},
+    ("POST", "/api/v1/staff/notification-rules"): {
+        "json": {"channel_id": "A.channel", "min_severity": "critical"},
+        "table": "notification_rules",
+    },
+    ("DELETE", "/api/v1/staff/notification-rules/{rule_id}"): {"table": "notification_rules"},
+    ("POST", "/api/v1/staff/data-targets"): {
+        "json": {"name": "open data", "kind": "http", "url": "https://data.example.dk/in"},
+        "table": "data_targets",
+    },
+    ("PATCH", "/api/v1/staff/data-targets/{target_id}"): {
+        "json": {"enabled": True},
+        "table": "data_targets",
+    },
+    ("DELETE", "/api/v1/staff/data-targets/{target_id}"): {"table": "data_targets"},
+    ("POST", "/api/v1/staff/data-targets/{target_id}/test"): {"table": "deliveries"},
+    ("POST", "/api/v1/staff/deliveries/{delivery_id}/retry"): {"table": "deliveries"},
     # Sign-in and sign-out are exercised with real identity providers in tests/identity.
     ("POST", "/auth/logout"): {"session": True, "table": "staff_sessions"},
     ("POST", "/auth/saml/acs"): {"session": True, "table": "staff_sessions"},
@@ -171,18 +228,21 @@ def test_a_write_is_recorded_with_who_when_where_what_before_and_after(
 ) -> None:
     a, b = tenants
     case = WRITES[(method, path)]
+    outbound_rows(db, b.id)  # B's rows must stay untouched and unrecorded
     ids = {
         "sensor_id": a.sensor,
         "site_id": a.site,
         "alert_id": a.alert,
         "dead_letter_id": a.dead_letter,
         "key_id": a.key,
+        **outbound_rows(db, a.id),
         **case.get("ids", {}),
     }
     url = path.format(**{k: v for k, v in ids.items() if "{" + k + "}" in path})
+    placeholders = {"A.site": a.site, "A.channel": ids["channel_id"]}
     body = case.get("json")
     if body:
-        body = {k: (a.site if v == "A.site" else v) for k, v in body.items()}
+        body = {k: placeholders.get(v, v) if isinstance(v, str) else v for k, v in body.items()}
     started = db.execute("SELECT now()").fetchone()[0]
     response = role_client.request(
         method,
@@ -214,8 +274,38 @@ def test_a_write_is_recorded_with_who_when_where_what_before_and_after(
     for event in changed:
         assert event["before"] is not None or event["after"] is not None
         for side in (event["before"], event["after"]):
-            assert side is None or ("secret_hash" not in side and "payload" not in side)
+            assert side is None or not {"secret_hash", "payload", "secret"} & side.keys()
+            assert "-secret" not in json.dumps(side)  # the seeded signing secrets
     assert _events(db, b.id) == []
+
+
+def test_deleting_a_target_or_rule_records_it_not_each_row_of_its_delivery_log(
+    role_client, tenants, db
+) -> None:
+    """A data target's log is a month of ingest batches: its deletion is one decision, one
+    event, not one per log row (which would also hold the staff request for minutes)."""
+    a, _ = tenants
+    ids = outbound_rows(db, a.id)
+    for column, value in (("target_id", ids["target_id"]), ("channel_id", ids["channel_id"])):
+        db.execute(
+            f"INSERT INTO deliveries (municipality_id, {column}, rule_id, event, idempotency_key, "
+            "payload, status) SELECT %s, %s, %s, 'readings', %s || i, '{}', 'delivered' "
+            "FROM generate_series(1, 2000) i",
+            (a.id, value, ids["rule_id"] if column == "channel_id" else None, f"log:{column}:"),
+        )
+    headers = auth(a.admin)
+    for path in (f"data-targets/{ids['target_id']}", f"notification-rules/{ids['rule_id']}"):
+        response = role_client.delete(f"/api/v1/staff/{path}", headers=headers)
+        assert response.status_code == 204, response.text
+    events = [(e["action"], e["target_table"], e["operation"]) for e in _events(db)]
+    assert events == [
+        ("data_target.delete", "data_targets", "delete"),
+        ("notification_rule.delete", "notification_rules", "delete"),
+    ]
+    left = db.execute(
+        "SELECT count(*) FILTER (WHERE target_id IS NOT NULL), count(rule_id) FROM deliveries"
+    ).fetchone()
+    assert left == (0, 0)
 
 
 def test_sensor_visibility_change_shows_before_and_after(role_client, tenants, db) -> None:
