@@ -12,7 +12,7 @@ examples, the declarative field mapping (ingest/codecs/mapping.py) and the repor
 check it passed. Ingest uses the highest version; older ones are kept.
 
 Revision ID: 0013
-Revises: 0012
+Revises: 0019
 Create Date: 2026-12-03
 """
 

@@ -6,7 +6,7 @@ A municipality without rows here gets the default (Monday–Friday 08:00–16:00
 holidays). Both tables carry municipality_id so a tenant's export and deletion find them.
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-03
 """
 

@@ -6,7 +6,7 @@ it at least once (outbound/worker.py). ``delivery_attempts`` logs each try, writ
 the send and finished after it (docs/notifications.md).
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0018
 Create Date: 2026-12-03
 """
 

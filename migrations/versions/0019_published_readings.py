@@ -26,7 +26,7 @@ out rows of published sensors only (public and active, the API's one definition)
   metric, for the DCAT catalogue's temporal coverage.
 
 Revision ID: 0019
-Revises: 0012
+Revises: 0015
 Create Date: 2026-12-03
 """
 
