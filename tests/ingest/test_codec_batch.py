@@ -168,3 +168,40 @@ def test_a_slow_codec_whose_batch_exceeds_the_time_limit_loses_no_uplink(
     outcomes = Pipeline(settings, sync_metrics(db)).handle_many(lambda op: op(db), messages)
     assert [o.rejection for o in outcomes] == [None] * 4
     assert [_temperatures(o, db) for o in outcomes] == [[(40 + n) / 2] for n in range(4)]
+
+
+@pytest.mark.usefixtures("trap")
+def test_a_burst_through_mosquitto_stores_every_good_uplink_and_letters_each_trap(
+    db, fleet, ingest
+) -> None:
+    """The same mix published without waiting for each PUBACK, so that ingest's socket
+    reads hold several messages and the real subscriber judges them together."""
+    from tests.ingest.conftest import count, wait_for
+    from tests.ingest.test_resilience import StreamPublisher
+
+    publisher = StreamPublisher(1883)
+    try:
+        sent = 0
+        for n, trap_byte in enumerate(EXPECTED):
+            for topic, payload, _ in (
+                _trap_message(fleet, 3 * n, trap_byte),
+                _good(fleet, 3 * n + 1),
+                _good(fleet, 3 * n + 2),
+            ):
+                publisher.publish(topic, payload)
+                sent += 1
+        publisher.wait_all_acknowledged()
+        wait_for(lambda: ingest.totals.committed_messages == sent, 60, "every message committed")
+    finally:
+        publisher.close()
+    letters = db.execute("SELECT reason, detail FROM dead_letters ORDER BY id").fetchall()
+    assert len(letters) == len(EXPECTED)
+    for (reason, detail), expected in zip(letters, EXPECTED.values(), strict=True):
+        assert reason == "decode_error" and expected in detail, detail
+    stored = count(
+        db,
+        "SELECT count(*) FROM readings r JOIN sensors s ON s.id = r.sensor_id "
+        "JOIN metrics m ON m.id = r.metric_id WHERE s.dev_eui = %s AND m.name = 'temperature_c'",
+        (TRAP_EUI,),
+    )
+    assert stored == 2 * len(EXPECTED)
