@@ -44,7 +44,7 @@ from ingest.dead_letters import DeadLetterPolicy, DeadLetterRow
 from ingest.latest import LatestValues
 from ingest.mqtt_client import BufferedClient
 from ingest.normalise import Row
-from ingest.pipeline import Pipeline
+from ingest.pipeline import Outcome, Pipeline
 from ingest.uplink import Rejected
 from ingest.writer import BatchEncoder, BatchWriter, WriteResult
 from models.db import sync_metrics
@@ -366,21 +366,27 @@ class IngestService:
 
     # --- processing (worker thread) -------------------------------------------------------
 
-    def _process(self, message: Inbound, batch: Batch) -> None:
+    def _judge(self, messages: list[Inbound]) -> list[Outcome | None]:
+        """The pipeline's outcome of each message of one read, judged together so that the
+        uplinks JavaScript codecs decode cross into the sandbox together (ingest/codecs);
+        None for a retained message, which `_process` dead-letters without judging."""
+        judged = [m for m in messages if not m.retain]
+        outcomes = iter(
+            self._pipeline.handle_many(
+                lambda operation: self._with_db(operation, "device_lookup", self._lookup_db),
+                [(m.topic, m.payload, m.arrival) for m in judged],
+            )
+            if judged
+            else ()
+        )
+        return [None if m.retain else next(outcomes) for m in messages]
+
+    def _process(self, message: Inbound, outcome: Outcome | None, batch: Batch) -> None:
         batch.messages.append(message)
         self.totals.messages += 1
         if (message.qos == 0 or message.retain) and self._unusual_delivery(message, batch):
             return
-        try:
-            outcome = self._pipeline.handle(
-                lambda operation: self._with_db(operation, "device_lookup", self._lookup_db),
-                message.topic,
-                message.payload,
-                message.arrival,
-            )
-        except _GivingUp:
-            batch.messages.pop()  # not committed, so not acknowledged: delivered again
-            raise
+        assert outcome is not None
         batch.formats[outcome.format] = batch.formats.get(outcome.format, 0) + 1
         first = len(batch.rows)
         batch.rows.extend(outcome.rows)
@@ -644,10 +650,13 @@ class IngestService:
             else:
                 timeout = 0.2
             messages = self._inbox.get(timeout)
-            for message in messages or ():
+            # Not acknowledged if stopping without a database (_GivingUp) while judging:
+            # the broker delivers them again.
+            outcomes = self._judge(messages) if messages else []
+            for message, outcome in zip(messages or (), outcomes, strict=True):
                 if not batch.messages:
                     batch.started = time.monotonic()
-                self._process(message, batch)
+                self._process(message, outcome, batch)
                 if (
                     len(batch.rows) >= s.batch_max_rows
                     or time.monotonic() - batch.started >= s.batch_max_delay_s

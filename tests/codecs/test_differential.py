@@ -71,3 +71,19 @@ def test_codec_and_python_decoder_agree_on_the_dev_vectors(vector) -> None:
 def test_both_vendors_have_vectors() -> None:
     assert {v["vendor"] for v in _vectors()} == set(PAIRS)
     assert len(_vectors()) == 6
+
+
+def test_a_batch_call_gives_each_uplink_what_a_call_of_its_own_gives() -> None:
+    """decode_many on the dev vectors of a vendor, in several orders and repeated: the
+    results come back in order, each the one `decode` gives that uplink alone."""
+    for vendor, (_, codec_file, _) in PAIRS.items():
+        codec = CompiledCodec((JS / codec_file).read_text())
+        vectors = [v for v in _vectors() if v["vendor"] == vendor]
+        uplinks = [
+            (bytes.fromhex(v["payload_hex"]), v["fPort"], f"2026-12-03T10:0{i}:00+00:00", None)
+            for i, v in enumerate(vectors)
+        ]
+        for batch in (uplinks, uplinks[::-1], uplinks * 5):
+            alone = [codec.decode(*uplink) for uplink in batch]
+            together = codec.decode_many(batch)
+            assert together == alone, vendor

@@ -189,3 +189,69 @@ def test_a_dynamic_import_reaches_no_module() -> None:
 def test_source_text_quickjs_cannot_take_is_refused(source, problem) -> None:
     with pytest.raises(CodecError, match=problem):
         CompiledCodec(source, LIMITS)
+
+
+# One codec, many uplinks: byte 0 says what the uplink does to the codec.
+MOODY = """
+var calls = 0;
+function decodeUplink(input) {
+  calls++;
+  var b = input.bytes;
+  if (b[0] === 1) { while (true) {} }
+  if (b[0] === 2) { throw new Error("bad byte 2"); }
+  if (b[0] === 3) { return {errors: ["frame type 3 unknown"]}; }
+  if (b[0] === 4) { var a = []; while (true) a.push(new Array(1e5).fill(b)); }
+  if (b[0] === 5) { return {data: {big: new Array(70000).join("x")}}; }
+  return {data: {value: b[1], port: input.fPort}};
+}
+"""
+
+
+def _uplinks(*first_bytes: int) -> list[tuple[bytes, int, None, None]]:
+    return [(bytes([first, n]), 10 + n, None, None) for n, first in enumerate(first_bytes)]
+
+
+def test_a_batch_keeps_per_uplink_failures_that_do_not_stop_the_codec_apart() -> None:
+    codec = CompiledCodec(MOODY, LIMITS)
+    results = codec.decode_many(_uplinks(0, 3, 0, 5, 0))
+    assert results is not None
+    assert [r.data["value"] for r in (results[0], results[2], results[4])] == [0, 2, 4]
+    assert isinstance(results[1], CodecError) and "frame type 3 unknown" in str(results[1])
+    assert isinstance(results[3], CodecError) and "at most 65536" in str(results[3])
+
+
+@pytest.mark.parametrize("hostile", [1, 2, 4], ids=["infinite loop", "throw", "memory"])
+def test_a_batch_that_fails_is_given_back_to_be_decoded_alone(hostile: int) -> None:
+    """Any exception (a limit, or a throw) fails the whole call, which returns None: the
+    caller then decodes each uplink alone, and the codec still works afterwards."""
+    codec = CompiledCodec(MOODY, LIMITS)
+    started = time.monotonic()
+    assert codec.decode_many(_uplinks(0, hostile, 0)) is None
+    assert time.monotonic() - started < 2.0
+    alone = [codec.decode(*uplink) for uplink in _uplinks(0, 0)]
+    assert [d.data["value"] for d in alone] == [0, 1]
+    with pytest.raises(CodecError):
+        codec.decode(*_uplinks(hostile)[0])
+    again = codec.decode_many(_uplinks(0, 0, 0))
+    assert again is not None and [d.data["value"] for d in again] == [0, 1, 2]
+
+
+def test_a_codec_that_tampers_with_json_or_arrays_cannot_swap_uplinks_results() -> None:
+    """A codec may replace JSON.stringify or Array before the sandbox wraps it: the batch
+    result is then not n results, and each uplink is decoded alone (None)."""
+    swaps = """
+    var realStringify = JSON.stringify;
+    JSON.stringify = function (v) {
+      if (Array.isArray(v)) { return realStringify(v.slice(0, 1)); }
+      return realStringify(v);
+    };
+    function decodeUplink(input) { return {data: {value: input.bytes[1]}}; }
+    """
+    codec = CompiledCodec(swaps, LIMITS)
+    assert codec.decode_many(_uplinks(0, 0, 0)) is None
+    assert codec.decode(*_uplinks(0, 0)[1]).data == {"value": 1}
+    garbles = """
+    JSON.stringify = function (v) { return "not json"; };
+    function decodeUplink(input) { return {data: {value: input.bytes[1]}}; }
+    """
+    assert CompiledCodec(garbles, LIMITS).decode_many(_uplinks(0, 0)) is None
