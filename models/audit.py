@@ -23,6 +23,10 @@ AUDITED_TABLES: dict[str, tuple[str, ...]] = {
     "sites": (),
     "zones": (),
     "device_models": (),
+    # The source, examples and check report (up to 256 KiB of script) stay in the
+    # device_codecs row the event names by id, model and version: the staff role can only
+    # add versions, never change or delete one, so the row is the record of what was run.
+    "device_codecs": ("script", "examples", "report"),
     "network_applications": (),
     "alerts": (),
     "dead_letters": ("payload",),  # a replay marks the letter; its bytes stay in dead_letters

@@ -4,9 +4,9 @@ Readings carry no foreign key and dead letters keep theirs with ON DELETE SET NU
 letter outlives a deleted device), so both are deleted explicitly, as is every table of
 `inventory.tenant_tables`, children first, before the municipality's own row. The
 rollups go too: on plain PostgreSQL their rows are deleted; on TimescaleDB the continuous
-aggregates are refreshed over the deleted readings' span after the commit. Device models
-are shared and stay. Refuses to run while a tenant table is unaccounted for
-(tenancy/inventory.py), as the export does.
+aggregates are refreshed over the deleted readings' span after the commit. Shared device
+models stay; the municipality's own models and every version of their codecs go. Refuses
+to run while a tenant table is unaccounted for (tenancy/inventory.py), as the export does.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ _ORDER = (
     "network_applications",
     "api_keys",
     "sensors",
+    "device_codecs",
+    "device_models",
     "zones",
     "sites",
 )

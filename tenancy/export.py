@@ -139,10 +139,13 @@ def _renumber(
     row: dict[str, Any],
     id_maps: dict[str, dict[int, int]],
 ) -> dict[str, Any]:
+    own = row.get("municipality_id") is not None
     row = {k: v for k, v in row.items() if k != "municipality_id"}
     if table == inventory.MUNICIPALITY:
         row.pop("id", None)
         return row
+    if spec.shared_key:
+        row[inventory.OWN] = own
     if spec.has_id:
         row["id"] = id_maps[table][row["id"]]
     for column, target in spec.refs.items():

@@ -173,9 +173,12 @@ def _conflicts(
     unknown = sorted(set(manifest.get("metrics") or []) - set(metric_ids))
     if unknown:
         found.append(f"metric(s) {', '.join(unknown)} are unknown to this instance")
+    found.extend(_shadowed_models(conn, tables["device_models"]))
     for table, spec in inventory.EXPORTED.items():
         rows = tables[table]
         columns = set(rows) if isinstance(rows, dict) else {k for r in rows for k in r}
+        if spec.shared_key:
+            columns.discard(inventory.OWN)
         missing = sorted(columns - _columns(conn, table))
         if missing:
             found.append(
@@ -183,6 +186,27 @@ def _conflicts(
                 "lacks: upgrade this instance (kommune-iot migrate) first"
             )
     return found
+
+
+def _shadowed_models(conn: psycopg.Connection, models: list[dict[str, Any]]) -> list[str]:
+    """The archive's own device models named like a shared (built-in) model here, which
+    an own model may not shadow (ingest/codecs/store.py): compared case-insensitively."""
+
+    def name(vendor: str, model: str) -> tuple[str, str]:
+        return " ".join(vendor.split()).casefold(), " ".join(model.split()).casefold()
+
+    shared = {
+        name(vendor, model)
+        for vendor, model in conn.execute(
+            "SELECT vendor, model FROM device_models WHERE municipality_id IS NULL"
+        )
+    }
+    return [
+        f"device model {m['vendor']} {m['model']} of the archive is built in here; rename "
+        "it where it was exported from, export again and import that"
+        for m in models
+        if m.get(inventory.OWN) and name(m["vendor"], m["model"]) in shared
+    ]
 
 
 def _columns(conn: psycopg.Connection, table: str) -> set[str]:
@@ -240,7 +264,7 @@ def _insert(
         id_maps[table] = {}
         return 0
     if spec.shared_key:
-        id_maps[table] = _match_shared(conn, table, spec, rows)
+        id_maps[table] = _match_shared(conn, table, spec, rows, municipality_id)
         return len(rows)
     target_columns = _columns(conn, table)
     if spec.has_id:
@@ -274,19 +298,33 @@ def _insert(
 
 
 def _match_shared(
-    conn: psycopg.Connection, table: str, spec: inventory.Exported, rows: list[dict[str, Any]]
+    conn: psycopg.Connection,
+    table: str,
+    spec: inventory.Exported,
+    rows: list[dict[str, Any]],
+    municipality_id: int,
 ) -> dict[int, int]:
-    """Rows of shared reference data: the existing row with the same natural key, or a
-    new one."""
+    """Rows of a table of shared reference data and the municipality's own rows: a shared
+    row is the existing shared row with the same natural key, or a new shared one (never
+    another municipality's own row of that name); an own row is inserted as the
+    municipality's."""
     mapping: dict[int, int] = {}
     key = sql.SQL(" AND ").join(
         sql.SQL("{} = %s").format(sql.Identifier(c)) for c in spec.shared_key
     )
     for row in rows:
-        values = [row[c] for c in spec.shared_key]
-        found = conn.execute(
-            sql.SQL("SELECT id FROM {} WHERE {}").format(sql.Identifier(table), key), values
-        ).fetchone()
+        row = dict(row)
+        found = None
+        if row.pop(inventory.OWN, False):
+            row["municipality_id"] = municipality_id
+        else:
+            values = [row[c] for c in spec.shared_key]
+            found = conn.execute(
+                sql.SQL("SELECT id FROM {} WHERE {} AND municipality_id IS NULL").format(
+                    sql.Identifier(table), key
+                ),
+                values,
+            ).fetchone()
         if found is None:
             columns = sorted(k for k in row if k != "id")
             found = conn.execute(

@@ -16,6 +16,8 @@ import psycopg
 
 # The municipality's own row.
 MUNICIPALITY = "municipalities"
+# In the archive, a row of a `shared_key` table that is the municipality's own, not shared.
+OWN = "own"
 
 
 @dataclass(frozen=True)
@@ -24,8 +26,11 @@ class Exported:
 
     `filter` selects the municipality's rows (``%(m)s`` is its id); `refs` maps a column
     holding another exported table's id to that table, so ids can be renumbered;
-    `order` makes the archive deterministic; `key` is the natural key matched on import
-    instead of inserting (shared reference data such as device models).
+    `order` makes the archive deterministic; `shared_key` marks a table holding both
+    shared reference rows (``municipality_id`` NULL, such as the built-in device models)
+    and the municipality's own: the archive flags each row ``"own"`` (`OWN`), and the
+    import matches a shared row by this natural key among the shared rows instead of
+    inserting it, and inserts an own row as the municipality's.
     """
 
     entry: str
@@ -41,12 +46,21 @@ EXPORTED: dict[str, Exported] = {
     MUNICIPALITY: Exported("metadata/municipality.json", "id = %(m)s", "id"),
     "sites": Exported("metadata/sites.json", "municipality_id = %(m)s", "id"),
     "zones": Exported("metadata/zones.json", "municipality_id = %(m)s", "id", {"site_id": "sites"}),
-    # Shared by every municipality: the models its sensors use, matched by (vendor, model).
+    # The shared models its sensors use (matched by vendor and model on import) and every
+    # model of its own (ingest/codecs), used by a sensor or not.
     "device_models": Exported(
         "metadata/device_models.json",
-        "id IN (SELECT device_model_id FROM sensors WHERE municipality_id = %(m)s)",
+        "municipality_id = %(m)s "
+        "OR id IN (SELECT device_model_id FROM sensors WHERE municipality_id = %(m)s)",
         "id",
         shared_key=("vendor", "model"),
+    ),
+    # Every version of its own models' codecs: source, examples, mapping, check report.
+    "device_codecs": Exported(
+        "metadata/device_codecs.json",
+        "municipality_id = %(m)s",
+        "id",
+        {"device_model_id": "device_models"},
     ),
     "sensors": Exported(
         "metadata/sensors.json",

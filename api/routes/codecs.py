@@ -3,7 +3,8 @@ models the network server decodes, just a field mapping), checked against their 
 before they are stored, every version kept (ingest/codecs, docs/decoders.md).
 
 Models and codecs are per municipality: another municipality's model answers 404. The
-one write is `add_codec_version` (ingest/codecs/store.py).
+one write is `add_codec_version` (ingest/codecs/store.py), recorded in the audit trail
+as ``codec.add`` (models/audit.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from api.audit import audited
 from api.deps import AppSettings, SyncConn
 from api.security import ReadPrivate, WriteSensors
 from ingest.codecs.check import ExamplesError, check_codec, parse_examples
@@ -95,6 +97,9 @@ def get_device_models(principal: ReadPrivate, conn: SyncConn) -> list[dict[str, 
     "/codecs/check",
     summary="Check a codec against its examples and mapping without storing it",
     responses={200: {"description": "the report, passed or not"}},
+    # Stores nothing, so nothing is recorded; audited like every staff POST so that a write
+    # added to it later is recorded too.
+    dependencies=[audited("codec.check")],
 )
 def check_codec_upload(
     principal: WriteSensors, settings: AppSettings, body: CodecIn
@@ -120,6 +125,7 @@ def check_codec_upload(
     status_code=201,
     summary="Add a device model's codec, or a new version of it, once it passes its examples",
     responses={422: {"description": "refused, with the problems or the per-example report"}},
+    dependencies=[audited("codec.add")],
 )
 def post_codec(
     principal: WriteSensors, conn: SyncConn, settings: AppSettings, body: CodecIn

@@ -26,6 +26,7 @@ from ingest.registry import sync_device_models
 from models.audit import AUDITED_TABLES, NOT_AUDITED, TRIGGER, staff_writable_tables
 from models.db_roles import API, GRANTS, MAINTENANCE, STAFF, enable_logins, role_url
 from models.settings import Settings
+from tests.staff.test_codecs_api import teneo_upload
 from tests.staff.test_staff_api import Tenant, _tenant, auth
 
 DENIED = psycopg.errors.InsufficientPrivilege
@@ -209,6 +210,13 @@ WRITES: dict[tuple[str, str], dict] = {
     ("DELETE", "/api/v1/staff/data-targets/{target_id}"): {"table": "data_targets"},
     ("POST", "/api/v1/staff/data-targets/{target_id}/test"): {"table": "deliveries"},
     ("POST", "/api/v1/staff/deliveries/{delivery_id}/retry"): {"table": "deliveries"},
+    # A codec upload creates the model on its first version; both rows are recorded.
+    ("POST", "/api/v1/staff/device-models/codecs"): {
+        "json": teneo_upload(),
+        "table": "device_codecs",
+    },
+    # Runs the codec on its examples and stores nothing: audited, with nothing to record.
+    ("POST", "/api/v1/staff/device-models/codecs/check"): {"json": teneo_upload(), "table": None},
     # Sign-in and sign-out are exercised with real identity providers in tests/identity.
     ("POST", "/auth/logout"): {"session": True, "table": "staff_sessions"},
     ("POST", "/auth/saml/acs"): {"session": True, "table": "staff_sessions"},
@@ -252,6 +260,9 @@ def test_a_write_is_recorded_with_who_when_where_what_before_and_after(
         content=case.get("content"),
     )
     assert response.status_code < 300, response.text
+    if case["table"] is None:
+        assert _events(db) == []
+        return
     events = _events(db)
     assert events, "the write left no audit event"
     admin_key = db.execute(
@@ -322,6 +333,42 @@ def test_sensor_visibility_change_shows_before_and_after(role_client, tenants, d
     )
     assert event["before"]["is_public"] is False and event["after"]["is_public"] is True
     assert event["before"]["name"] == event["after"]["name"] == "aarhus secret room"
+
+
+def test_a_codec_upload_is_recorded_by_model_and_version(role_client, tenants, db) -> None:
+    """The staff role uploads under the audit trigger; the event names the model and the
+    version, whose source stays in device_codecs (never changed there) instead of the trail."""
+    a, b = tenants
+    url = "/api/v1/staff/device-models/codecs"
+    first = role_client.post(url, headers=auth(a.admin), json=teneo_upload())
+    assert first.status_code == 201, first.text
+    second = role_client.post(url, headers=auth(a.admin), json=teneo_upload())
+    assert second.status_code == 201 and second.json()["version"] == 2
+    model_id = first.json()["device_model_id"]
+    events = [(e["target_table"], e["operation"], e["action"], e["after"]) for e in _events(db)]
+    assert [(t, op, action) for t, op, action, _ in events] == [
+        ("device_models", "insert", "codec.add"),
+        ("device_codecs", "insert", "codec.add"),
+        ("device_codecs", "insert", "codec.add"),
+    ]
+    assert events[0][3]["model"] == "Filling Degree Sensor (JS)"
+    assert events[0][3]["municipality_id"] == a.id
+    codecs = [after for table, _, _, after in events if table == "device_codecs"]
+    assert [(c["device_model_id"], c["version"]) for c in codecs] == [(model_id, 1), (model_id, 2)]
+    assert codecs[0]["mapping"]["fields"]["battery"]["metric"] == "battery_v"
+    left_out = set(AUDITED_TABLES["device_codecs"])
+    assert left_out == {"script", "examples", "report"}
+    assert all(left_out.isdisjoint(c) for c in codecs)
+    stored = db.execute(
+        "SELECT script FROM device_codecs WHERE device_model_id = %s ORDER BY version", (model_id,)
+    ).fetchall()
+    assert [s[0] for s in stored] == [teneo_upload()["script"]] * 2
+    # A refused upload (a built-in model's name) stores nothing and records nothing.
+    refused = role_client.post(
+        url, headers=auth(a.admin), json=teneo_upload(vendor="Elsys", model="ERS CO2")
+    )
+    assert refused.status_code == 422 and "built-in" in refused.json()["detail"]
+    assert len(_events(db)) == 3 and _events(db, b.id) == []
 
 
 def test_a_refused_or_empty_write_records_nothing(role_client, tenants, db) -> None:

@@ -70,7 +70,8 @@ def test_a_key_without_the_routes_scope_is_refused(client, tenant, db, route, sc
     key = create_key(db, tenant.id, others, owner="role test")
     ids = {"sensor_id": tenant.sensor, "site_id": tenant.site, "alert_id": tenant.alert,
            "dead_letter_id": tenant.dead_letter, "key_id": tenant.key, "network": "chirpstack",
-           "application_id": "aarhus-app", **outbound_rows(db, tenant.id)}  # fmt: skip
+           "application_id": "aarhus-app", "model_id": tenant.model,
+           **outbound_rows(db, tenant.id)}  # fmt: skip
     url = path.format(**{k: v for k, v in ids.items() if "{" + k + "}" in path})
     response = client.request(method, url, headers=auth(key.token))
     assert response.status_code == 403, response.text

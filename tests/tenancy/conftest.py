@@ -54,6 +54,7 @@ def seed_municipality(
         "VALUES (%s, %s, 'Lokale 1.01', 'room', '1', 28) RETURNING id",
         (municipality, site),
     ).fetchone()[0]
+    own_model = seed_own_models(db, municipality, slug)
     sensors = []
     for n, (kind, public) in enumerate((("climate", True), ("climate", False), ("bin", True))):
         sensors.append(
@@ -68,7 +69,7 @@ def seed_municipality(
                     f"{slug}-{n}",
                     f"Sensor {n} ({slug})",
                     kind,
-                    model_id if kind == "climate" else None,
+                    model_id if kind == "climate" else own_model,
                     site,
                     zone if kind == "climate" else None,
                     public,
@@ -133,6 +134,41 @@ def seed_municipality(
         (sensors,),
     )
     return municipality
+
+
+def codec_script(slug: str, version: int) -> str:
+    return f"// {slug} bin codec v{version}\nfunction Decode(fPort, bytes) {{ return {{}}; }}"
+
+
+def seed_own_models(db: psycopg.Connection, municipality: int, slug: str) -> int:
+    """Two device models of the municipality's own (uploaded codecs, ingest/codecs): one
+    with two codec versions, which its bin sensor uses, and one no sensor uses yet. Both
+    municipalities name theirs alike, as they may. Returns the first one's id."""
+    models = []
+    for name, versions in (("Fill level v2", 2), ("Fill level v3 (test)", 1)):
+        model = db.execute(
+            "INSERT INTO device_models (vendor, model, decoder, kind, meta, municipality_id) "
+            "VALUES ('Teneo IoT', %s, 'codec', 'bin', '{\"source\": \"uploaded codec\"}', %s) "
+            "RETURNING id",
+            (name, municipality),
+        ).fetchone()[0]
+        for version in range(1, versions + 1):
+            db.execute(
+                "INSERT INTO device_codecs (municipality_id, device_model_id, version, script, "
+                "examples, mapping, report, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    municipality,
+                    model,
+                    version,
+                    codec_script(slug, version),
+                    '[{"input": {"fPort": 1, "bytes": [1, 2]}, "output": {"data": {}}}]',
+                    '{"fields": {"distance": {"metric": "distance_mm", "unit": "cm"}}}',
+                    '{"passed": true}',
+                    START - timedelta(days=10 - version),
+                ),
+            )
+        models.append(model)
+    return models[0]
 
 
 @pytest.fixture

@@ -80,6 +80,10 @@ def test_delete_removes_everything_of_one_municipality_only(
     assert counts["sensors"] == 3 and counts["municipalities"] == 1
     assert counts["api_keys"] == 1 and counts["dead_letters"] == 1
     assert counts["alerts"] == 1 and counts["latest_readings"] == 5
+    # its own device models with every codec version; the shared model stays
+    assert counts["device_models"] == 2 and counts["device_codecs"] == 3
+    assert db.execute("SELECT count(*) FROM device_models WHERE municipality_id IS NULL"
+                      ).fetchone()[0] == 1  # fmt: skip
     if backend == "timescaledb":
         run_policy_jobs(db)
     for table in inventory.tenant_tables(db):

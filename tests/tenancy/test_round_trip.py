@@ -59,6 +59,90 @@ def test_export_import_export_gives_the_same_archive(
     assert manifest_before == manifest_after
 
 
+def _models(conn: psycopg.Connection, municipality_id: int | None) -> list[tuple]:
+    """(vendor, model, decoder, [(version, script, mapping, created_at)]) of a
+    municipality's own device models (None: the shared ones)."""
+    return conn.execute(
+        "SELECT m.vendor, m.model, m.decoder, coalesce(array_agg(ARRAY[c.version::text, "
+        "c.script, c.mapping::text, c.created_at::text] ORDER BY c.version) "
+        "FILTER (WHERE c.id IS NOT NULL), '{}') FROM device_models m "
+        "LEFT JOIN device_codecs c ON c.device_model_id = m.id "
+        "WHERE m.municipality_id IS NOT DISTINCT FROM %s GROUP BY m.id ORDER BY m.model",
+        (municipality_id,),
+    ).fetchall()
+
+
+def _sensor_models(conn: psycopg.Connection, municipality_id: int) -> dict[str, tuple]:
+    return {
+        r[0]: r[1:]
+        for r in conn.execute(
+            "SELECT s.external_id, m.vendor, m.model, m.municipality_id FROM sensors s "
+            "JOIN device_models m ON m.id = s.device_model_id WHERE s.municipality_id = %s",
+            (municipality_id,),
+        )
+    }
+
+
+def test_a_municipalitys_codecs_go_with_it_and_stay_its_own(
+    db: psycopg.Connection, tenants: Tenants, empty_instance: str, tmp_path: Path
+) -> None:
+    """Its own device models and every codec version arrive as its own; its sensors keep
+    their models, and never take another municipality's model of the same name."""
+    own_before = _models(db, tenants.aarhus)
+    assert [(m[1], len(m[3])) for m in own_before] == [
+        ("Fill level v2", 2),
+        ("Fill level v3 (test)", 1),
+    ]
+    archive = export_municipality(db, "aarhus", tmp_path / "aarhus.zip")
+    assert archive.counts["device_codecs"] == 3
+    assert b"odense bin codec" not in b"".join(archive_entries(archive.path).values())
+
+    with psycopg.connect(empty_instance, autocommit=True) as target:
+        # Another municipality here has models of its own named like the archive's shared
+        # model and like one of aarhus's own.
+        odder = target.execute(
+            "INSERT INTO municipalities (slug, name) VALUES ('odder', 'Odder') RETURNING id"
+        ).fetchone()[0]
+        for vendor, model in (("Elsys", "ERS CO2"), ("Teneo IoT", "Fill level v2")):
+            target.execute(
+                "INSERT INTO device_models (vendor, model, decoder, kind, municipality_id) "
+                "VALUES (%s, %s, 'codec', 'climate', %s)",
+                (vendor, model, odder),
+            )
+        odder_before = _models(target, odder)
+        imported = import_archive(target, archive.path)
+        aarhus = imported.municipality_id
+        assert imported.counts["device_codecs"] == 3
+        assert _models(target, aarhus) == own_before
+        assert _sensor_models(target, aarhus) == {
+            "aarhus-0": ("Elsys", "ERS CO2", None),
+            "aarhus-1": ("Elsys", "ERS CO2", None),
+            "aarhus-2": ("Teneo IoT", "Fill level v2", aarhus),
+        }
+        assert _models(target, odder) == odder_before
+        assert [m[:2] for m in _models(target, None)] == [("Elsys", "ERS CO2")]
+
+
+def test_an_own_model_named_like_a_built_in_one_here_is_a_conflict(
+    db: psycopg.Connection, tenants: Tenants, empty_instance: str, tmp_path: Path
+) -> None:
+    """An uploaded model may not shadow a built-in one (ingest/codecs/store.py)."""
+    archive = export_municipality(db, "aarhus", tmp_path / "aarhus.zip").path
+    with psycopg.connect(empty_instance, autocommit=True) as target:
+        target.execute(
+            "INSERT INTO device_models (vendor, model, decoder, kind) "
+            "VALUES ('teneo iot', 'FILL LEVEL  v2', 'teneo', 'bin')"
+        )
+        with pytest.raises(ImportConflictError) as refused:
+            import_archive(target, archive)
+        assert refused.value.conflicts == [
+            "device model Teneo IoT Fill level v2 of the archive is built in here; rename it "
+            "where it was exported from, export again and import that"
+        ]
+        assert target.execute("SELECT count(*) FROM municipalities").fetchone()[0] == 0
+        assert target.execute("SELECT count(*) FROM device_models").fetchone()[0] == 1
+
+
 def test_archive_holds_every_part_with_checksums(
     db: psycopg.Connection, tenants: Tenants, tmp_path: Path
 ) -> None:
