@@ -48,6 +48,7 @@ CONCEPT_LABELS: dict[str, str] = {
     "data-theme/TRAN": "Transport",
     "file-type/CSV": "CSV",
     "file-type/JSON": "JSON",
+    "file-type/JSON_LD": "JSON-LD",
     "file-type/GEOJSON": "GeoJSON",
     "file-type/PARQUET": "Parquet",
     "frequency/CONT": "continuous",

@@ -31,6 +31,10 @@ def add_data_services(
     default_license: str,
 ) -> None:
     """Add both data services to `catalog` and a distribution per dataset and service."""
+    # Imported here: api.dcat imports this module. Its helpers type the licence, media type,
+    # file type and standard nodes as DCAT-AP's range and vocabulary shapes require.
+    from api.dcat import _concept, _licence, _media_type
+
     root = base_url.rstrip("/")
     services = {
         "sta": (
@@ -61,8 +65,9 @@ def add_data_services(
         graph.add((service, DCTERMS.description, Literal(text_en, lang="en")))
         graph.add((service, DCAT.endpointURL, URIRef(endpoint)))
         graph.add((service, DCAT.endpointDescription, URIRef(f"{root}/api/v1/docs")))
+        graph.add((URIRef(standard), RDF.type, DCTERMS.Standard))
         graph.add((service, DCTERMS.conformsTo, URIRef(standard)))
-        graph.add((service, DCTERMS.license, URIRef(default_license)))
+        graph.add((service, DCTERMS.license, _licence(graph, default_license)))
         for dataset, row in datasets:
             url = _slice_url(key, endpoint, row)
             if url is None:
@@ -75,10 +80,16 @@ def add_data_services(
             graph.add((distribution, DCTERMS.title, Literal(f"{title}: {row['name']}", lang="en")))
             graph.add((distribution, DCAT.accessURL, URIRef(url)))
             graph.add((distribution, DCAT.accessService, service))
-            graph.add((distribution, DCAT.mediaType, URIRef(IANA_MEDIA + media)))
-            graph.add((distribution, DCTERMS.format, URIRef(EU_FILE_TYPE + file_type)))
+            graph.add((distribution, DCAT.mediaType, _media_type(graph, media)))
+            graph.add(
+                (
+                    distribution,
+                    DCTERMS.format,
+                    _concept(graph, EU_FILE_TYPE, file_type, DCTERMS.MediaTypeOrExtent),
+                )
+            )
             graph.add((distribution, DCTERMS.conformsTo, URIRef(standard)))
-            graph.add((distribution, DCTERMS.license, URIRef(licence)))
+            graph.add((distribution, DCTERMS.license, _licence(graph, licence)))
 
 
 def _slice_url(key: str, endpoint: str, row: dict[str, Any]) -> str | None:

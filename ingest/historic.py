@@ -18,6 +18,7 @@ import csv
 import io
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -364,9 +365,12 @@ def import_history(
     filename: str,
     mapping: HistoricMapping,
     dry_run: bool,
+    on_stored: Callable[[psycopg.Connection, HistoricReport], None] | None = None,
 ) -> HistoricReport:
     """Import (or, `dry_run`, check) the readings of a CSV/XLSX file for the
-    municipality's sensors through the autocommit connection `conn`."""
+    municipality's sensors through the autocommit connection `conn`. `on_stored` runs
+    in the import's transaction once readings were stored (the staff route records the
+    import in the audit trail there, so the record and the readings commit together)."""
     report = HistoricReport(dry_run=dry_run)
     header, rows = read_table(data, filename, mapping.sheet)
     parsed = _parse(header, rows, mapping, report)
@@ -390,6 +394,8 @@ def import_history(
         report.stored, report.already_stored = _store(
             conn, micros, ids, metric_column, values, dry_run
         )
+        if on_stored is not None and not dry_run:
+            on_stored(conn, report)
     return report
 
 

@@ -6,7 +6,8 @@ Each service connects as its own role, never as the superuser:
 * ``iot_ingest`` stores readings, latest values and dead letters (ingest).
 * ``iot_api`` is the public open-data API: it reads, and of the sensors only the published
   ones (row-level security, `ROW_POLICIES`), of readings and rollups only the published
-  sensors' (through the objects of migration 0019); no keys, alerts, dead letters or places.
+  sensors' (through the objects of migrations 0019 and 0021); no keys, alerts, dead
+  letters or places.
 * ``iot_staff`` is the staff API: one municipality's everything, by the queries' filters;
   replaying a dead letter runs ingest's pipeline, so it can store readings too.
 * ``iot_maintenance`` runs the jobs: partitions, rollups, retention, alert evaluation. It
@@ -67,6 +68,9 @@ GRANTS: dict[str, dict[str, str]] = {
     "readings_hourly": {INGEST: "", API: "", STAFF: R, MAINTENANCE: R},
     "readings_daily": {INGEST: "", API: "", STAFF: R, MAINTENANCE: R},
     "published_readings": {INGEST: "", API: R, STAFF: "", MAINTENANCE: ""},
+    # the rollups of published sensors, for SensorThings' filtered Observations (0021)
+    "published_readings_hourly": {INGEST: "", API: R, STAFF: "", MAINTENANCE: ""},
+    "published_readings_daily": {INGEST: "", API: R, STAFF: "", MAINTENANCE: ""},
     # written by the readings trigger, in the inserting role's name (plain PostgreSQL)
     "rollup_dirty_hours": {INGEST: "INSERT", API: "", STAFF: "INSERT", MAINTENANCE: ""},
     "dead_letters": {INGEST: "SELECT, INSERT", API: "", STAFF: "SELECT, INSERT, UPDATE",

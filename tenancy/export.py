@@ -7,8 +7,9 @@ REPEATABLE READ snapshot, so the parts agree with each other.
 
 Database ids never leave: each table's rows are renumbered 1, 2, ... in id order and
 every reference follows, so the archive means the same in any database and an import
-followed by an export gives the same bytes (apart from ``exported_at``). API keys are
-never exported.
+followed by an export gives the same bytes (apart from ``exported_at``). API keys,
+sign-in secrets and the columns of `inventory.Exported.omit` (webhook secrets) are never
+exported.
 """
 
 from __future__ import annotations
@@ -127,10 +128,21 @@ def _write(
 def _rows(
     conn: psycopg.Connection, table: str, spec: inventory.Exported, municipality_id: int
 ) -> list[dict[str, Any]]:
-    query = sql.SQL("SELECT to_jsonb(t) FROM {} t WHERE {} ORDER BY {}").format(
+    query = sql.SQL("SELECT to_jsonb(t) - %(omit)s::text[] FROM {} t WHERE {} ORDER BY {}").format(
         sql.Identifier(table), sql.SQL(spec.filter), sql.SQL(spec.order)
     )
-    return [r[0] for r in conn.execute(query, {"m": municipality_id})]
+    return [r[0] for r in conn.execute(query, {"m": municipality_id, "omit": list(spec.omit)})]
+
+
+def renumber_id_array(table: str, row: dict[str, Any], id_maps: dict[str, dict[int, int]]) -> None:
+    """Map the ids of `table`'s id-array column (`inventory.SENSOR_ID_ARRAYS`) in place;
+    an id that is not the municipality's own sensor is left out (it could not name one on
+    another instance)."""
+    column = inventory.SENSOR_ID_ARRAYS.get(table)
+    if column is None or row.get(column) is None:
+        return
+    sensors = id_maps["sensors"]
+    row[column] = [sensors[i] for i in row[column] if i in sensors]
 
 
 def _renumber(
@@ -153,4 +165,5 @@ def _renumber(
             row[column] = id_maps[target][row[column]]
     if table == "alerts":
         row["subject"] = rewrite_subject(row["subject"], id_maps)
+    renumber_id_array(table, row, id_maps)
     return row

@@ -26,7 +26,7 @@ from psycopg.types.json import Json
 from models.partitions import create_partitions
 from tenancy import inventory
 from tenancy.archive import ArchiveError, ArchiveReader
-from tenancy.export import rewrite_subject
+from tenancy.export import renumber_id_array, rewrite_subject
 from tenancy.parquet_tables import (
     DEAD_LETTERS_SCHEMA,
     import_readings,
@@ -286,6 +286,7 @@ def _insert(
                 row[column] = id_maps[target][row[column]]
         if table == "alerts":
             row["subject"] = rewrite_subject(row["subject"], id_maps)
+        renumber_id_array(table, row, id_maps)
         if "municipality_id" in target_columns:
             row["municipality_id"] = municipality_id
         prepared.append(row)

@@ -30,7 +30,8 @@ class Exported:
     shared reference rows (``municipality_id`` NULL, such as the built-in device models)
     and the municipality's own: the archive flags each row ``"own"`` (`OWN`), and the
     import matches a shared row by this natural key among the shared rows instead of
-    inserting it, and inserts an own row as the municipality's.
+    inserting it, and inserts an own row as the municipality's. `omit` names columns that
+    never leave the instance (secrets), imported as NULL.
     """
 
     entry: str
@@ -39,6 +40,7 @@ class Exported:
     refs: dict[str, str] = field(default_factory=dict)
     has_id: bool = True
     shared_key: tuple[str, ...] = ()
+    omit: tuple[str, ...] = ()
 
 
 # Export order is also import order: a table comes after every table its refs name.
@@ -83,7 +85,33 @@ EXPORTED: dict[str, Exported] = {
         "hour, key, reason",
         has_id=False,
     ),
+    # Webhook signing secrets stay behind: the municipality sets them again after import.
+    "notification_channels": Exported(
+        "metadata/notification_channels.json", "municipality_id = %(m)s", "id", omit=("secret",)
+    ),
+    "notification_rules": Exported(
+        "metadata/notification_rules.json",
+        "municipality_id = %(m)s",
+        "id",
+        {
+            "channel_id": "notification_channels",
+            "escalate_channel_id": "notification_channels",
+            "site_id": "sites",
+            "zone_id": "zones",
+        },
+    ),
+    # sensor_ids (an array of sensor ids) is renumbered like a reference (SENSOR_ID_ARRAYS).
+    "data_targets": Exported(
+        "metadata/data_targets.json", "municipality_id = %(m)s", "id", omit=("secret",)
+    ),
+    # The trail belongs to the municipality and goes with it, as it was recorded: its
+    # target ids and before/after values are the exporting instance's (secrets were never
+    # recorded: models/audit.AUDITED_TABLES leaves them out).
+    "audit_events": Exported("metadata/audit_events.json", "municipality_id = %(m)s", "id"),
 }
+
+# Columns holding arrays of another exported table's ids, renumbered like `refs`.
+SENSOR_ID_ARRAYS: dict[str, str] = {"data_targets": "sensor_ids"}
 
 # Written as Parquet (tenancy/parquet_tables.py), not JSON: they are the bulk.
 PARQUET = {"readings": "data/readings.parquet", "dead_letters": "data/dead_letters.parquet"}
@@ -94,6 +122,17 @@ EXCLUDED: dict[str, str] = {
     "latest_readings": "derived from readings; rebuilt on import",
     "readings_hourly": "derived from readings (rollup); recomputed on import",
     "readings_daily": "derived from readings (rollup); recomputed on import",
+    "identity_providers": "secrets: the configuration holds client secrets and keys, and "
+    "the provider registers this instance's sign-in addresses; the new instance's "
+    "operator configures its own (deleted with the municipality)",
+    "staff_sessions": "secrets (session tokens) and short-lived: staff sign in anew on the "
+    "new instance (deleted with the municipality)",
+    "login_states": "secrets (PKCE verifiers, nonces) of sign-ins under way, minutes long "
+    "(deleted with the municipality)",
+    "deliveries": "this instance's outbound queue and log: copies of alerts and readings "
+    "already sent or to be sent from here; carried over they would be sent twice (deleted "
+    "with the municipality)",
+    "delivery_attempts": "the log of deliveries, which stay (deleted with the municipality)",
 }
 
 

@@ -40,13 +40,14 @@ WHERE l.sensor_id = ANY(%(ids)s::bigint[])
 """
 
 # Per (sensor, metric): the first or last `n` readings in [start, end), each an index range
-# scan of the readings primary key. Sensor ids come from _SENSORS (public already).
+# scan of the readings primary key. Sensor ids come from _SENSORS (public already); the
+# public API role reads readings through the security-barrier view of published sensors.
 _HISTORY = """
 SELECT p.sensor_id, mt.name, r.time, r.value
 FROM unnest(%(ids)s::bigint[]) AS p(sensor_id)
 CROSS JOIN metrics mt
 CROSS JOIN LATERAL (
-    SELECT x.time, x.value FROM readings x
+    SELECT x.time, x.value FROM published_readings x
     WHERE x.sensor_id = p.sensor_id AND x.metric_id = mt.id
       AND x.time >= %(start)s::timestamptz AND x.time < %(end)s::timestamptz
     ORDER BY x.time {direction}

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, Connection
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 COLUMNS = (
     "id",
@@ -58,3 +59,23 @@ async def list_events(
         },
     )
     return await cur.fetchall()
+
+
+# One event for a bulk write whose rows are not recorded one by one (readings are not an
+# audited table), from the request's audit context on the connection (api/audit.py). An
+# empty context fails the insert (municipality_id is NOT NULL): no unrecorded bulk write.
+_RECORD_BULK_WRITE = """
+INSERT INTO audit_events (municipality_id, actor_kind, actor_id, actor_name,
+    client_address, request_method, request_path, request_id, action, target_table,
+    operation, after)
+SELECT (c ->> 'municipality_id')::int, c ->> 'actor_kind', c ->> 'actor_id',
+       c ->> 'actor_name', c ->> 'client', c ->> 'method', c ->> 'path', c ->> 'request_id',
+       c ->> 'action', %(table)s, 'insert', %(summary)s
+FROM (SELECT nullif(current_setting('iot.audit', true), '')::jsonb AS c) AS context
+"""
+
+
+def record_bulk_write(conn: Connection, table: str, summary: dict[str, Any]) -> None:
+    """Record a bulk write of `table`'s rows (e.g. a historic import's readings) as one
+    audit event with `summary` as its ``after``, in the transaction of `conn`."""
+    conn.execute(_RECORD_BULK_WRITE, {"table": table, "summary": Jsonb(summary)})

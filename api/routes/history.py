@@ -4,7 +4,8 @@ The file and its column mapping (ingest/historic.py, `HistoricMapping`) come as 
 multipart form. Without ``dry_run=false`` nothing is written: the answer reports what
 would be stored, what is stored already and what would be refused. Readings go only to
 the caller's municipality's sensors; another municipality's sensor ids are "not
-registered in the municipality", as if they did not exist.
+registered in the municipality", as if they did not exist. A stored import is one
+audit event (action ``readings.import``, with the report), besides the sensors it creates.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Upload
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from api.audit import audited
 from api.deps import staff_write_connection
+from api.queries.audit import record_bulk_write
 from api.security import WriteSensors
-from ingest.historic import HistoricMapping, MappingError, import_history
+from ingest.historic import HistoricMapping, HistoricReport, MappingError, import_history
 from models.schemas import ErrorOut
 
 router = APIRouter(
@@ -34,6 +37,7 @@ MAX_FILE_BYTES = 50_000_000
 @router.post(
     "/historic-imports",
     summary="Import historic readings from CSV/XLSX (dry run unless dry_run=false)",
+    dependencies=[audited("readings.import")],
 )
 async def historic_import(
     principal: WriteSensors,
@@ -55,10 +59,22 @@ async def historic_import(
         )
         raise HTTPException(422, f"form field 'mapping': {problems}") from None
 
+    def record(conn: Any, report: HistoricReport) -> None:
+        # Sensors it creates are recorded row by row (audited table); the readings as one
+        # event with what was stored, in the import's transaction.
+        summary = {"file": file.filename, **report.as_dict()}
+        record_bulk_write(conn, "readings", orjson.loads(orjson.dumps(summary)))
+
     def run() -> Any:
         with staff_write_connection(request) as conn:
             return import_history(
-                conn, principal.municipality_id, data, file.filename or "", parsed, dry_run
+                conn,
+                principal.municipality_id,
+                data,
+                file.filename or "",
+                parsed,
+                dry_run,
+                on_stored=record,
             )
 
     try:

@@ -118,26 +118,25 @@ CROSS JOIN (VALUES (0), (1), (2)) AS r(res)
 WHERE {PUBLIC_SENSOR}
 """  # noqa: S608
 
-_PUBLIC_READING = (
-    f"EXISTS (SELECT 1 FROM sensors s WHERE s.id = {{alias}}.sensor_id AND {PUBLIC_SENSOR})"  # noqa: S608
-)
-_OBSERVATIONS_RAW = f"""
+# The public API role reads readings and rollups only through the security-barrier views
+# of published sensors (migrations 0019 and 0021); its own conditions cannot see others.
+_OBSERVATIONS_RAW = """
 SELECT r.sensor_id, r.metric_id, 0 AS res, r.time, r.time AS result_time,
        r.value AS result, NULL::float8 AS min, NULL::float8 AS max, NULL::bigint AS count
-FROM readings r WHERE {_PUBLIC_READING.format(alias="r")}
-"""  # noqa: S608
-_OBSERVATIONS_ROLLUP = f"""
-SELECT b.sensor_id, b.metric_id, {{res}} AS res, b.bucket AS time,
-       b.bucket + interval '{{width}}' AS result_time,
+FROM published_readings r
+"""
+_OBSERVATIONS_ROLLUP = """
+SELECT b.sensor_id, b.metric_id, {res} AS res, b.bucket AS time,
+       b.bucket + interval '{width}' AS result_time,
        b.avg AS result, b.min, b.max, b.count::bigint AS count
-FROM {{table}} b WHERE {_PUBLIC_READING.format(alias="b")}
-"""  # noqa: S608
+FROM {view} b
+"""
 # One resolution's rows: what a Datastream's Observations read (an ordered index scan of
 # one table; the union of all three could only be sorted as a whole).
 OBSERVATIONS_BY_RESOLUTION = {
     0: _OBSERVATIONS_RAW,
-    1: _OBSERVATIONS_ROLLUP.format(res=1, width="1 hour", table="readings_hourly"),
-    2: _OBSERVATIONS_ROLLUP.format(res=2, width="1 day", table="readings_daily"),
+    1: _OBSERVATIONS_ROLLUP.format(res=1, width="1 hour", view="published_readings_hourly"),
+    2: _OBSERVATIONS_ROLLUP.format(res=2, width="1 day", view="published_readings_daily"),
 }
 OBSERVATIONS = "\nUNION ALL\n".join(OBSERVATIONS_BY_RESOLUTION.values())
 

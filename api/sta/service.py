@@ -67,7 +67,7 @@ LIMIT %(n)s::int
 # rolled them up) or the oldest chunk of the hypertable (TimescaleDB, where the rollups are
 # real-time continuous aggregates too costly to plan per request), to its newest value.
 _FIRST_DAY = """
-SELECT min(d.bucket) AS first FROM readings_daily d
+SELECT min(d.bucket) AS first FROM published_readings_daily d
 WHERE d.sensor_id = %(s)s::bigint AND d.metric_id = %(m)s::bigint
 """
 _LAST = """

@@ -26,7 +26,10 @@ from ingest.registry import sync_device_models
 from models.audit import AUDITED_TABLES, NOT_AUDITED, TRIGGER, staff_writable_tables
 from models.db_roles import API, GRANTS, MAINTENANCE, STAFF, enable_logins, role_url
 from models.settings import Settings
+from tests.ingest.test_historic import _drop_partitions_made_here  # noqa: F401 (autouse)
 from tests.staff.test_codecs_api import teneo_upload
+from tests.staff.test_historic_api import CSV as HISTORIC_CSV
+from tests.staff.test_historic_api import MAPPING as HISTORIC_MAPPING
 from tests.staff.test_staff_api import Tenant, _tenant, auth
 
 DENIED = psycopg.errors.InsufficientPrivilege
@@ -217,6 +220,13 @@ WRITES: dict[tuple[str, str], dict] = {
     },
     # Runs the codec on its examples and stores nothing: audited, with nothing to record.
     ("POST", "/api/v1/staff/device-models/codecs/check"): {"json": teneo_upload(), "table": None},
+    # Readings are not recorded row by row: one event for the stored import.
+    ("POST", "/api/v1/staff/historic-imports"): {
+        "params": {"dry_run": "false"},
+        "files": {"file": ("klima.csv", HISTORIC_CSV, "text/csv")},
+        "data": {"mapping": HISTORIC_MAPPING},
+        "table": "readings",
+    },
     # Sign-in and sign-out are exercised with real identity providers in tests/identity.
     ("POST", "/auth/logout"): {"session": True, "table": "staff_sessions"},
     ("POST", "/auth/saml/acs"): {"session": True, "table": "staff_sessions"},
@@ -258,6 +268,9 @@ def test_a_write_is_recorded_with_who_when_where_what_before_and_after(
         headers={**auth(a.admin), **case.get("headers", {})},
         json=body,
         content=case.get("content"),
+        params=case.get("params"),
+        files=case.get("files"),
+        data=case.get("data"),
     )
     assert response.status_code < 300, response.text
     if case["table"] is None:
@@ -317,6 +330,46 @@ def test_deleting_a_target_or_rule_records_it_not_each_row_of_its_delivery_log(
         "SELECT count(*) FILTER (WHERE target_id IS NOT NULL), count(rule_id) FROM deliveries"
     ).fetchone()
     assert left == (0, 0)
+
+
+def test_a_historic_import_is_one_event_with_what_it_stored(role_client, tenants, db) -> None:
+    """As the staff role: a dry run records nothing; a stored import records the file and
+    its counts (the readings are not recorded one by one); a sensor it creates is recorded
+    as a row change under the same action."""
+    a, b = tenants
+
+    def post(dry_run: str, mapping: str = HISTORIC_MAPPING):
+        return role_client.post(
+            "/api/v1/staff/historic-imports",
+            headers=auth(a.admin),
+            params={"dry_run": dry_run},
+            files={"file": ("klima.csv", HISTORIC_CSV, "text/csv")},
+            data={"mapping": mapping},
+        )
+
+    assert post("true").status_code == 200
+    assert _events(db) == []
+    stored = post("false").json()
+    assert stored["stored"] > 0
+    (event,) = _events(db)
+    assert (event["action"], event["target_table"], event["operation"]) == (
+        "readings.import",
+        "readings",
+        "insert",
+    )
+    assert event["municipality_id"] == a.id and event["actor_kind"] == "key"
+    assert event["after"]["file"] == "klima.csv"
+    assert event["after"]["stored"] == stored["stored"]
+    assert event["after"]["by_metric"] == stored["by_metric"]
+    db.execute("TRUNCATE audit_events")
+    creating = json.loads(HISTORIC_MAPPING) | {"create_sensors": "climate"}
+    assert post("false", json.dumps(creating)).status_code == 200
+    events = _events(db)
+    assert {(e["action"], e["target_table"]) for e in events} == {
+        ("readings.import", "readings"),
+        ("readings.import", "sensors"),
+    }
+    assert _events(db, b.id) == []
 
 
 def test_sensor_visibility_change_shows_before_and_after(role_client, tenants, db) -> None:

@@ -109,6 +109,7 @@ def seed_municipality(
         "repeats, last_received_at) VALUES (%s, 'decode_error', %s, %s, %s, 7, %s)",
         (f"{dev_eui_prefix}00", START, municipality, f"{dev_eui_prefix}00", START),
     )
+    seed_identity_and_outbound(db, slug, municipality, site, zone, sensors)
     metrics = dict(db.execute("SELECT name, id FROM metrics").fetchall())
     for n, sensor in enumerate(sensors):
         names = ("co2_ppm", "temperature_c") if n < 2 else ("fill_pct",)
@@ -169,6 +170,102 @@ def seed_own_models(db: psycopg.Connection, municipality: int, slug: str) -> int
             )
         models.append(model)
     return models[0]
+
+
+def secrets_of(slug: str) -> dict[str, bytes]:
+    """The secrets seeded for `slug` (none may leave in an export)."""
+    return {
+        "client secret": f"{slug}-oidc-client-secret".encode(),
+        "webhook secret": f"{slug}-webhook-signing-secret".encode(),
+        "data target secret": f"{slug}-target-bearer-secret".encode(),
+        "session token hash": hashlib.sha256(f"{slug}-session".encode()).digest(),
+        "session csrf hash": hashlib.sha256(f"{slug}-csrf".encode()).digest(),
+        "login state hash": hashlib.sha256(f"{slug}-state".encode()).digest(),
+        "PKCE verifier": f"{slug}-pkce-code-verifier".encode(),
+    }
+
+
+def seed_identity_and_outbound(
+    db: psycopg.Connection, slug: str, municipality: int, site: int, zone: int, sensors: list
+) -> None:
+    """A sign-in provider with a signed-in person and a sign-in under way, a notification
+    channel and rule, a data target, a delivery with its attempt, and an audit event."""
+    secrets = secrets_of(slug)
+    provider = db.execute(
+        "INSERT INTO identity_providers (municipality_id, slug, display_name, config) "
+        "VALUES (%s, %s, 'Entra ID', jsonb_build_object('issuer', 'https://login.example', "
+        "'client_id', 'kommune-iot', 'client_secret', %s::text)) RETURNING id",
+        (municipality, f"{slug}-entra", secrets["client secret"].decode()),
+    ).fetchone()[0]
+    now = datetime.now(UTC)
+    db.execute(
+        "INSERT INTO staff_sessions (token_hash, csrf_hash, municipality_id, provider_id, "
+        "subject, name, email, scopes, idle_expires_at, expires_at) VALUES "
+        "(%s, %s, %s, %s, 'sub-1', 'Mette Hansen', 'mette@example.dk', '{admin}', %s, %s)",
+        (
+            secrets["session token hash"],
+            secrets["session csrf hash"],
+            municipality,
+            provider,
+            now + timedelta(hours=1),
+            now + timedelta(hours=8),
+        ),
+    )
+    db.execute(
+        "INSERT INTO login_states (state_hash, provider_id, municipality_id, browser_hash, "
+        "nonce, code_verifier) VALUES (%s, %s, %s, %s, 'nonce-1', %s)",
+        (
+            secrets["login state hash"],
+            provider,
+            municipality,
+            hashlib.sha256(slug.encode()).digest(),
+            secrets["PKCE verifier"].decode(),
+        ),
+    )
+    channel = db.execute(
+        "INSERT INTO notification_channels (municipality_id, name, kind, url, secret) "
+        "VALUES (%s, 'Driftsvagt', 'webhook', 'https://hooks.example/drift', %s) RETURNING id",
+        (municipality, secrets["webhook secret"].decode()),
+    ).fetchone()[0]
+    escalation = db.execute(
+        "INSERT INTO notification_channels (municipality_id, name, kind, recipients) "
+        "VALUES (%s, 'Teknik', 'email', '{teknik@example.dk}') RETURNING id",
+        (municipality,),
+    ).fetchone()[0]
+    rule = db.execute(
+        "INSERT INTO notification_rules (municipality_id, channel_id, alert_rule, site_id, "
+        "zone_id, escalate_after_min, escalate_channel_id) "
+        "VALUES (%s, %s, 'co2_high', %s, %s, 30, %s) RETURNING id",
+        (municipality, channel, site, zone, escalation),
+    ).fetchone()[0]
+    target = db.execute(
+        "INSERT INTO data_targets (municipality_id, name, kind, url, secret, sensor_ids) "
+        "VALUES (%s, 'Datavarehus', 'http', 'https://dwh.example/in', %s, %s) RETURNING id",
+        (municipality, secrets["data target secret"].decode(), [sensors[0], sensors[2]]),
+    ).fetchone()[0]
+    delivery = db.execute(
+        "INSERT INTO deliveries (municipality_id, channel_id, rule_id, event, "
+        "idempotency_key, payload, status) VALUES (%s, %s, %s, 'alert.opened', %s, "
+        "'{\"rule\": \"co2_high\"}', 'delivered') RETURNING id",
+        (municipality, channel, rule, f"{slug}-delivery-1"),
+    ).fetchone()[0]
+    db.execute(
+        "INSERT INTO deliveries (municipality_id, target_id, event, idempotency_key, payload) "
+        "VALUES (%s, %s, 'readings', %s, '[]')",
+        (municipality, target, f"{slug}-delivery-2"),
+    )
+    db.execute(
+        "INSERT INTO delivery_attempts (delivery_id, municipality_id, ok, status_code) "
+        "VALUES (%s, %s, true, 204)",
+        (delivery, municipality),
+    )
+    db.execute(
+        "INSERT INTO audit_events (municipality_id, occurred_at, actor_kind, actor_id, "
+        "actor_name, action, target_table, target_id, operation, after) VALUES "
+        "(%s, %s, 'person', 'sub-1', 'Mette Hansen', 'sensor.update', 'sensors', %s, "
+        "'UPDATE', '{\"is_public\": true}')",
+        (municipality, START, str(sensors[0])),
+    )
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from cli.__main__ import main
 from tenancy.archive import MANIFEST, ArchiveError
 from tenancy.export import export_municipality
 from tenancy.importer import ImportConflictError, import_archive
-from tests.tenancy.conftest import Tenants, archive_entries, compress_all
+from tests.tenancy.conftest import Tenants, archive_entries, compress_all, secrets_of
 
 pytestmark = pytest.mark.storage
 
@@ -25,7 +25,8 @@ def _counts(conn: psycopg.Connection) -> dict[str, int]:
     tables = [
         "municipalities", "sites", "zones", "device_models", "sensors", "readings",
         "latest_readings", "alerts", "dead_letters", "dead_letter_repeats",
-        "network_applications", "api_keys",
+        "network_applications", "api_keys", "notification_channels", "notification_rules",
+        "data_targets", "audit_events",
     ]  # fmt: skip
     return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
 
@@ -47,6 +48,32 @@ def test_export_import_export_gives_the_same_archive(
         ).fetchone()
         assert subject == f"sensor:{sensor_id}"
         assert target.execute("SELECT count(*) FROM latest_readings").fetchone()[0] == 5
+        # outbound configuration follows its new ids: a data target's sensors, a rule's
+        # channels, site and zone; secrets stayed behind
+        target_sensors, target_secret = target.execute(
+            "SELECT sensor_ids, secret FROM data_targets"
+        ).fetchone()
+        assert target_secret is None
+        assert target_sensors == [
+            r[0]
+            for r in target.execute(
+                "SELECT id FROM sensors WHERE external_id IN ('aarhus-0', 'aarhus-2') ORDER BY id"
+            )
+        ]
+        assert target.execute(
+            "SELECT c.name, e.name, s.name, z.name FROM notification_rules r "
+            "JOIN notification_channels c ON c.id = r.channel_id "
+            "JOIN notification_channels e ON e.id = r.escalate_channel_id "
+            "JOIN sites s ON s.id = r.site_id JOIN zones z ON z.id = r.zone_id"
+        ).fetchall() == [("Driftsvagt", "Teknik", "Skolen", "Lokale 1.01")]
+        assert target.execute("SELECT count(*) FROM notification_channels WHERE secret IS NOT NULL"
+                              ).fetchone()[0] == 0  # fmt: skip
+        # the audit trail came along as recorded, and the import itself added no event
+        assert target.execute("SELECT actor_name, action FROM audit_events").fetchall() == [
+            ("Mette Hansen", "sensor.update")
+        ]
+        for table in ("identity_providers", "staff_sessions", "login_states", "deliveries"):
+            assert target.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
         second = export_municipality(target, "aarhus", tmp_path / "second.zip")
 
     before, after = archive_entries(first.path), archive_entries(second.path)
@@ -193,6 +220,26 @@ def test_api_keys_are_never_exported(
     assert bytes(secret_hash) not in blob
     assert not any("key" in entry for entry in entries)
     assert "api_keys" in json.loads(entries[MANIFEST])["excluded"]
+
+
+def test_sign_in_and_delivery_secrets_are_never_exported(
+    db: psycopg.Connection, tenants: Tenants, tmp_path: Path
+) -> None:
+    """Provider client secrets, session and sign-in state, webhook and data-target
+    secrets: none in any entry, in any encoding the archive could carry them."""
+    result = export_municipality(db, "aarhus", tmp_path / "aarhus.zip")
+    entries = archive_entries(result.path)
+    blob = b"".join(entries.values())
+    for name, secret in secrets_of("aarhus").items():
+        for encoded in (secret, secret.hex().encode(), b"\\x" + secret.hex().encode()):
+            assert encoded not in blob, name
+    # what was left out is said in the manifest; channels and targets did go, without secret
+    excluded = json.loads(entries[MANIFEST])["excluded"]
+    assert {"identity_providers", "staff_sessions", "login_states", "deliveries"} <= set(excluded)
+    for entry in ("metadata/notification_channels.json", "metadata/data_targets.json"):
+        rows = json.loads(entries[entry])
+        assert rows and all("secret" not in row for row in rows), entry
+    assert json.loads(entries["metadata/audit_events.json"])[0]["actor_name"] == "Mette Hansen"
 
 
 def test_conflicts_are_refused_before_anything_is_written(
