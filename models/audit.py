@@ -28,6 +28,8 @@ AUDITED_TABLES: dict[str, tuple[str, ...]] = {
     "dead_letters": ("payload",),  # a replay marks the letter; its bytes stay in dead_letters
     "api_keys": ("secret_hash", "last_used_at"),
     "staff_sessions": ("token_hash", "csrf_hash", "idle_expires_at"),  # sign-in, sign-out
+    "school_hours": (),  # the calendar behind occupied hours (api/routes/reports.py)
+    "school_holidays": (),
 }
 
 # Tables the staff role writes without it being a staff decision, and why.

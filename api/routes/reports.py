@@ -17,6 +17,7 @@ from analytics import reports
 from analytics.calendar_store import calendar_as_json, load_calendar, replace_calendar
 from analytics.occupancy import CalendarCsvError, parse_calendar_csv
 from api import report_files as files
+from api.audit import audited
 from api.deps import AppSettings, SyncConn, staff_write_connection
 from api.security import ReadPrivate, WriteSensors
 from models.schemas import ErrorOut
@@ -44,6 +45,7 @@ def get_school_calendar(principal: ReadPrivate, conn: SyncConn) -> dict[str, Any
 @router.put(
     "/school-calendar",
     summary="Replace the school calendar from CSV (all rows or none)",
+    dependencies=[audited("school_calendar.replace")],
     openapi_extra={
         "requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}
     },
