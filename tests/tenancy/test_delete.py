@@ -80,6 +80,7 @@ def test_delete_removes_everything_of_one_municipality_only(
     assert counts["sensors"] == 3 and counts["municipalities"] == 1
     assert counts["api_keys"] == 1 and counts["dead_letters"] == 1
     assert counts["alerts"] == 1 and counts["latest_readings"] == 5
+    assert counts["school_hours"] == 2 and counts["school_holidays"] == 2
     if backend == "timescaledb":
         run_policy_jobs(db)
     for table in inventory.tenant_tables(db):
