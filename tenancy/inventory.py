@@ -67,9 +67,7 @@ EXPORTED: dict[str, Exported] = {
     "school_hours": Exported(
         "metadata/school_hours.json", "municipality_id = %(m)s", "weekday", has_id=False
     ),
-    "school_holidays": Exported(
-        "metadata/school_holidays.json", "municipality_id = %(m)s", "first_day"
-    ),
+    "school_holidays": Exported("metadata/school_holidays.json", "municipality_id = %(m)s", "id"),
     "dead_letter_repeats": Exported(
         "metadata/dead_letter_repeats.json",
         "municipality_id = %(m)s",
