@@ -116,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.staff_pool = pools.staff_request
         app.state.export_pool = pools.export
         app.state.staff_write_pool = pools.staff_write
+        app.state.staff_report_pool = pools.staff_report
         app.state.export_slots = ExportSlots(settings.export_max_concurrent)
         if getattr(app.state, "tune_gc", False):
             tune_garbage_collector()
@@ -124,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pool_max=settings.db_pool_max,
             export_max=settings.export_max_concurrent,
             staff_write_pool_max=settings.db_staff_write_pool_max,
+            staff_report_pool_max=settings.db_staff_report_pool_max,
         )
         try:
             yield

@@ -93,3 +93,15 @@ def get_sync_conn(request: Request) -> Iterator[Connection]:
 
 
 SyncConn = Annotated[Connection, Depends(get_sync_conn, scope="function")]
+
+
+def get_report_conn(request: Request) -> Iterator[Connection]:
+    """A blocking autocommit connection from the staff-report pool (api/pools.py), for the
+    reports' reads (analytics/reports.py): a month of readings per report, so they queue
+    among themselves instead of taking the staff writes' connections."""
+    pool: ConnectionPool = request.app.state.staff_report_pool
+    with pool.connection() as conn:
+        yield conn
+
+
+ReportConn = Annotated[Connection, Depends(get_report_conn, scope="function")]

@@ -7,10 +7,14 @@
 - ``export``: one connection per streamed export for as long as its client reads, with a
   statement timeout, so slow readers cannot take connections from the other routes;
 - ``staff_write``: blocking connections for the staff writes that reuse the sync service
-  code shared with the CLI (registry, alerts, keys, replay), as the staff role.
+  code shared with the CLI (registry, alerts, keys, replay), as the staff role;
+- ``staff_report``: blocking connections for the staff reports (analytics/reports.py reads
+  with the sync code the CLI shares), as the staff role, apart from the writes so that a
+  few large reports make other reports wait, never a staff write.
 
 No route opens a connection of its own: the process holds at most
-``IOT_DB_POOL_MAX + IOT_EXPORT_MAX_CONCURRENT + IOT_DB_STAFF_WRITE_POOL_MAX`` connections,
+``IOT_DB_POOL_MAX + IOT_EXPORT_MAX_CONCURRENT + IOT_DB_STAFF_WRITE_POOL_MAX +
+IOT_DB_STAFF_REPORT_POOL_MAX`` connections,
 and ``IOT_DB_POOL_MAX`` more when staff routes have a role of their own.
 """
 
@@ -43,6 +47,7 @@ class Pools:
     staff_request: AsyncConnectionPool
     export: AsyncConnectionPool
     staff_write: ConnectionPool
+    staff_report: ConnectionPool
 
     def _async_pools(self) -> list[AsyncConnectionPool]:
         pools = [self.request, self.export]
@@ -56,11 +61,13 @@ class Pools:
         for pool in self._async_pools():
             await pool.open(wait=False)
         self.staff_write.open(wait=False)
+        self.staff_report.open(wait=False)
 
     async def close(self) -> None:
         for pool in self._async_pools():
             await pool.close()
         await asyncio.to_thread(self.staff_write.close)
+        await asyncio.to_thread(self.staff_report.close)
 
 
 def _request_pool(url: str, settings: Settings, name: str) -> AsyncConnectionPool:
@@ -101,5 +108,14 @@ def create_pools(settings: Settings) -> Pools:
             timeout=POOL_TIMEOUT_S,
             open=False,
             name="api-staff-write",
+        ),
+        staff_report=ConnectionPool(
+            settings.staff_psycopg_url,
+            min_size=0,
+            max_size=settings.db_staff_report_pool_max,
+            kwargs=connection_kwargs(),
+            timeout=POOL_TIMEOUT_S,
+            open=False,
+            name="api-staff-report",
         ),
     )

@@ -43,6 +43,8 @@ AUDITED_TABLES: dict[str, tuple[str, ...]] = {
     # the notice) stays in deliveries; rule_id and digest_id are bookkeeping the database
     # clears when a rule or digest goes (not one event per notice of a deleted rule).
     "deliveries": ("payload", "rule_id", "digest_id"),
+    "school_hours": (),  # the calendar behind occupied hours (api/routes/reports.py)
+    "school_holidays": (),
 }
 
 # The operations recorded, where not every one is. Deleting a channel or data target takes

@@ -61,7 +61,8 @@ class Settings(BaseSettings):
         ge=1,
         le=200,
         description="Connections of the API's request pool (per worker); exports and staff "
-        "writes have pools of their own (IOT_EXPORT_MAX_CONCURRENT, IOT_DB_STAFF_WRITE_POOL_MAX).",
+        "writes and reports have pools of their own (IOT_EXPORT_MAX_CONCURRENT, "
+        "IOT_DB_STAFF_WRITE_POOL_MAX, IOT_DB_STAFF_REPORT_POOL_MAX).",
     )
     db_staff_write_pool_max: int = Field(
         2,
@@ -69,6 +70,14 @@ class Settings(BaseSettings):
         le=50,
         description="Connections for the API's staff writes that share code with the CLI "
         "(sensor registration and imports, alerts, keys, replays); more writes at once wait.",
+    )
+    db_staff_report_pool_max: int = Field(
+        2,
+        ge=1,
+        le=50,
+        description="Connections for the staff reports and the school calendar read (a report "
+        "reads a month of readings); more reports at once wait, staff writes do not wait "
+        "for them.",
     )
     staff_database_url: str | None = Field(
         None,

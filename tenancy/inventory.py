@@ -79,6 +79,11 @@ EXPORTED: dict[str, Exported] = {
         "id",
         {"sensor_id": "sensors", "zone_id": "zones"},
     ),
+    # The school calendar behind occupied hours (analytics/calendar_store.py).
+    "school_hours": Exported(
+        "metadata/school_hours.json", "municipality_id = %(m)s", "weekday", has_id=False
+    ),
+    "school_holidays": Exported("metadata/school_holidays.json", "municipality_id = %(m)s", "id"),
     "dead_letter_repeats": Exported(
         "metadata/dead_letter_repeats.json",
         "municipality_id = %(m)s",

@@ -17,7 +17,8 @@ from analytics import reports
 from analytics.calendar_store import calendar_as_json, load_calendar, replace_calendar
 from analytics.occupancy import CalendarCsvError, parse_calendar_csv
 from api import report_files as files
-from api.deps import AppSettings, SyncConn, staff_write_connection
+from api.audit import audited
+from api.deps import AppSettings, ReportConn, staff_write_connection
 from api.security import ReadPrivate, WriteSensors
 from models.schemas import ErrorOut
 
@@ -35,7 +36,7 @@ MAX_CALENDAR_BYTES = 1_000_000
 
 
 @router.get("/school-calendar", summary="Opening hours and holidays behind occupied hours")
-def get_school_calendar(principal: ReadPrivate, conn: SyncConn) -> dict[str, Any]:
+def get_school_calendar(principal: ReadPrivate, conn: ReportConn) -> dict[str, Any]:
     """The municipality's school calendar; `default` true when none has been imported
     (Monday–Friday 08:00–16:00, no holidays)."""
     return calendar_as_json(load_calendar(conn, principal.municipality_id))
@@ -44,6 +45,7 @@ def get_school_calendar(principal: ReadPrivate, conn: SyncConn) -> dict[str, Any
 @router.put(
     "/school-calendar",
     summary="Replace the school calendar from CSV (all rows or none)",
+    dependencies=[audited("school_calendar.replace")],
     openapi_extra={
         "requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}
     },
@@ -124,7 +126,7 @@ def _table_response(
 )
 def room_report(
     principal: ReadPrivate,
-    conn: SyncConn,
+    conn: ReportConn,
     settings: AppSettings,
     month: MonthParam,
     format: TableFormat = "json",
@@ -146,7 +148,7 @@ def room_report(
 )
 def school_report(
     principal: ReadPrivate,
-    conn: SyncConn,
+    conn: ReportConn,
     settings: AppSettings,
     month: MonthParam,
     format: TableFormat = "json",
@@ -165,7 +167,7 @@ def school_report(
 )
 def bin_report(
     principal: ReadPrivate,
-    conn: SyncConn,
+    conn: ReportConn,
     settings: AppSettings,
     month: MonthParam,
     format: TableFormat = "json",
@@ -184,7 +186,7 @@ def bin_report(
 )
 def parking_report(
     principal: ReadPrivate,
-    conn: SyncConn,
+    conn: ReportConn,
     settings: AppSettings,
     month: MonthParam,
     format: TableFormat = "json",
@@ -217,7 +219,7 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 )
 def month_workbook(
     principal: ReadPrivate,
-    conn: SyncConn,
+    conn: ReportConn,
     settings: AppSettings,
     month: MonthParam,
     lang: LangParam = "da",
@@ -263,7 +265,7 @@ def month_workbook(
 )
 def school_pdf(
     principal: ReadPrivate,
-    conn: SyncConn,
+    conn: ReportConn,
     settings: AppSettings,
     site_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
     month: MonthParam,

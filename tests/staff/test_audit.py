@@ -227,6 +227,11 @@ WRITES: dict[tuple[str, str], dict] = {
         "data": {"mapping": HISTORIC_MAPPING},
         "table": "readings",
     },
+    ("PUT", "/api/v1/staff/school-calendar"): {
+        "content": "type,weekday,opens,closes,first_day,last_day,name\nhours,1,08:00,15:00,,,\n",
+        "headers": {"Content-Type": "text/csv"},
+        "table": "school_hours",
+    },
     # Sign-in and sign-out are exercised with real identity providers in tests/identity.
     ("POST", "/auth/logout"): {"session": True, "table": "staff_sessions"},
     ("POST", "/auth/saml/acs"): {"session": True, "table": "staff_sessions"},
@@ -445,6 +450,55 @@ def test_a_refused_or_empty_write_records_nothing(role_client, tenants, db) -> N
         == 200
     )
     assert _events(db) == []
+
+
+CALENDAR = (
+    "type,weekday,opens,closes,first_day,last_day,name\n"
+    "hours,1,08:00,15:00,,,\n"
+    "hours,2,08:00,15:00,,,\n"
+    "holiday,,,,2026-10-12,2026-10-16,Efterårsferie\n"
+)
+
+
+def test_a_calendar_import_records_only_what_it_changes(role_client, tenants, db) -> None:
+    a, b = tenants
+    url = "/api/v1/staff/school-calendar"
+    headers = {**auth(a.admin), "Content-Type": "text/csv"}
+    assert role_client.put(url, headers=headers, content=CALENDAR).status_code == 200
+    first = _events(db)
+    assert sorted((e["target_table"], e["operation"]) for e in first) == [
+        ("school_holidays", "insert"),
+        ("school_hours", "insert"),
+        ("school_hours", "insert"),
+    ]
+    assert {e["action"] for e in first} == {"school_calendar.replace"}
+
+    # The same file again changes nothing and records nothing.
+    assert role_client.put(url, headers=headers, content=CALENDAR).status_code == 200
+    assert len(_events(db)) == len(first)
+
+    # Tuesday closes later, Monday goes, the holiday is renamed: three events, each with
+    # the values before and after.
+    changed = (
+        CALENDAR.replace("hours,1,08:00,15:00,,,\n", "")
+        .replace("2,08:00,15:00", "2,08:00,16:00")
+        .replace("Efterårsferie", "Uge 42")
+    )
+    assert role_client.put(url, headers=headers, content=changed).status_code == 200
+    later = _events(db)[len(first) :]
+    by_change = {(e["target_table"], e["operation"]): e for e in later}
+    assert set(by_change) == {
+        ("school_hours", "delete"),
+        ("school_hours", "update"),
+        ("school_holidays", "update"),
+    }
+    assert by_change[("school_hours", "update")]["before"]["closes"] == "15:00:00"
+    assert by_change[("school_hours", "update")]["after"]["closes"] == "16:00:00"
+    assert by_change[("school_holidays", "update")]["after"]["name"] == "Uge 42"
+    assert role_client.get(url, headers=auth(a.admin)).json()["hours"] == [
+        {"weekday": 2, "opens": "08:00", "closes": "16:00"}
+    ]
+    assert _events(db, b.id) == []
 
 
 def test_reads_and_key_bookkeeping_need_no_audit_context(role_client, tenants, db) -> None:

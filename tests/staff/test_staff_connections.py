@@ -65,3 +65,28 @@ def test_staff_writes_reuse_pooled_connections(
     # 5 * WRITES requests through the blocking service code: a handful of new sessions at
     # most (a pool replacing a connection), not one per request.
     assert after - before <= 3, f"{after - before} sessions for {5 * WRITES} staff writes"
+
+
+def test_reports_queue_among_themselves_not_in_front_of_staff_writes(
+    database_url: str,
+    tenants: tuple[Tenant, Tenant],  # noqa: F811
+) -> None:
+    """Every report connection busy (large reports running): a staff write still goes
+    through at once, and another report waits for a report connection (503 after the
+    pool's timeout), not for a write's."""
+    settings = Settings(
+        database_url=database_url, db_staff_write_pool_max=1, db_staff_report_pool_max=1
+    )
+    headers = auth(tenants[0].admin)
+    with TestClient(create_app(settings)) as client:
+        with client.app.state.staff_report_pool.connection():
+            issued = client.post("/api/v1/staff/keys", headers=headers, json={"scopes": ["admin"]})
+            assert issued.status_code == 201, issued.text
+            report = client.get("/api/v1/staff/reports/rooms?month=2026-01", headers=headers)
+            assert report.status_code == 503, report.text
+        report = client.get("/api/v1/staff/reports/rooms?month=2026-01", headers=headers)
+        assert report.status_code == 200, report.text
+        # and a write holding the write pool's only connection does not stop a report
+        with client.app.state.staff_write_pool.connection():
+            report = client.get("/api/v1/staff/reports/rooms?month=2026-01", headers=headers)
+            assert report.status_code == 200, report.text

@@ -110,6 +110,18 @@ def seed_municipality(
         (f"{dev_eui_prefix}00", START, municipality, f"{dev_eui_prefix}00", START),
     )
     seed_identity_and_outbound(db, slug, municipality, site, zone, sensors)
+    # A school calendar: two weekdays' hours (one different per municipality), two holidays.
+    db.execute(
+        "INSERT INTO school_hours (municipality_id, weekday, opens, closes) VALUES "
+        "(%s, 1, '08:00', '15:00'), (%s, 5, %s, '13:00')",
+        (municipality, municipality, "08:15" if slug == "aarhus" else "08:30"),
+    )
+    db.execute(
+        "INSERT INTO school_holidays (municipality_id, first_day, last_day, name) VALUES "
+        "(%s, '2026-12-21', '2027-01-01', 'Juleferie'), "
+        "(%s, '2026-10-12', '2026-10-16', 'Efterårsferie')",
+        (municipality, municipality),
+    )
     metrics = dict(db.execute("SELECT name, id FROM metrics").fetchall())
     for n, sensor in enumerate(sensors):
         names = ("co2_ppm", "temperature_c") if n < 2 else ("fill_pct",)

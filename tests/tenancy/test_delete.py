@@ -84,6 +84,7 @@ def test_delete_removes_everything_of_one_municipality_only(
     assert counts["device_models"] == 2 and counts["device_codecs"] == 3
     assert db.execute("SELECT count(*) FROM device_models WHERE municipality_id IS NULL"
                       ).fetchone()[0] == 1  # fmt: skip
+    assert counts["school_hours"] == 2 and counts["school_holidays"] == 2
     if backend == "timescaledb":
         run_policy_jobs(db)
     for table in inventory.tenant_tables(db):

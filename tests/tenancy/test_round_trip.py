@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import zipfile
+from datetime import time
 from pathlib import Path
 
 import psycopg
 import pyarrow.parquet as pq
 import pytest
 
+from analytics.calendar_store import load_calendar
 from cli.__main__ import main
 from tenancy.archive import MANIFEST, ArchiveError
 from tenancy.export import export_municipality
@@ -26,7 +28,7 @@ def _counts(conn: psycopg.Connection) -> dict[str, int]:
         "municipalities", "sites", "zones", "device_models", "sensors", "readings",
         "latest_readings", "alerts", "dead_letters", "dead_letter_repeats",
         "network_applications", "api_keys", "notification_channels", "notification_rules",
-        "data_targets", "audit_events",
+        "data_targets", "audit_events", "school_hours", "school_holidays",
     ]  # fmt: skip
     return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
 
@@ -74,6 +76,11 @@ def test_export_import_export_gives_the_same_archive(
         ]
         for table in ("identity_providers", "staff_sessions", "login_states", "deliveries"):
             assert target.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
+        # the school calendar arrives whole: occupied hours are computed the same there
+        calendar = load_calendar(target, imported.municipality_id)
+        assert calendar == load_calendar(db, tenants.aarhus) and not calendar.is_default
+        assert calendar.hours[5] == (time(8, 15), time(13))
+        assert [h[2] for h in calendar.holidays] == ["Efterårsferie", "Juleferie"]
         second = export_municipality(target, "aarhus", tmp_path / "second.zip")
 
     before, after = archive_entries(first.path), archive_entries(second.path)
