@@ -18,7 +18,9 @@ def _closed_port() -> int:
 
 def _env() -> dict[str, str]:
     url = f"postgresql://postgres@127.0.0.1:{_closed_port()}/nowhere"
-    return {**os.environ, "IOT_DATABASE_URL": url}
+    # Settings other tests of the session may have put into the environment stay out.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("IOT_")}
+    return {**clean, "IOT_DATABASE_URL": url}
 
 
 def _scheduler(every_s: float) -> subprocess.Popen:
