@@ -250,6 +250,7 @@ def test_partition_and_rollup_functions_are_harmless_no_ops(tsdb: psycopg.Connec
     done = maintain_once(tsdb, days_ahead=7, retention_days=30)
     # The maintenance pass runs the three policies itself (compression, two refreshes).
     assert done == {
+        "audit_events_deleted": 0,
         "dead_letters_deleted": 0,
         "uplink_identities_deleted": 0,
         "partitions_created": 0,

@@ -28,6 +28,9 @@ def _scheduler(every_s: float) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "cli", "evaluate", "--every", str(every_s)],
         env=_env(),
+        # Ctrl-C as in a terminal: a test before may have left SIGINT ignored in this
+        # process, which a child inherits (Python then installs no KeyboardInterrupt).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
