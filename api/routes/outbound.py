@@ -192,6 +192,13 @@ async def create_channel(principal: ManageAlerts, conn: Conn, channel: ChannelIn
         raise _taken("channel", channel.name) from None
 
 
+def _refuse_nulls(changes: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """A PATCH may leave a field out but not set one of `keys` to null (422 naming it)."""
+    for key in keys:
+        if key in changes and changes[key] is None:
+            raise HTTPException(422, f"{key} may not be null; leave it out to keep it")
+
+
 @router.patch(
     "/notification-channels/{channel_id}",
     summary="Edit or switch a channel",
@@ -201,9 +208,7 @@ async def patch_channel(
     principal: ManageAlerts, conn: Conn, channel_id: Id, patch: ChannelPatch
 ) -> dict[str, Any]:
     changes = patch.model_dump(exclude_unset=True)
-    for key in ("name", "recipients", "language", "enabled"):
-        if key in changes and changes[key] is None:
-            raise HTTPException(422, f"{key} may not be null; leave it out to keep it")
+    _refuse_nulls(changes, ("name", "recipients", "language", "enabled"))
     try:
         row = await outbound.update_channel(conn, principal.municipality_id, channel_id, changes)
     except psycopg.errors.UniqueViolation:
@@ -299,9 +304,7 @@ async def patch_target(
     principal: Admin, conn: Conn, target_id: Id, patch: TargetPatch
 ) -> dict[str, Any]:
     changes = patch.model_dump(exclude_unset=True)
-    for key in ("name", "url", "enabled"):
-        if key in changes and changes[key] is None:
-            raise HTTPException(422, f"{key} may not be null; leave it out to keep it")
+    _refuse_nulls(changes, ("name", "url", "enabled"))
     try:
         row = await outbound.update_target(conn, principal.municipality_id, target_id, changes)
     except psycopg.errors.UniqueViolation:
