@@ -33,7 +33,6 @@ from psycopg.types.json import Jsonb
 
 from api.auth import SCOPES, create_key, revoke_key
 from api.oidc import validate_config
-from api.saml import validate_config as validate_saml_config
 from ingest.applications import (
     NETWORKS,
     ApplicationError,
@@ -359,6 +358,10 @@ def _add_saml_provider(args: argparse.Namespace) -> int:
     }
     if args.cvr:
         config["cvr"] = args.cvr
+    # Imported here: pysaml2 loads its XML schemas on import (seconds), which every other
+    # command of the CLI would pay at start-up.
+    from api.saml import validate_config as validate_saml_config
+
     try:
         validate_saml_config(config)
     except ValueError as exc:
