@@ -19,6 +19,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from api.audit import audited
+from api.auth import Principal
 from api.deps import Conn
 from api.queries import outbound
 from api.security import Admin, ManageAlerts, ReadPrivate
@@ -174,9 +175,30 @@ def _taken(what: str, name: str) -> HTTPException:
 # --- channels ---------------------------------------------------------------------------
 
 
+def _url_shown(
+    items: list[dict[str, Any]], principal: Principal, scope: str
+) -> list[dict[str, Any]]:
+    """Items as a caller without `scope` may see them: a webhook URL (Teams, Slack) is
+    itself the credential, and others carry keys in their path, query or user part, so
+    readers see where it points (scheme, host, port) and only managers the whole URL."""
+    if principal.has(scope):
+        return items
+    return [{**item, "url": _where(item["url"])} for item in items]
+
+
+def _where(url: str | None) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}/…"
+
+
 @router.get("/notification-channels", summary="Where alert notices go")
 async def list_channels(principal: ReadPrivate, conn: Conn) -> list[dict[str, Any]]:
-    return await outbound.list_channels(conn, principal.municipality_id)
+    """Webhook URLs in full to `manage-alerts` only; to readers as scheme://host/…."""
+    items = await outbound.list_channels(conn, principal.municipality_id)
+    return _url_shown(items, principal, "manage-alerts")
 
 
 @router.post(
@@ -279,7 +301,9 @@ async def delete_rule(principal: ManageAlerts, conn: Conn, rule_id: Id) -> None:
 
 @router.get("/data-targets", summary="Systems readings are forwarded to")
 async def list_targets(principal: ReadPrivate, conn: Conn) -> list[dict[str, Any]]:
-    return await outbound.list_targets(conn, principal.municipality_id)
+    """URLs in full to `admin` only; to readers as scheme://host/…."""
+    items = await outbound.list_targets(conn, principal.municipality_id)
+    return _url_shown(items, principal, "admin")
 
 
 @router.post(

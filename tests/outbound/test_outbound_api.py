@@ -270,3 +270,39 @@ def test_a_key_of_one_municipality_cannot_touch_anothers_outbound(
         assert response.status_code == case.get("status", 404), response.text
         if response.status_code == 404:
             assert "your municipality" in response.json()["detail"]
+
+
+SECRET_URL = "https://hooks.slack.example:8443/services/T0/B0/sEcReTpart?token=also-secret"
+
+
+def test_a_reader_sees_where_a_channel_or_target_points_but_not_the_credential_in_its_url(
+    client, tenants, db
+) -> None:
+    """An incoming-webhook URL (Teams, Slack) is itself the credential: whoever holds it can
+    post into the municipality's channel. A read-only key sees the host, not the rest."""
+    mine = tenants[0]
+    db.execute(
+        "UPDATE notification_channels SET url = %s WHERE id = %s", (SECRET_URL, mine.channel)
+    )
+    db.execute(
+        "UPDATE data_targets SET url = %s WHERE id = %s",
+        ("https://user:password@bi.example/ingest/key123", mine.target),
+    )
+    manager = create_key(db, mine.place.municipality, ["manage-alerts", "read-private"]).token
+    for token, path, item_id in (
+        (mine.reader, "/api/v1/staff/notification-channels", mine.channel),
+        (mine.reader, "/api/v1/staff/data-targets", mine.target),
+        (manager, "/api/v1/staff/data-targets", mine.target),  # targets are the admin's
+    ):
+        response = client.get(path, headers=auth(token))
+        assert response.status_code == 200, response.text
+        (item,) = [i for i in response.json() if i["id"] == item_id]
+        assert "sEcReTpart" not in response.text and "also-secret" not in response.text
+        assert "password" not in response.text and "key123" not in response.text
+        assert item["url"] in ("https://hooks.slack.example:8443/…", "https://bi.example/…")
+    shown = client.get("/api/v1/staff/notification-channels", headers=auth(manager)).json()
+    assert [c["url"] for c in shown if c["id"] == mine.channel] == [SECRET_URL]
+    shown = client.get("/api/v1/staff/data-targets", headers=auth(mine.admin)).json()
+    assert [t["url"] for t in shown if t["id"] == mine.target] == [
+        "https://user:password@bi.example/ingest/key123"
+    ]
