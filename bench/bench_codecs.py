@@ -32,9 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from domain.decoders import get_decoder  # noqa: E402
 from ingest.codecs.mapping import apply_mapping, parse_mapping  # noqa: E402
 from ingest.codecs.sandbox import CompiledCodec  # noqa: E402
-from ingest.decoders import get_decoder  # noqa: E402
 from tests.codecs.test_differential import JS, PAIRS  # noqa: E402
 
 VECTORS = REPO / ".." / "shared" / "vectors" / "lorawan-dev.json"

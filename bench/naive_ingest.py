@@ -19,9 +19,9 @@ import paho.mqtt.client as mqtt
 import psycopg
 
 from analytics.bins import fill_level_pct
+from domain.decoders import get_decoder
 from ingest.codecs.mapping import apply_mapping, parse_mapping
 from ingest.codecs.sandbox import CompiledCodec
-from ingest.decoders import get_decoder
 
 
 def main(database_url: str, host: str, port: int, topic: str) -> None:

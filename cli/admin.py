@@ -33,7 +33,7 @@ from psycopg.types.json import Jsonb
 
 from api.auth import SCOPES, create_key, revoke_key
 from api.oidc import validate_config
-from ingest.applications import (
+from domain.applications import (
     NETWORKS,
     ApplicationError,
     ApplicationTakenError,
@@ -41,7 +41,7 @@ from ingest.applications import (
     map_application,
     unmap_application,
 )
-from ingest.registry import import_sensors_csv
+from domain.registry import import_sensors_csv
 from models.settings import get_settings
 
 

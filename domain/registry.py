@@ -1,6 +1,6 @@
 """The device registry: device models and the municipality's sensors.
 
-* `sync_device_models` upserts the device models the decoders read (ingest.decoders).
+* `sync_device_models` upserts the device models the decoders read (domain.decoders).
 * `register_sensor` registers or updates one sensor (API).
 * `import_sensors_csv` registers or updates many from a CSV file, all or nothing.
 
@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
-from ingest.decoders import device_models
+from domain.decoders import device_models
 from models.schemas import (
     SensorCreate,
     SensorImportError,

@@ -4,7 +4,7 @@ Every municipality in the database gets a gateway user ``gw-<slug>`` that may on
 native readings under ``municipality/<slug>/sensors/+/readings``. A gateways config (TOML,
 see deploy/mosquitto/gateways.example.toml) adds further gateway users, network servers
 run by a municipality (publishing only the topics of ChirpStack / The Things Stack
-applications mapped to that municipality in the database, ingest/applications.py, the
+applications mapped to that municipality in the database, domain/applications.py, the
 mapping ingest binds uplinks by) and service users (the ingest service, a shared network
 server).
 

@@ -9,7 +9,7 @@ Every row is checked before anything is stored; `import_history` reports what wo
 stored, what is stored already (a re-run stores nothing twice: readings are keyed by
 sensor, metric and time) and what is refused and why, with line numbers. A dry run
 reports the same and writes nothing. Values go through the metric vocabulary's plausible
-ranges like live data (ingest/metrics.py).
+ranges like live data (domain/metrics.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 import psycopg
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from ingest.metrics import METRICS
+from domain.metrics import METRICS
 from models.partitions import create_partitions
 
 SENSOR_KINDS = ("climate", "bin", "parking", "other")

@@ -12,10 +12,10 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from ingest.decoders import DecodeError, get_decoder
-from ingest.decoders.generic import normalise_object
+from domain.decoders import DecodeError, get_decoder
+from domain.decoders.generic import normalise_object
+from domain.metrics import METRICS, Metric
 from ingest.devices import SensorInfo
-from ingest.metrics import METRICS, Metric
 from ingest.uplink import Rejected, Sample, Uplink
 
 Row = tuple[datetime, int, int, float]  # time, sensor_id, metric_id, value

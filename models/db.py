@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from psycopg import sql
 
-from ingest.metrics import METRICS
+from domain.metrics import METRICS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +67,7 @@ def drop_database(libpq_url: str) -> None:
 
 
 def sync_metrics(conn: psycopg.Connection) -> dict[str, int]:
-    """Upsert the metric vocabulary of ingest/metrics.py; returns name → metric id."""
+    """Upsert the metric vocabulary of domain/metrics.py; returns name → metric id."""
     with conn.cursor() as cur:
         cur.executemany(
             """

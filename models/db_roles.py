@@ -57,7 +57,7 @@ GRANTS: dict[str, dict[str, str]] = {
     "device_models": {INGEST: R, API: R, STAFF: "SELECT, INSERT, UPDATE", MAINTENANCE: R},
     # ingest registers unknown devices as pending sensors (IOT_AUTO_REGISTER_UNKNOWN)
     "sensors": {INGEST: "SELECT, INSERT", API: R, STAFF: "SELECT, INSERT, UPDATE", MAINTENANCE: R},
-    # ingest (and replay) upsert the metric vocabulary of ingest/metrics.py at start-up
+    # ingest (and replay) upsert the metric vocabulary of domain/metrics.py at start-up
     "metrics": {INGEST: "SELECT, INSERT, UPDATE", API: R, STAFF: "SELECT, INSERT, UPDATE",
                 MAINTENANCE: R},
     "latest_readings": {INGEST: RW, API: R, STAFF: RW, MAINTENANCE: RW},
@@ -85,7 +85,7 @@ GRANTS: dict[str, dict[str, str]] = {
     # municipalities' own device models' codecs (ingest/codecs): staff add versions, ingest
     # runs the newest
     "device_codecs": {INGEST: R, API: "", STAFF: "SELECT, INSERT", MAINTENANCE: R},
-    # application -> municipality (ingest/applications.py): ingest reads it, staff map and
+    # application -> municipality (domain/applications.py): ingest reads it, staff map and
     # unmap their own municipality's applications
     "network_applications": {INGEST: R, API: "", STAFF: RW,
                              MAINTENANCE: R},

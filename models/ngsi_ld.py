@@ -3,7 +3,7 @@
 One public sensor is one entity: a climate sensor an ``IndoorEnvironmentObserved``, a bin
 sensor a ``WasteContainer``, a parking sensor a ``ParkingSpot`` (dataModel.Environment,
 dataModel.WasteManagement, dataModel.Parking). Attributes come from the sensor's metrics
-(ingest/metrics.py) by `ATTRIBUTES`, scaled to the model's unit where it fixes one
+(domain/metrics.py) by `ATTRIBUTES`, scaled to the model's unit where it fixes one
 (fillingLevel is a fraction 0–1, our fill_pct a percentage) and otherwise carrying the
 UN/CEFACT ``unitCode`` of our unit.
 

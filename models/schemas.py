@@ -28,7 +28,7 @@ class SensorCreate(BaseModel):
     kind is used. Bin sensors need `bin_depth_mm` (full line to bottom) so fill level can
     be derived from distance; `mount_offset_mm` is the sensor's height above the full line.
     Checks that need the stored sensor (a kind or model, bin geometry, a zone's site) are
-    made on the merged record by ingest.registry.
+    made on the merged record by domain.registry.
     """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)

@@ -252,7 +252,7 @@ class NetworkApplication(Base):
 
 
 class MetricRow(Base):
-    """The metric vocabulary, kept in step with ingest/metrics.py at start-up."""
+    """The metric vocabulary, kept in step with domain/metrics.py at start-up."""
 
     __tablename__ = "metrics"
 

@@ -14,7 +14,7 @@ Written from the vendors' public payload documents:
 * Bosch TPS110 (firmware 0.29.x) and Nwave NPS parking sensors: fPort 1 parking status,
   fPort 2 heartbeat; bit 0 of byte 0 is "occupied"; Bosch's heartbeat adds an int8 °C.
 
-Every encoder takes canonical measurements (metric names of ``ingest.metrics``) and
+Every encoder takes canonical measurements (metric names of ``domain.metrics``) and
 returns a ``Frame``; values are rounded and clipped to what the wire format can carry.
 """
 

@@ -3,7 +3,7 @@ applications, sites, zones, sensors.
 
 Idempotent: seeding the same fleet twice changes nothing; seeding a larger fleet adds
 the new devices. Sites and zones are created with their kind, position and capacity;
-sensors are registered through the device registry (ingest/registry.py) like any other.
+sensors are registered through the device registry (domain/registry.py) like any other.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from ingest.applications import map_application
-from ingest.registry import register_sensor, sync_device_models
+from domain.applications import map_application
+from domain.registry import register_sensor, sync_device_models
 from models.schemas import SensorCreate
 from simulator.envelopes import network_identities, topic_applications
 from simulator.fleet import Fleet

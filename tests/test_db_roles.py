@@ -19,7 +19,7 @@ from api.app import create_app
 from api.auth import create_key
 from cli.db import maintain_once
 from cli.evaluate import evaluate_all
-from ingest.registry import sync_device_models
+from domain.registry import sync_device_models
 from ingest.writer import BatchWriter
 from models.db import migrate
 from models.db_roles import (

@@ -6,8 +6,8 @@ import psycopg
 import pytest
 
 from analytics.bins import fill_level_pct
-from ingest.decoders import device_models
-from ingest.registry import (
+from domain.decoders import device_models
+from domain.registry import (
     RegistryError,
     import_sensors_csv,
     register_sensor,

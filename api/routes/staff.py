@@ -24,14 +24,14 @@ from api.auth import create_key, revoke_key
 from api.deps import AppSettings, Conn, SyncConn, staff_write_connection
 from api.queries import collection, dashboard, keys, places, staff
 from api.security import Admin, ManageAlerts, ReadPrivate, WriteSensors
-from ingest.applications import (
+from domain.applications import (
     ApplicationError,
     ApplicationTakenError,
     list_applications,
     map_application,
     unmap_application,
 )
-from ingest.registry import RegistryError, import_sensors_csv, upsert_sensor
+from domain.registry import RegistryError, import_sensors_csv, upsert_sensor
 from ingest.replay import replay
 from models.schemas import ErrorOut, SensorCreate, SensorImportResult
 

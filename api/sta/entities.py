@@ -36,7 +36,7 @@ MAX_SENSOR_ID = (2**63 - 1) // 100_000 - 1
 
 OM_MEASUREMENT = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement"
 
-# The project's units (ingest/metrics.py) as UCUM codes.
+# The project's units (domain/metrics.py) as UCUM codes.
 UCUM = {
     "°C": "Cel",
     "%": "%",

@@ -4,7 +4,7 @@ Every vendor module in this package is pure and exposes, at module level:
 
 * ``DECODERS: dict[str, Decoder]`` — decoder key → function
   ``decode(payload: bytes, fport: int) -> dict[str, float | bool]`` whose keys are metric
-  names from ``ingest.metrics.METRICS`` and values are already in the canonical unit;
+  names from ``domain.metrics.METRICS`` and values are already in the canonical unit;
 * ``DEVICE_MODELS: list[DeviceModelSpec]`` — the products the module reads.
 
 Modules are discovered automatically, so adding a vendor is adding one module.

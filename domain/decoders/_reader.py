@@ -10,7 +10,7 @@ import math
 import struct
 from collections.abc import Collection
 
-from ingest.decoders import DecodeError
+from domain.decoders import DecodeError
 
 # LoRaWAN reserves FPort 0 for MAC commands and 224..255 for the protocol itself
 # (LoRaWAN 1.0.4 §4.3.2); application payloads only ever use 1..223.

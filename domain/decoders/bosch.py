@@ -16,8 +16,8 @@ type is the FPort:
 
 from __future__ import annotations
 
-from ingest.decoders import DecodeError, DeviceModelSpec, Measurements
-from ingest.decoders._reader import ByteReader, check_fport
+from domain.decoders import DecodeError, DeviceModelSpec, Measurements
+from domain.decoders._reader import ByteReader, check_fport
 
 VENDOR = "Bosch TPS110"
 SOURCE = "Bosch Parking Lot Sensor Communication Interface, Technical Description V0.29.4"

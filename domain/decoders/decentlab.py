@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ingest.decoders import DecodeError, DeviceModelSpec, Measurements
-from ingest.decoders._reader import ByteReader, check_fport
+from domain.decoders import DecodeError, DeviceModelSpec, Measurements
+from domain.decoders._reader import ByteReader, check_fport
 
 VENDOR = "Decentlab"
 SOURCE = "Decentlab protocol v2 description and the DL-IAM / DL-MBX data sheets"

@@ -23,8 +23,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ingest.decoders import DecodeError, DeviceModelSpec, Measurements
-from ingest.metrics import METRICS
+from domain.decoders import DecodeError, DeviceModelSpec, Measurements
+from domain.metrics import METRICS
 
 Convert = Callable[[float], float]
 
@@ -310,6 +310,6 @@ DEVICE_MODELS = [
         "Network-server decoded",
         "generic",
         "other",
-        {"source": "network server codec; fields mapped by ingest.decoders.generic"},
+        {"source": "network server codec; fields mapped by domain.decoders.generic"},
     ),
 ]

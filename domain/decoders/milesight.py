@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ingest.decoders import DecodeError, DeviceModelSpec, Measurements
-from ingest.decoders._reader import ByteReader, check_fport
+from domain.decoders import DecodeError, DeviceModelSpec, Measurements
+from domain.decoders._reader import ByteReader, check_fport
 
 VENDOR = "Milesight"
 DATA_FPORTS = (85,)

@@ -16,8 +16,8 @@ debug, configuration feedback) carry no measurements and raise DecodeError.
 
 from __future__ import annotations
 
-from ingest.decoders import DecodeError, DeviceModelSpec, Measurements
-from ingest.decoders._reader import ByteReader, check_fport
+from domain.decoders import DecodeError, DeviceModelSpec, Measurements
+from domain.decoders._reader import ByteReader, check_fport
 
 VENDOR = "Nwave"
 SOURCE = "Nwave LoRaWAN Parking Sensor - Getting Started, section 4.2 Uplink messages"

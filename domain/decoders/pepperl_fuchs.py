@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ingest.decoders import DecodeError, DeviceModelSpec, Measurements
-from ingest.decoders._reader import APPLICATION_FPORTS, ByteReader, check_fport
+from domain.decoders import DecodeError, DeviceModelSpec, Measurements
+from domain.decoders._reader import APPLICATION_FPORTS, ByteReader, check_fport
 
 VENDOR = "Pepperl+Fuchs WILSEN.sonic.level"
 SOURCE = "Pepperl+Fuchs WILSEN.sonic.level payload description (tdoct7056)"

@@ -25,8 +25,8 @@ so which bits carry them cannot be inferred; we read none.
 
 from __future__ import annotations
 
-from ingest.decoders import DecodeError, DeviceModelSpec, Measurements
-from ingest.decoders._reader import APPLICATION_FPORTS, ByteReader, check_fport
+from domain.decoders import DecodeError, DeviceModelSpec, Measurements
+from domain.decoders._reader import APPLICATION_FPORTS, ByteReader, check_fport
 
 VENDOR = "Teneo IoT Filling Degree Sensor"
 SOURCE = "No vendor document; inferred from TTN Device Repository examples (see module)"

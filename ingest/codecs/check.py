@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
+from domain.metrics import METRICS
 from ingest.codecs.mapping import FieldMapping, apply_mapping
 from ingest.codecs.sandbox import CodecError, CompiledCodec, Limits
-from ingest.metrics import METRICS
 
 MAX_EXAMPLES = 100
 RELATIVE_TOLERANCE = 1e-9

@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest.metrics import METRICS
+from domain.metrics import METRICS
 
 TRUE_WORDS = frozenset({"true", "yes", "on", "occupied", "busy", "present", "1"})
 FALSE_WORDS = frozenset({"false", "no", "off", "free", "vacant", "empty", "absent", "0"})

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from domain.decoders import get_decoder
 from ingest.codecs.mapping import apply_mapping, parse_mapping
 from ingest.codecs.sandbox import CompiledCodec
-from ingest.decoders import get_decoder
 from tests.decoders.test_vectors import VECTORS_FILE
 
 JS = Path(__file__).parent / "js"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from domain.decoders.generic import normalise_object
 from ingest.codecs.mapping import MappingError, apply_mapping, parse_mapping
-from ingest.decoders.generic import normalise_object
 
 
 def _wrapped(value, unit: str) -> dict:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.decoders import decoders, device_models
-from ingest.metrics import METRICS
+from domain.decoders import decoders, device_models
+from domain.metrics import METRICS
 from models.tables import SENSOR_KINDS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -33,7 +33,7 @@ def test_metrics_doc_lists_every_metric_with_its_unit() -> None:
         match.group(1): match.group(2).strip()
         for match in re.finditer(r"^\|\s*`([a-z0-9_]+)`\s*\|([^|]*)\|", table, re.MULTILINE)
     }
-    assert set(rows) == set(METRICS), "docs/metrics.md and ingest/metrics.py differ"
+    assert set(rows) == set(METRICS), "docs/metrics.md and domain/metrics.py differ"
     for name, metric in METRICS.items():
         assert rows[name] == metric.unit, f"{name}: doc says {rows[name]!r}, code {metric.unit!r}"
 

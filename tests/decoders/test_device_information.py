@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.decoders import DecodeError, get_decoder
+from domain.decoders import DecodeError, get_decoder
 
 
 @pytest.mark.parametrize(

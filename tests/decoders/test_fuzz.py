@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest.decoders import DecodeError, decoders, elsys, milesight
-from ingest.decoders.generic import normalise_object
-from ingest.metrics import METRICS
+from domain.decoders import DecodeError, decoders, elsys, milesight
+from domain.decoders.generic import normalise_object
+from domain.metrics import METRICS
 
 BOOLEAN_METRICS = {"occupied", "occupancy"}
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.decoders import DecodeError
-from ingest.decoders.generic import normalise_object
+from domain.decoders import DecodeError
+from domain.decoders.generic import normalise_object
 
 
 def test_common_field_names_map_to_canonical_metrics() -> None:

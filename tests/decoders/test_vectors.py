@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ingest.decoders import DecodeError, get_decoder
+from domain.decoders import DecodeError, get_decoder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VECTORS_FILE = REPO_ROOT / ".." / "shared" / "vectors" / "lorawan-dev.json"

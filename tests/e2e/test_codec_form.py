@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from api.auth import create_key
-from ingest.registry import sync_device_models
+from domain.registry import sync_device_models
 from tests.e2e.test_dashboard import CHROMIUM, _wait_until, running_api  # noqa: F401
 
 pytestmark = pytest.mark.skipif(

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from api.auth import create_key
-from ingest.registry import sync_device_models
+from domain.registry import sync_device_models
 from tests.processes import child_env, free_port, wait_for_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -20,7 +20,7 @@ from psycopg.types.json import Jsonb
 
 from api import saml
 from api.app import create_app
-from ingest.registry import sync_device_models
+from domain.registry import sync_device_models
 from models.db_roles import API, STAFF, enable_logins, role_url
 from models.settings import Settings
 from tests.identity.saml_idp import (

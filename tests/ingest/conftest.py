@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from ingest.registry import sync_device_models
+from domain.registry import sync_device_models
 from ingest.subscriber import IngestService
 from models.settings import Settings
 

@@ -15,10 +15,10 @@ import orjson
 import psycopg
 import pytest
 
+from domain.registry import register_sensor
 from ingest.codecs.store import CodecUpload, add_codec_version
 from ingest.formats import chirpstack, chirpstack_v3
 from ingest.pipeline import Pipeline
-from ingest.registry import register_sensor
 from ingest.subscriber import IngestService
 from ingest.uplink import Rejected
 from ingest.writer import BatchWriter

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from domain.registry import register_sensor
 from ingest.codecs.store import CodecUpload, add_codec_version
-from ingest.registry import register_sensor
 from models.schemas import SensorCreate
 from tests.ingest.conftest import ELSYS_ERS_CO2_HEX, ELSYS_EUI, count, wait_for
 from tests.ingest.test_end_to_end import chirpstack_up

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.decoders import DecodeError, device_models, get_decoder
+from domain.decoders import DecodeError, device_models, get_decoder
 from simulator.encoders import (
     ENCODERS,
     encode_bosch_tps110,

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ingest.decoders import get_decoder
+from domain.decoders import get_decoder
 from simulator.fleet import build_fleet
 from simulator.publisher import MqttPublisher
 from simulator.seed import seed_fleet

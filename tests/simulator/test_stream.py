@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from ingest.decoders import DecodeError, device_models, get_decoder
+from domain.decoders import DecodeError, device_models, get_decoder
 from simulator.fleet import MUNICIPALITIES, build_fleet
 from simulator.publisher import run_paced
 from simulator.stream import (

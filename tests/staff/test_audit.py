@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.audit import audit_action
 from cli.db import maintain_once
-from ingest.registry import sync_device_models
+from domain.registry import sync_device_models
 from models.audit import AUDITED_TABLES, NOT_AUDITED, TRIGGER, staff_writable_tables
 from models.db_roles import API, GRANTS, MAINTENANCE, STAFF, enable_logins, role_url
 from models.settings import Settings

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ingest.registry import sync_device_models
+from domain.registry import sync_device_models
 from ingest.subscriber import IngestService
 from models.settings import Settings
 from tests.ingest.conftest import Publisher, count, wait_for

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ingest.registry import sync_device_models
+from domain.registry import sync_device_models
 from models.settings import Settings
 from tests.ingest.test_historic import _drop_partitions_made_here  # noqa: F401 (autouse)
 from tests.staff.test_staff_api import Tenant, _tenant, auth

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import SCOPES, create_key
-from ingest.registry import sync_device_models
+from domain.registry import sync_device_models
 from models.settings import Settings
 from tests.staff.test_audit import _api_routes, outbound_rows
 from tests.staff.test_staff_api import Tenant, _tenant, auth

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from ingest.registry import sync_device_models
+from domain.registry import sync_device_models
 from models.settings import Settings
 from tests.staff.test_staff_api import Tenant, _tenant, auth
 

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.auth import create_key
-from ingest.registry import sync_device_models
+from domain.registry import sync_device_models
 from models.settings import Settings
 from tests.ingest.conftest import ELSYS_ERS_CO2_HEX
 from tests.ingest.test_end_to_end import chirpstack_up

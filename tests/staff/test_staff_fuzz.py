@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from api.app import create_app
-from ingest.registry import sync_device_models
+from domain.registry import sync_device_models
 from models.db_roles import API, STAFF, enable_logins, role_url
 from models.settings import Settings
 from tests.staff.test_staff_api import Tenant, _snapshot, _tenant

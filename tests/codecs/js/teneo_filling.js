@@ -1,5 +1,5 @@
 // A codec written for kommune-iot's tests, reading the Teneo filling-degree layout that
-// ingest/decoders/teneo.py infers: battery (2.0 V + 0.1 V a step), distance in cm,
+// domain/decoders/teneo.py infers: battery (2.0 V + 0.1 V a step), distance in cm,
 // status, then temperature and humidity; fPort 2 is a 2-byte status frame.
 function Decode(fPort, bytes) {
   var battery = 2 + bytes[0] / 10;
