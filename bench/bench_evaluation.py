@@ -47,7 +47,8 @@ from analytics.thresholds import AnalyticsThresholds  # noqa: E402
 from bench.bench_api import ADMIN_URLS, binary_rows  # noqa: E402
 from bench.report import cpu_model, write_section  # noqa: E402
 from cli.evaluate import evaluate_all  # noqa: E402
-from models.db import create_database, drop_database, migrate, sync_metrics  # noqa: E402
+from domain.metrics import sync_metrics  # noqa: E402
+from models.db import create_database, drop_database, migrate  # noqa: E402
 
 SECTION = "## Analytics end to end (bench/bench_evaluation.py)"
 END = datetime(2026, 1, 13, 11, 0, tzinfo=ZoneInfo("Europe/Copenhagen")).astimezone(UTC)

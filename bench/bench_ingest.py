@@ -60,8 +60,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.report import cpu_model  # noqa: E402
+from domain.metrics import sync_metrics  # noqa: E402
 from ingest.pipeline import Pipeline  # noqa: E402
-from models.db import create_database, drop_database, migrate, sync_metrics  # noqa: E402
+from models.db import create_database, drop_database, migrate  # noqa: E402
 from models.settings import Settings  # noqa: E402
 from simulator.fleet import build_fleet  # noqa: E402
 from simulator.seed import seed_fleet  # noqa: E402

@@ -35,7 +35,8 @@ from bench.bench_ingest import (  # noqa: E402
     run_ingest,
     split_for_publishers,
 )
-from models.db import create_database, drop_database, migrate, sync_metrics  # noqa: E402
+from domain.metrics import sync_metrics  # noqa: E402
+from models.db import create_database, drop_database, migrate  # noqa: E402
 from models.settings import Settings  # noqa: E402
 
 

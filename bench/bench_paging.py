@@ -31,7 +31,8 @@ sys.path.insert(0, str(REPO))
 
 from api.queries.readings import readings_query  # noqa: E402
 from bench.report import cpu_model, write_section  # noqa: E402
-from models.db import create_database, drop_database, migrate, sync_metrics  # noqa: E402
+from domain.metrics import sync_metrics  # noqa: E402
+from models.db import create_database, drop_database, migrate  # noqa: E402
 
 ADMIN_URL = os.environ.get("IOT_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 HEADING = "## Readings paging (bench/bench_paging.py)"

@@ -49,7 +49,8 @@ def build(url: str, path: Path, messages: int) -> None:
     """Seed bench_ingest's fleet into the database at `url`; write its uplinks and the
     metric ids to `path`."""
     from bench.bench_ingest import build_workload
-    from models.db import migrate, sync_metrics
+    from domain.metrics import sync_metrics
+    from models.db import migrate
 
     migrate(url, timescaledb="off")
     with psycopg.connect(url, autocommit=True) as conn:

@@ -39,7 +39,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import bench_ingest as bi  # noqa: E402
-from models.db import create_database, drop_database, migrate, sync_metrics  # noqa: E402
+from domain.metrics import sync_metrics  # noqa: E402
+from models.db import create_database, drop_database, migrate  # noqa: E402
 
 POISON_EVERY_S = 0.5
 

@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO))
 
 from api.sta.entities import datastream_id  # noqa: E402
 from bench.report import cpu_model, write_section  # noqa: E402
-from models.db import create_database, drop_database, migrate, sync_metrics  # noqa: E402
+from domain.metrics import sync_metrics  # noqa: E402
+from models.db import create_database, drop_database, migrate  # noqa: E402
 from models.db_roles import API, enable_logins, role_url  # noqa: E402
 from tests.processes import free_port, wait_for_port  # noqa: E402
 

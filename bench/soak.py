@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 SECTION = "## Soak (bench/soak.py)"
 
 from bench.report import cpu_model, write_section  # noqa: E402
-from models.db import create_database, drop_database, migrate, sync_metrics  # noqa: E402
+from domain.metrics import sync_metrics  # noqa: E402
+from models.db import create_database, drop_database, migrate  # noqa: E402
 from tests.processes import PrivateBroker, child_env  # noqa: E402
 
 ADMIN = os.environ.get("IOT_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

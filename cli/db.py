@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from domain.metrics import sync_metrics
 from ingest.identity import forget_before as forget_identities_before
 from ingest.latest import repair_stale as repair_stale_latest
-from models.db import create_database, migrate, storage_backend, sync_metrics
+from models.db import create_database, migrate, storage_backend
 from models.db_roles import as_owner, enable_logins
 from models.logging import configure_logging, log
 from models.partitions import DEFAULT_LOCK_TIMEOUT_MS, create_partitions, drop_partitions_before

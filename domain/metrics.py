@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import psycopg
+
 
 @dataclass(frozen=True, slots=True)
 class Metric:
@@ -63,3 +65,20 @@ METRICS: dict[str, Metric] = {
 def get_metric(name: str) -> Metric | None:
     """The metric called `name`, or None when it is not in the vocabulary."""
     return METRICS.get(name)
+
+
+def sync_metrics(conn: psycopg.Connection) -> dict[str, int]:
+    """Upsert the metric vocabulary above into the `metrics` table; returns name → metric id."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            """
+            INSERT INTO metrics (name, unit, description, min_value, max_value)
+            VALUES (%s, %s, %s, %s, %s)
+            ON CONFLICT (name) DO UPDATE SET unit = EXCLUDED.unit,
+                description = EXCLUDED.description,
+                min_value = EXCLUDED.min_value, max_value = EXCLUDED.max_value
+            """,
+            [(m.name, m.unit, m.description, m.min_value, m.max_value) for m in METRICS.values()],
+        )
+        rows = cur.execute("SELECT name, id FROM metrics").fetchall()
+    return dict(rows)

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import psycopg
 
+from domain.metrics import sync_metrics
 from ingest.dbtext import db_text
 from ingest.pipeline import Pipeline
 from ingest.writer import BatchWriter
-from models.db import sync_metrics
 from models.settings import Settings
 
 

@@ -39,6 +39,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import Counter
 
+from domain.metrics import sync_metrics
 from ingest import telemetry
 from ingest.dead_letters import DeadLetterPolicy, DeadLetterRow
 from ingest.latest import LatestValues
@@ -47,7 +48,6 @@ from ingest.normalise import Row
 from ingest.pipeline import Outcome, Pipeline
 from ingest.uplink import Rejected
 from ingest.writer import BatchEncoder, BatchWriter, WriteResult
-from models.db import sync_metrics
 from models.logging import log
 from models.settings import Settings
 

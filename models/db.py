@@ -1,4 +1,7 @@
-"""Database plumbing shared by every process: connections, migrations, reference data."""
+"""Database plumbing shared by every process: connections, migrations, the storage backend.
+
+The reference data of the domain (the metric vocabulary, device models) is written by
+domain/ (`domain.metrics.sync_metrics`, `domain.registry.sync_device_models`)."""
 
 from __future__ import annotations
 
@@ -8,8 +11,6 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 from psycopg import sql
-
-from domain.metrics import METRICS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,23 +65,6 @@ def drop_database(libpq_url: str) -> None:
         admin.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
-
-
-def sync_metrics(conn: psycopg.Connection) -> dict[str, int]:
-    """Upsert the metric vocabulary of domain/metrics.py; returns name → metric id."""
-    with conn.cursor() as cur:
-        cur.executemany(
-            """
-            INSERT INTO metrics (name, unit, description, min_value, max_value)
-            VALUES (%s, %s, %s, %s, %s)
-            ON CONFLICT (name) DO UPDATE SET unit = EXCLUDED.unit,
-                description = EXCLUDED.description,
-                min_value = EXCLUDED.min_value, max_value = EXCLUDED.max_value
-            """,
-            [(m.name, m.unit, m.description, m.min_value, m.max_value) for m in METRICS.values()],
-        )
-        rows = cur.execute("SELECT name, id FROM metrics").fetchall()
-    return dict(rows)
 
 
 def storage_backend(conn: psycopg.Connection) -> str:

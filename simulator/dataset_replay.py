@@ -29,10 +29,10 @@ from analytics import bins
 from analytics.occupancy import SchoolCalendar
 from analytics.reports import parking_report, room_month_report, sample_durations_s
 from analytics.timeseries import Padded, to_padded
+from domain.metrics import sync_metrics
 from ingest.dead_letters import DeadLetterRow
 from ingest.pipeline import Pipeline
 from ingest.writer import BatchWriter
-from models.db import sync_metrics
 from models.settings import Settings
 from simulator.datasets import Message, SensorSpec
 

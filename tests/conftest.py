@@ -25,7 +25,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from models.db import create_database, drop_database, migrate, sync_metrics
+from domain.metrics import sync_metrics
+from models.db import create_database, drop_database, migrate
 from models.settings import Settings
 
 ADMIN_URL = os.environ.get("IOT_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -14,9 +14,9 @@ from psycopg.types.json import Jsonb
 
 from analytics.evaluation import evaluate_municipality
 from analytics.thresholds import ThresholdsError
+from domain.metrics import sync_metrics
 from ingest.pipeline import Pipeline
 from ingest.writer import BatchWriter
-from models.db import sync_metrics
 from models.settings import Settings
 
 # Runs on plain PostgreSQL and on TimescaleDB (tests/conftest.py).

@@ -15,6 +15,7 @@ import orjson
 import psycopg
 import pytest
 
+from domain.metrics import sync_metrics
 from domain.registry import register_sensor
 from ingest.codecs.store import CodecUpload, add_codec_version
 from ingest.formats import chirpstack, chirpstack_v3
@@ -22,7 +23,6 @@ from ingest.pipeline import Pipeline
 from ingest.subscriber import IngestService
 from ingest.uplink import Rejected
 from ingest.writer import BatchWriter
-from models.db import sync_metrics
 from models.schemas import SensorCreate
 from models.settings import Settings
 from tests.ingest.conftest import count, wait_for

@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from domain.metrics import sync_metrics
 from domain.registry import register_sensor
 from ingest.codecs.sandbox import CompiledCodec
 from ingest.codecs.store import CodecUpload, add_codec_version
 from ingest.pipeline import Outcome, Pipeline
-from models.db import sync_metrics
 from models.schemas import SensorCreate
 from tests.ingest.conftest import ELSYS_ERS_CO2_HEX, ELSYS_EUI
 from tests.ingest.test_codec_ingest import EXPECTED, TRAP_EUI, trap  # noqa: F401 (fixture)

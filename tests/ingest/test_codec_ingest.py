@@ -149,8 +149,8 @@ def test_an_object_decoded_upstream_is_mapped_by_the_model_not_guessed(db, fleet
     """A Decentlab DL-LP8P decoded by the network server: the mapping stores the air
     temperature and the measured CO2, not the CO2 chip's temperature or the smoothed CO2;
     a value the mapping cannot read is stored as nothing and dead-lettered with the rest."""
+    from domain.metrics import sync_metrics
     from ingest.pipeline import Pipeline
-    from models.db import sync_metrics
     from tests.codecs.test_mapping import DL_LP8P, DL_LP8P_MAPPING
 
     examples = [{"input": {"fPort": 1, "bytes": []}, "output": {"data": DL_LP8P}}]

@@ -221,8 +221,8 @@ def test_replay_that_still_fails_records_the_new_reason(db, fleet, settings) -> 
 
 
 def test_samples_older_than_retention_are_too_old_not_new_partitions(db, fleet, settings) -> None:
+    from domain.metrics import sync_metrics
     from ingest.pipeline import Pipeline
-    from models.db import sync_metrics
 
     settings.retention_days = 30
     pipeline = Pipeline(settings, sync_metrics(db))

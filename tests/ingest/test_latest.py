@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain.metrics import sync_metrics
 from ingest.latest import _merge_into, repair_stale
 from ingest.subscriber import IngestService
 from ingest.writer import BatchWriter
-from models.db import sync_metrics
 from tests.ingest.conftest import ELSYS_ERS_CO2_HEX, ELSYS_EUI, Fleet, count, wait_for
 from tests.ingest.test_end_to_end import chirpstack_up
 

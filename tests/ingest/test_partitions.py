@@ -13,9 +13,9 @@ import orjson
 import psycopg
 import pytest
 
+from domain.metrics import sync_metrics
 from ingest.pipeline import Pipeline
 from ingest.writer import BatchWriter
-from models.db import sync_metrics
 from tests.ingest.conftest import count, wait_for
 
 

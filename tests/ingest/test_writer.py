@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain.metrics import sync_metrics
 from ingest.writer import (
     STAGING_AFTER_CONFLICT_BATCHES,
     BatchEncoder,
     BatchWriter,
     DeadLetterRow,
 )
-from models.db import sync_metrics
 from tests.ingest.conftest import Fleet, count, wait_for
 
 # Runs on plain PostgreSQL and on TimescaleDB (tests/conftest.py).

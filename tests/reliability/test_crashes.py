@@ -16,8 +16,9 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
+from domain.metrics import sync_metrics
 from ingest.subscriber import IngestService
-from models.db import migrate, sync_metrics
+from models.db import migrate
 from models.settings import Settings
 from tests.conftest import migrated_database
 from tests.ingest.conftest import Fleet, register_fleet, wait_for

@@ -19,9 +19,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
+from domain.metrics import sync_metrics
 from ingest.pipeline import Pipeline
 from ingest.subscriber import IngestService
-from models.db import sync_metrics
 from tests.ingest.conftest import ELSYS_ERS_CO2_HEX, ELSYS_EUI, count, wait_for
 from tests.ingest.test_end_to_end import chirpstack_up
 from tests.ingest.test_resilience import StreamPublisher, sample, stored_samples
