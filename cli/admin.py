@@ -33,6 +33,7 @@ from psycopg.types.json import Jsonb
 
 from api.auth import SCOPES, create_key, revoke_key
 from api.oidc import validate_config
+from domain import municipalities
 from domain.applications import (
     NETWORKS,
     ApplicationError,
@@ -185,35 +186,34 @@ def _connect() -> psycopg.Connection:
 
 
 def _municipality_id(conn: psycopg.Connection, slug: str) -> int:
-    row = conn.execute("SELECT id FROM municipalities WHERE slug = %s", (slug,)).fetchone()
-    if row is None:
+    found = municipalities.municipality_id(conn, slug)
+    if found is None:
         sys.exit(f"error: no municipality with slug {slug!r}; create it with create-municipality")
-    return row[0]
+    return found
 
 
 def _create_municipality(args: argparse.Namespace) -> int:
     with _connect() as conn:
         try:
-            row = conn.execute(
-                "INSERT INTO municipalities (slug, name, kommune_code, settings) "
-                "VALUES (%s, %s, %s, jsonb_build_object('new_sensors_public', %s)) RETURNING id",
-                (args.slug, args.name, args.code, args.new_sensors == "public"),
-            ).fetchone()
+            created = municipalities.create_municipality(
+                conn,
+                args.slug,
+                args.name,
+                args.code,
+                new_sensors_public=args.new_sensors == "public",
+            )
         except psycopg.errors.UniqueViolation:
             sys.exit(f"error: a municipality with slug {args.slug!r} or that code exists")
         except psycopg.errors.CheckViolation:
             sys.exit("error: slug must be lowercase letters, digits and '-', at most 63 chars")
-    print(f"municipality {args.slug} created with id {row[0]}")
+    print(f"municipality {args.slug} created with id {created}")
     return 0
 
 
 def _set_new_sensors(args: argparse.Namespace) -> int:
     with _connect() as conn:
-        municipality_id = _municipality_id(conn, args.municipality)
-        conn.execute(
-            "UPDATE municipalities SET settings = settings || "
-            "jsonb_build_object('new_sensors_public', %s) WHERE id = %s",
-            (args.visibility == "public", municipality_id),
+        municipalities.set_new_sensors_public(
+            conn, _municipality_id(conn, args.municipality), args.visibility == "public"
         )
     print(f"new sensors of {args.municipality} are {args.visibility} unless registered otherwise")
     return 0
