@@ -183,7 +183,8 @@ def load(url: str, sensors: int, per_sensor: int, municipalities: int, end: date
             "INSERT INTO latest_readings (sensor_id, metric_id, time, value) "
             "SELECT DISTINCT ON (sensor_id, metric_id) sensor_id, metric_id, time, value "
             "FROM readings WHERE time >= %s ORDER BY sensor_id, metric_id, time DESC",
-            (end - timedelta(days=2),),
+            # every sensor's newest reading, also with few readings per sensor (long steps)
+            (end - max(timedelta(days=2), timedelta(microseconds=2 * step_us)),),
         )
         conn.execute(
             "INSERT INTO latest_readings (sensor_id, metric_id, time, value) "
