@@ -174,6 +174,9 @@ async def fetch_readings(
         tz=tz,
         whole_hour_offsets=whole_hour_offsets,
     )
-    async with conn.cursor(row_factory=dict_row) as cur:
+    # Binary results: PostgreSQL's text output of floats and timestamps (and psycopg's
+    # parsing of it) cost more than the binary forms, e.g. for the 5,000 hourly rows of a
+    # sensor's year (BENCHMARKS.md "Open data API").
+    async with conn.cursor(row_factory=dict_row, binary=True) as cur:
         await cur.execute(query, params)
         return await cur.fetchall()
