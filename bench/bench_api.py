@@ -36,6 +36,7 @@ each variant's figures with its paired ratio to the first, for same-run A/B comp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import re
@@ -184,7 +185,8 @@ def load(url: str, sensors: int, per_sensor: int, municipalities: int, end: date
             "INSERT INTO latest_readings (sensor_id, metric_id, time, value) "
             "SELECT DISTINCT ON (sensor_id, metric_id) sensor_id, metric_id, time, value "
             "FROM readings WHERE time >= %s ORDER BY sensor_id, metric_id, time DESC",
-            (end - timedelta(days=2),),
+            # every sensor's newest reading, also with few readings per sensor (long steps)
+            (end - max(timedelta(days=2), timedelta(microseconds=2 * step_us)),),
         )
         conn.execute(
             "INSERT INTO latest_readings (sensor_id, metric_id, time, value) "
@@ -337,7 +339,7 @@ def start_api(url: str, port: int, log_path: Path, repo: Path = REPO) -> subproc
         [sys.executable, "-m", "cli", "api", "--port", str(port)],
         cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # start-up takes tens of seconds on a loaded machine
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
@@ -443,7 +445,12 @@ def parse_variant(text: str) -> tuple[str, Path, str]:
 
 
 def compare(
-    url: str, facts: dict, variants: list[tuple[str, Path, str]], repeat: int, export_repeat: int
+    url: str,
+    facts: dict,
+    variants: list[tuple[str, Path, str]],
+    repeat: int,
+    export_repeat: int,
+    cpu: bool = False,
 ) -> dict:
     """The same requests to one API per variant, interleaved request by request (the order
     rotating) against the same database, so that every variant meets the same load."""
@@ -464,6 +471,9 @@ def compare(
                 timeout=120,
                 headers={"Accept-Encoding": "identity"},
             )
+        if cpu:
+            pids = {label: proc.pid for label, proc in zip(clients, procs, strict=True)}
+            return _compare_cpu(url, clients, pids, facts, repeat)
         return _compare_requests(clients, facts, repeat, export_repeat)
     finally:
         for client in clients.values():
@@ -511,6 +521,84 @@ def _compare_requests(
                 samples[fmt][label].append(result["rows"] / result["rows_per_s"])
     rows = {fmt: _export(clients[labels[0]], fmt, month)["rows"] for fmt in ("csv", "jsonl")}
     return {"samples": samples, "export_rows": rows}
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process `pid` has used, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _compare_cpu(
+    url: str, clients: dict[str, httpx.Client], pids: dict[str, int], facts: dict, repeat: int
+) -> dict:
+    """CPU per request instead of latency: the API process's, its database backends' and
+    this client's, which load on a shared machine stretches far less than wall time.
+
+    Backends are the database's connections of every API (application_name); those of the
+    variants not asked at the moment are idle. /proc counts in clock ticks (10 ms), so
+    figures are sums over `repeat` requests divided by their number."""
+    end: datetime = facts["end"]
+    climate = facts["climate_ids"]
+    year = {"from": (end - timedelta(days=365)).isoformat(), "to": end.isoformat()}
+    tests = ("latest", "hourly")
+    totals = {t: {label: [0.0, 0.0, 0.0, 0.0] for label in clients} for t in tests}
+    with psycopg.connect(url, autocommit=True) as conn:
+
+        def backend_cpu_s() -> float:
+            pids = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name = 'kommune-iot-api'"
+            ).fetchall()
+            total = 0.0
+            for (pid,) in pids:
+                with contextlib.suppress(FileNotFoundError):  # closed meanwhile
+                    total += _cpu_s(pid)
+            return total
+
+        for i in range(repeat + 3):
+            labels = list(clients)
+            order = labels[i % len(labels) :] + labels[: i % len(labels)]
+            sensor_id = climate[(i * 7919) % len(climate)]
+            requests = {
+                "latest": ("/api/v1/latest", {"limit": 10000}),
+                "hourly": ("/api/v1/readings", {"sensor_id": sensor_id, "metric": "co2_ppm",
+                           "bucket": "hour", "agg": "avg", "limit": 10000, **year}),
+            }  # fmt: skip
+            for label in order:
+                for test, (path, params) in requests.items():
+                    api0, db0, client0 = _cpu_s(pids[label]), backend_cpu_s(), time.process_time()
+                    t0 = time.perf_counter()
+                    clients[label].get(path, params=params).raise_for_status()
+                    wall = time.perf_counter() - t0
+                    client = time.process_time() - client0
+                    api1, db1 = _cpu_s(pids[label]), backend_cpu_s()
+                    if i >= 3:
+                        for k, v in enumerate((api1 - api0, db1 - db0, client, wall)):
+                            totals[test][label][k] += v
+    return {"cpu": totals, "n": repeat}
+
+
+def cpu_table(result: dict) -> str:
+    """Markdown: mean CPU ms per request by process, and the total against the first."""
+    totals, n = result["cpu"], result["n"]
+    labels = list(totals["latest"])
+    lines = [
+        "| variant | latest: API / database / client CPU ms | total | × | "
+        "hourly: API / database / client CPU ms | total | × |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label in labels:
+        cells = [label]
+        for test in ("latest", "hourly"):
+            api, db, client, _ = (v / n * 1000 for v in totals[test][label])
+            first = sum(totals[test][labels[0]][:3])
+            cells += [f"{api:.1f} / {db:.1f} / {client:.1f}", f"{api + db + client:.1f}",
+                      f"{sum(totals[test][label][:3]) / first:.2f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"n = {n} requests per variant and test, interleaved; × = total over the first's.")
+    return "\n".join(lines)
 
 
 def comparison_table(result: dict) -> str:
@@ -714,6 +802,12 @@ def main() -> int:
         "connecting as ROLE, e.g. iot_api), requests interleaved; prints a table, "
         "writes nothing",
     )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="with --variant: CPU per request (API process, database backends, client) "
+        "instead of latency, for comparisons on a loaded machine (Linux /proc)",
+    )
     args = parser.parse_args()
     global ADMIN_URL
     ADMIN_URL = ADMIN_URLS[args.backend]
@@ -741,8 +835,10 @@ def main() -> int:
             print(f"loaded: {timings}", flush=True)
         facts = fleet_facts(url)
         if args.variant:
-            result = compare(url, facts, args.variant, args.repeat, args.export_repeat)
-            print(comparison_table(result), flush=True)
+            result = compare(
+                url, facts, args.variant, args.repeat, args.export_repeat, cpu=args.cpu
+            )
+            print(cpu_table(result) if args.cpu else comparison_table(result), flush=True)
             return 0
         port = _free_port()
         api_url = url

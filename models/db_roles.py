@@ -134,6 +134,8 @@ FUNCTION_GRANTS: dict[str, tuple[str, ...]] = {
     "iot_published_readings": (API,),
     "iot_published_buckets": (API,),
     "iot_published_first_days": (API,),
+    # published sensors' latest values for /api/v1/latest (migration 0026)
+    "iot_published_latest": (API,),
 }
 
 # Row-level security: table -> role -> the rows that role sees. Every other service role

@@ -293,17 +293,13 @@ async def readings(
         after=after,
         tz=zone,
         whole_hour_offsets=whole_hour_offsets(start, end, zone),
+        aggregates=aggregates,
     )
     next_cursor = None
     if len(rows) == limit:
         next_cursor = encode_cursor(
             [rows[-1]["sensor_id"], rows[-1]["time"], start, end], fingerprint
         )
-    if bucket != "raw":
-        for row in rows:
-            for name in AGGREGATES:
-                if name not in aggregates:
-                    del row[name]
     body = {
         "metric": metric_row["name"],
         "unit": metric_row["unit"],

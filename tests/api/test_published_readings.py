@@ -110,6 +110,36 @@ def test_the_view_and_functions_let_out_published_sensors_only(
             )
 
 
+def test_the_latest_values_function_lets_out_published_sensors_only(
+    database_url: str, db: psycopg.Connection, fleet: dict
+) -> None:
+    """``iot_published_latest`` runs with the owner's rights, which row-level security does
+    not restrict: its own filter is all that keeps private and retired sensors out."""
+    asked = [fleet["public"], fleet["private"], fleet["retired"]]
+    stored = {row[0] for row in db.execute("SELECT sensor_id FROM latest_readings").fetchall()}
+    assert set(asked) <= stored  # every one has latest values to leak
+    calls = [
+        (None, None, None, None, 0, 10_000),
+        (None, None, None, asked, 0, 10_000),
+        ("syddjurs", "climate", "co2_ppm", asked, 0, 10_000),
+        (None, None, None, [fleet["private"]], 0, 10_000),
+        (None, None, None, None, fleet["public"], 10_000),  # the page after the public one
+    ]
+    with _api(database_url) as api:
+        for args in calls:
+            rows = api.execute(
+                "SELECT sensor_id, metric, value FROM iot_published_latest("
+                "%s, %s, %s, %s::bigint[], %s, %s)",
+                args,
+            ).fetchall()
+            assert {row[0] for row in rows} <= {fleet["public"]}, args
+            assert all(value is None or value < PRIVATE_VALUE for _, _, value in rows), args
+        everything = api.execute(
+            "SELECT sensor_id, metric FROM iot_published_latest(NULL, NULL, NULL, NULL, 0, 10)"
+        ).fetchall()
+        assert everything == [(fleet["public"], "co2_ppm")]
+
+
 def test_an_error_raising_condition_cannot_probe_private_values(
     database_url: str, fleet: dict
 ) -> None:
@@ -170,5 +200,11 @@ def test_the_api_serves_readings_and_exports_as_its_role(database_url: str, flee
         assert len(lines) == 1 + 144
         assert all(line.split(",")[1] == str(fleet["public"]) for line in lines[1:])
         assert str(PRIVATE_VALUE) not in export.text
+        latest = client.get("/api/v1/latest", params={"limit": 10_000})
+        assert latest.status_code == 200, latest.text
+        assert [item["sensor_id"] for item in latest.json()["items"]] == [fleet["public"]]
+        assert latest.json()["items"][0]["values"]["co2_ppm"]["value"] < PRIVATE_VALUE
+        private_latest = client.get("/api/v1/latest", params={"sensor_id": fleet["private"]})
+        assert private_latest.json() == {"items": [], "next_cursor": None}
         catalog = client.get("/api/v1/catalog.jsonld")
         assert catalog.status_code in (200, 404), catalog.text
