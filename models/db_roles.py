@@ -134,6 +134,8 @@ FUNCTION_GRANTS: dict[str, tuple[str, ...]] = {
     "iot_published_readings": (API,),
     "iot_published_buckets": (API,),
     "iot_published_first_days": (API,),
+    # one Datastream's page of Observations for SensorThings and NGSI-LD (migration 0025)
+    "iot_published_observations": (API,),
 }
 
 # Row-level security: table -> role -> the rows that role sees. Every other service role
