@@ -86,7 +86,7 @@ SELECT k.*, 0::bigint AS iot_scanned FROM (
     LIMIT %(ds_want)s::integer) k
 UNION ALL
 SELECT e.*, (SELECT count(*) FROM scanned) FROM (
-    SELECT t.* FROM scanned t ORDER BY t.time {{direction}} LIMIT 1) e
+    SELECT t.* FROM scanned t ORDER BY t.time {{backwards}} LIMIT 1) e
 """  # noqa: S608 (module constants and compiled fragments; values are bound)
 # Up to MAX_SCANNED_ROWS + 1 rows of a Datastream, ordered otherwise than by time.
 _ORDERED_STRETCH = f"""
@@ -436,7 +436,10 @@ class Service:
             sql = f"SELECT t.* FROM {_OBSERVATIONS_OF} t"  # noqa: S608
             return await self._run(sql, {**key, "ds_limit": need}), None
         direction = "DESC" if descending else "ASC"
-        sql = _FILTERED_STRETCH.format(condition=condition, direction=direction)
+        backwards = "ASC" if descending else "DESC"
+        sql = _FILTERED_STRETCH.format(
+            condition=condition, direction=direction, backwards=backwards
+        )
         rows: list[dict[str, Any]] = []
         scanned = 0
         stretch = max(1_000, 4 * need)
