@@ -345,7 +345,7 @@ class Service:
             if not possible:
                 rows = []
             elif keyset is not None and [k[0] for k in keyset] == ["time"]:
-                rows, resume_time = await self._stream_page(
+                rows, resume_time, _ = await self._stream_page(
                     stream,
                     condition if filtered else None,
                     compiler.params,
@@ -419,10 +419,13 @@ class Service:
         descending: bool,
         after_time: datetime | None,
         need: int,
-    ) -> tuple[list[dict[str, Any]], datetime | None]:
+        budget: int | None = None,
+    ) -> tuple[list[dict[str, Any]], datetime | None, int]:
         """Up to `need` Observations of one Datastream in time order after `after_time`
-        where `condition` (SQL over ``t``; None: every row) holds, and, when the page ends
-        short because `MAX_SCANNED_ROWS` rows were read, the time to resume after."""
+        where `condition` (SQL over ``t``; None: every row) holds; when the page ends
+        short because `budget` (default `MAX_SCANNED_ROWS`) rows were read, the time to
+        resume after; and how many rows a filtered read went through."""
+        budget = MAX_SCANNED_ROWS if budget is None else budget
         low, high = time_bounds(filter_node)
         if after_time is not None:
             if descending:
@@ -430,11 +433,11 @@ class Service:
             else:
                 low = after_time if low is None else max(low, after_time)
         if low is not None and high is not None and low >= high:
-            return [], None
+            return [], None, 0
         key = _stream_params(stream, low, high, descending)
         if condition is None:
             sql = f"SELECT t.* FROM {_OBSERVATIONS_OF} t"  # noqa: S608
-            return await self._run(sql, {**key, "ds_limit": need}), None
+            return await self._run(sql, {**key, "ds_limit": need}), None, 0
         direction = "DESC" if descending else "ASC"
         backwards = "ASC" if descending else "DESC"
         sql = _FILTERED_STRETCH.format(
@@ -444,7 +447,7 @@ class Service:
         scanned = 0
         stretch = max(1_000, 4 * need)
         while True:
-            limit = min(stretch, MAX_SCANNED_ROWS - scanned)
+            limit = min(stretch, budget - scanned)
             found = await self._run(
                 sql, {**params, **key, "ds_limit": limit, "ds_want": need - len(rows)}
             )
@@ -456,13 +459,13 @@ class Service:
                     edge, read = row, count
                 else:
                     rows.append(row)
-            if len(rows) >= need or edge is None:
-                return rows[:need], None
             scanned += read
+            if len(rows) >= need or edge is None:
+                return rows[:need], None, scanned
             if read < limit:
-                return rows, None  # the Datastream ends within the stretch
-            if scanned >= MAX_SCANNED_ROWS:
-                return rows, edge["time"]
+                return rows, None, scanned  # the Datastream ends within the stretch
+            if scanned >= budget:
+                return rows, edge["time"], scanned
             if descending:
                 key["ds_before"] = edge["time"]
             else:
@@ -524,7 +527,8 @@ class Service:
         """Up to `need` Observations of all public Datastreams in key order after `after`
         (sensor, metric, resolution, time), one Datastream's index range at a time. Visits
         at most `MAX_STREAMS_PER_PAGE` Datastreams; then the page may be short, and the
-        position to resume from (after the last Datastream visited) is returned."""
+        position to resume from (after the last Datastream visited) is returned. The
+        Datastreams of one page read at most `MAX_SCANNED_ROWS` rows together."""
         if not possible:
             return [], None
         start = tuple(after[:3]) if after else (0, 0, -1)
@@ -534,6 +538,7 @@ class Service:
         keys = [k for k in ((r["sensor_id"], r["metric_id"], r["res"]) for r in streams)
                 if k >= start]  # fmt: skip
         rows: list[dict[str, Any]] = []
+        budget = MAX_SCANNED_ROWS  # shared by the Datastreams of the page
         for visited, key in enumerate(keys):
             if visited == MAX_STREAMS_PER_PAGE:
                 return rows, [*keys[visited - 1], END_OF_TIME]
@@ -543,7 +548,7 @@ class Service:
             if condition is not None:
                 where.append(compiler.condition(condition, entity, "t"))
             after_time = after[3] if after is not None and key == start else None
-            found, resume_time = await self._stream_page(
+            found, resume_time, read = await self._stream_page(
                 key,
                 " AND ".join(where) if condition is not None else None,
                 compiler.params,
@@ -551,10 +556,14 @@ class Service:
                 False,
                 after_time,
                 need - len(rows),
+                budget,
             )
             rows += found
+            budget -= read
             if resume_time is not None:
                 return rows, [*key, resume_time]
+            if budget <= 0 and len(rows) < need:  # the rows one page may read are read
+                return rows, [*key, END_OF_TIME]
             if len(rows) >= need:
                 break
         return rows, None

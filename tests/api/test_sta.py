@@ -642,3 +642,21 @@ def test_ordering_or_counting_a_long_datastream_is_refused_unless_a_time_range_b
     assert [o["result"] for o in page["value"]] == sorted(in_window.tolist(), reverse=True)
     one = get(sta, path, **{"$filter": f"phenomenonTime eq {start.isoformat()[:19]}Z"})
     assert [o["result"] for o in one["value"]] == [float(values[30])]
+
+
+def test_observations_of_all_datastreams_share_one_bound_on_rows_read_per_page(
+    sta: TestClient, fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A time filter that cannot bound the index range (the hour of the day) makes each
+    Datastream's rows be read and filtered: the Datastreams of one page read at most
+    MAX_SCANNED_ROWS rows together, and the next links still reach every row once."""
+    from api.sta import service
+
+    query = {"$top": "1000", "$filter": "hour(phenomenonTime) ge 23"}
+    whole = all_pages(sta, "/Observations", **query)
+    assert 0 < len(whole) < 1000  # one page, were it not for the bound
+    monkeypatch.setattr(service, "MAX_SCANNED_ROWS", 500)  # one raw Datastream: 432 rows
+    first = get(sta, "/Observations", **query)
+    assert "@iot.nextLink" in first and len(first["value"]) < len(whole)
+    walked = all_pages(sta, "/Observations", **query)
+    assert [o["@iot.id"] for o in walked] == [o["@iot.id"] for o in whole]
