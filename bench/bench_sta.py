@@ -11,7 +11,15 @@ as the public API role) and times, interleaved in one run, over HTTP with keep-a
 - STA with a filter: ``$filter=result gt 800 and hour(phenomenonTime) ge 8``;
 - /api/v1/readings raw page of 1,000 of the same sensor (the project's own API, baseline).
 
+With ``--database-url`` the Datastream is added to an existing, migrated plain PostgreSQL
+database instead (its own municipality and sensor; triggers off, so no other sensor's
+rollups are recomputed; the function of migration 0025 created if missing), and removed
+again afterwards: the large database is loaded once, by bench_api.py. With
+``--compare-checkout DIR`` the API of another checkout (e.g. the main branch) is served
+beside this one and its STA pages are timed in the same interleaved rounds.
+
     .venv/bin/python bench/bench_sta.py [--backend postgres|timescaledb] [--repeat 200]
+        [--database-url URL] [--compare-checkout /work/main]
 """
 
 from __future__ import annotations
@@ -99,7 +107,115 @@ def load(url: str, sensors: int, step_s: int, other_step_s: int, end: datetime) 
     }
 
 
-def serve(url: str, port: int, log: Path) -> subprocess.Popen:
+def _migration_0025() -> Any:
+    import importlib.util
+
+    path = REPO / "migrations" / "versions" / "0025_published_observations.py"
+    spec = importlib.util.spec_from_file_location("migration_0025", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def add_stream(url: str, step_s: int) -> dict[str, Any]:
+    """One public sensor's CO2 every `step_s` s for the year before the database's newest
+    reading, in a municipality of its own, with its hourly and daily rollups, in an
+    existing database. Triggers are off for the session (superuser), so no dirty hours are
+    marked and no other sensor's rollups are touched."""
+    t0 = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        newest = conn.execute("SELECT max(time) FROM latest_readings").fetchone()[0]
+        end = newest.replace(hour=0, minute=0, second=0, microsecond=0)
+        start = end - timedelta(days=365)
+        slug = f"bench-sta-{os.getpid()}"
+        municipality = conn.execute(
+            "INSERT INTO municipalities (slug, name) VALUES (%s, 'Bench STA') RETURNING id",
+            (slug,),
+        ).fetchone()[0]
+        sensor = conn.execute(
+            "INSERT INTO sensors (municipality_id, external_id, kind, is_public, status, lat, lon)"
+            " VALUES (%s, %s, 'climate', true, 'active', 56.15, 10.2) RETURNING id",
+            (municipality, slug),
+        ).fetchone()[0]
+        metric = conn.execute("SELECT id FROM metrics WHERE name = 'co2_ppm'").fetchone()[0]
+        conn.execute("SELECT iot_ensure_partitions(%s, %s)", (start.date(), end.date()))
+        conn.execute(
+            "INSERT INTO readings (time, sensor_id, metric_id, value) "
+            "SELECT t, %s, %s, 400 + (extract(epoch FROM t)::bigint %% 1000) "
+            "FROM generate_series(%s::timestamptz, %s::timestamptz - make_interval(secs => %s),"
+            " make_interval(secs => %s)) t",
+            (sensor, metric, start, end, step_s, step_s),
+        )
+        for table, width in (("readings_hourly", "hour"), ("readings_daily", "day")):
+            conn.execute(
+                f"INSERT INTO {table} (bucket, sensor_id, metric_id, count, sum, avg, min, max) "
+                f"SELECT date_trunc('{width}', time, 'UTC'), sensor_id, metric_id, count(*), "
+                "sum(value), avg(value), min(value), max(value) FROM readings "
+                "WHERE sensor_id = %s AND metric_id = %s GROUP BY 1, 2, 3",
+                (sensor, metric),
+            )
+        conn.execute(
+            "INSERT INTO latest_readings (sensor_id, metric_id, time, value) "
+            "VALUES (%s, %s, %s, 500)",
+            (sensor, metric, end - timedelta(seconds=step_s)),
+        )
+        created = conn.execute(
+            "SELECT to_regprocedure('iot_published_observations(bigint, smallint, smallint, "
+            "timestamptz, timestamptz, boolean, integer)') IS NULL"
+        ).fetchone()[0]
+        if created:
+            conn.execute("SET ROLE iot_owner")
+            conn.execute(_migration_0025().UPGRADE)
+            conn.execute("RESET ROLE")
+            conn.execute(
+                "REVOKE ALL ON FUNCTION iot_published_observations(bigint, smallint, smallint, "
+                "timestamptz, timestamptz, boolean, integer) FROM PUBLIC"
+            )
+            conn.execute(
+                "GRANT EXECUTE ON FUNCTION iot_published_observations(bigint, smallint, "
+                "smallint, timestamptz, timestamptz, boolean, integer) TO iot_api"
+            )
+        conn.execute("ANALYZE readings_hourly")
+        conn.execute("ANALYZE readings_daily")
+        rows = conn.execute(
+            "SELECT reltuples::bigint FROM pg_class WHERE oid = 'readings'::regclass"
+        ).fetchone()[0]
+        if rows <= 0:  # a partitioned table's estimate: the sum of its partitions'
+            rows = conn.execute(
+                "SELECT sum(c.reltuples)::bigint FROM pg_inherits i "
+                "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'readings'::regclass"
+            ).fetchone()[0]
+        stream_rows = conn.execute(
+            "SELECT count(*) FROM readings WHERE sensor_id = %s", (sensor,)
+        ).fetchone()[0]
+    return {
+        "start": start,
+        "end": end,
+        "rows": rows,
+        "stream_rows": stream_rows,
+        "metric": metric,
+        "sensor": sensor,
+        "municipality": municipality,
+        "created_function": created,
+        "load_s": time.perf_counter() - t0,
+    }
+
+
+def remove_stream(url: str, facts: dict[str, Any]) -> None:
+    """Undo `add_stream`: its rows, sensor, municipality and, if it made it, the function."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        key = (facts["sensor"],)
+        for table in ("readings", "readings_hourly", "readings_daily", "latest_readings"):
+            conn.execute(f"DELETE FROM {table} WHERE sensor_id = %s", key)
+        conn.execute("DELETE FROM sensors WHERE id = %s", key)
+        conn.execute("DELETE FROM municipalities WHERE id = %s", (facts["municipality"],))
+        if facts["created_function"]:
+            conn.execute(_migration_0025().DOWNGRADE)
+
+
+def serve(url: str, port: int, log: Path, checkout: Path = REPO) -> subprocess.Popen:
     base = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
@@ -109,8 +225,8 @@ def serve(url: str, port: int, log: Path) -> subprocess.Popen:
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "api", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO,
+            [_python(checkout), "-m", "cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=checkout,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -122,6 +238,11 @@ def serve(url: str, port: int, log: Path) -> subprocess.Popen:
             raise RuntimeError("the API never became healthy")
         time.sleep(0.2)
     return process
+
+
+def _python(checkout: Path) -> str:
+    venv = checkout / ".venv" / "bin" / "python"
+    return sys.executable if checkout == REPO or not venv.exists() else str(venv)
 
 
 def late_token(client: httpx.Client, path: str, fraction: float, total: int) -> str:
@@ -146,45 +267,72 @@ def main() -> None:
     parser.add_argument("--step-s", type=int, default=300)
     parser.add_argument("--other-step-s", type=int, default=6300)
     parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument(
+        "--database-url",
+        help="add the Datastream to this existing plain PostgreSQL database (and remove it "
+        "afterwards) instead of loading a throwaway one",
+    )
+    parser.add_argument(
+        "--compare-checkout",
+        type=Path,
+        help="also serve this checkout's API (its .venv) and time its STA pages alike",
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
+    existing = args.database_url is not None
+    if existing and args.backend != "postgres":
+        parser.error("--database-url: plain PostgreSQL only")
     admin = ADMIN_URLS[args.backend]
-    url = admin.rsplit("/", 1)[0] + f"/iot_bench_sta_{os.getpid()}"
-    create_database(url)
-    process = None
+    url = args.database_url or admin.rsplit("/", 1)[0] + f"/iot_bench_sta_{os.getpid()}"
+    processes: list[subprocess.Popen] = []
+    facts: dict[str, Any] | None = None
+    if not existing:
+        create_database(url)
     try:
-        migrate(url, timescaledb="on" if args.backend == "timescaledb" else "off")
-        with psycopg.connect(url, autocommit=True) as conn:
-            enable_logins(conn, {})
-        end = datetime(2026, 12, 1, tzinfo=UTC)
-        facts = load(url, args.sensors, args.step_s, args.other_step_s, end)
-        if args.backend == "timescaledb":
+        if existing:
+            facts = add_stream(url, args.step_s)
+        else:
+            migrate(url, timescaledb="on" if args.backend == "timescaledb" else "off")
             with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("SELECT compress_chunk(c, true) FROM show_chunks('readings') c")
-                conn.execute("VACUUM ANALYZE readings")
-        port = free_port()
-        process = serve(url, port, Path(f"/tmp/bench_sta_{port}.log"))
-        base = f"http://127.0.0.1:{port}"
-        stream = datastream_id(1, facts["metric"], 0)
-        path = f"{base}/sta/v1.1/Datastreams({stream})/Observations"
+                enable_logins(conn, {})
+            end = datetime(2026, 12, 1, tzinfo=UTC)
+            facts = load(url, args.sensors, args.step_s, args.other_step_s, end)
+            facts["sensor"] = 1
+            if args.backend == "timescaledb":
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("SELECT compress_chunk(c, true) FROM show_chunks('readings') c")
+                    conn.execute("VACUUM ANALYZE readings")
+        servers = {"": REPO}
+        if args.compare_checkout is not None:
+            servers["before: "] = args.compare_checkout.resolve()
+        bases = {}
+        for label, checkout in servers.items():
+            port = free_port()
+            processes.append(serve(url, port, Path(f"/tmp/bench_sta_{port}.log"), checkout))
+            bases[label] = f"http://127.0.0.1:{port}"
+        base = bases[""]
+        stream = datastream_id(facts["sensor"], facts["metric"], 0)
         client = httpx.Client(headers={"Accept-Encoding": "identity"}, timeout=60)
-        late = late_token(client, path, 0.9, facts["stream_rows"])
         month = facts["start"] + timedelta(days=300)
         readings = (
-            f"{base}/api/v1/readings?sensor_id=1&metric=co2_ppm&limit=1000"
+            f"{base}/api/v1/readings?sensor_id={facts['sensor']}&metric=co2_ppm&limit=1000"
             f"&from={month.isoformat().replace('+00:00', 'Z')}"
             f"&to={(month + timedelta(days=31)).isoformat().replace('+00:00', 'Z')}"
         )
-        cases = {
-            "STA first page (`$top=1000`)": path + "?%24top=1000",
-            "STA late page (`$skiptoken` 90 % into the year)": late,
-            "STA newest first (`$orderby=phenomenonTime desc`)": path
-            + "?%24top=1000&%24orderby=phenomenonTime%20desc",
-            "STA filtered (`result gt 800 and hour(phenomenonTime) ge 8`)": path
-            + "?%24top=1000&%24filter=result%20gt%20800%20and%20hour(phenomenonTime)%20ge%208",
-            "baseline: /api/v1/readings raw, 1,000 rows": readings,
-        }
+        cases: dict[str, str] = {}
+        for label, server in bases.items():
+            path = f"{server}/sta/v1.1/Datastreams({stream})/Observations"
+            late = late_token(client, path, 0.9, facts["stream_rows"])
+            cases |= {
+                f"{label}STA first page (`$top=1000`)": path + "?%24top=1000",
+                f"{label}STA late page (`$skiptoken` 90 % into the year)": late,
+                f"{label}STA newest first (`$orderby=phenomenonTime desc`)": path
+                + "?%24top=1000&%24orderby=phenomenonTime%20desc",
+                f"{label}STA filtered (`result gt 800 and hour(phenomenonTime) ge 8`)": path
+                + "?%24top=1000&%24filter=result%20gt%20800%20and%20hour(phenomenonTime)%20ge%208",
+            }
+        cases["baseline: /api/v1/readings raw, 1,000 rows"] = readings
         samples: dict[str, list[float]] = {name: [] for name in cases}
         for name, case_url in cases.items():  # warm up, and check every case answers fully
             response = client.get(case_url)
@@ -199,31 +347,50 @@ def main() -> None:
                 client.get(case_url).raise_for_status()
                 samples[name].append((time.perf_counter() - t0) * 1000)
         with psycopg.connect(url) as conn:
-            server = conn.execute("SHOW server_version").fetchone()[0]
+            server_version = conn.execute("SHOW server_version").fetchone()[0]
         load_avg = os.getloadavg()
     finally:
-        if process is not None:
+        for process in processes:
             process.terminate()
             process.wait(10)
-        drop_database(url)
+        if existing:
+            if facts is not None:
+                remove_stream(url, facts)
+        else:
+            drop_database(url)
 
     baseline = statistics.median(samples["baseline: /api/v1/readings raw, 1,000 rows"])
+    if existing:
+        scale = (
+            f"Data: an existing database of about {facts['rows']:,} readings (10,000 sensors "
+            f"at {args.other_step_s} s for a year, loaded by bench_api.py), with the "
+            f"Datastream paged added for the run and removed after it: one sensor's CO2 "
+            f"every {args.step_s} s for 365 days ({facts['stream_rows']:,} Observations), "
+            f"in a municipality of its own (added in {facts['load_s']:.0f} s)."
+        )
+    else:
+        scale = (
+            f"Data: {facts['rows']:,} readings; the Datastream paged is one sensor's CO2 "
+            f"every {args.step_s} s for 365 days ({facts['stream_rows']:,} Observations), "
+            f"beside {args.sensors} other sensors every {args.other_step_s} s (load "
+            f"{facts['load_s']:.0f} s)."
+        )
+    compared = (
+        f' Rows marked "before:" are the API of {args.compare_checkout} (the code before '
+        "this change) served beside it against the same database."
+        if args.compare_checkout
+        else ""
+    )
     lines = [
         HEADING,
         "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {cpu_model()}, {os.cpu_count()} cores, "
         f"**shared with other engineers' tests and benchmarks** (load average "
-        f"{load_avg[0]:.1f} / {load_avg[1]:.1f} at the end); PostgreSQL {server}, backend "
-        f"{args.backend}; Python {platform.python_version()}.",
+        f"{load_avg[0]:.1f} / {load_avg[1]:.1f} at the end); PostgreSQL {server_version}, "
+        f"backend {args.backend}; Python {platform.python_version()}.",
         "",
-        f"Data: {facts['rows']:,} readings; the Datastream paged is one sensor's CO2 every "
-        f"{args.step_s} s for 365 days ({facts['stream_rows']:,} Observations), beside "
-        f"{args.sensors} other sensors every {args.other_step_s} s (load "
-        f"{facts['load_s']:.0f} s). This is the scale the loaded machine allowed, not the "
-        "issue's 50M: a keyset page is an index range scan of the readings primary key from "
-        "the token's position, whose cost grows with the index depth (logarithmically), not "
-        "with the table. uvicorn, one worker, connected as iot_api (row-level security on); "
-        f"httpx over keep-alive; the {len(cases)} requests interleaved, n={args.repeat} each.",
+        scale + " uvicorn, one worker per API, connected as iot_api; httpx over keep-alive; "
+        f"the {len(cases)} requests interleaved, n={args.repeat} each." + compared,
         "",
         "| request (1,000 Observations) | p50 | p95 | p50 / baseline p50 | target |",
         "|---|---:|---:|---:|---|",

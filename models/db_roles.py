@@ -136,6 +136,8 @@ FUNCTION_GRANTS: dict[str, tuple[str, ...]] = {
     "iot_published_first_days": (API,),
     # published sensors' latest values for /api/v1/latest (migration 0026)
     "iot_published_latest": (API,),
+    # one Datastream's page of Observations for SensorThings and NGSI-LD (migration 0025)
+    "iot_published_observations": (API,),
 }
 
 # Row-level security: table -> role -> the rows that role sees. Every other service role

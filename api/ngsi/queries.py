@@ -41,18 +41,15 @@ WHERE l.sensor_id = ANY(%(ids)s::bigint[])
 
 # Per (sensor, metric): the first or last `n` readings in [start, end), each an index range
 # scan of the readings primary key. Sensor ids come from _SENSORS (public already); the
-# public API role reads readings through the security-barrier view of published sensors.
+# public API role reads readings through iot_published_observations (migration 0025),
+# which lets out published sensors' rows only (its bounds are exclusive).
 _HISTORY = """
-SELECT p.sensor_id, mt.name, r.time, r.value
+SELECT p.sensor_id, mt.name, r.time, r.result AS value
 FROM unnest(%(ids)s::bigint[]) AS p(sensor_id)
 CROSS JOIN metrics mt
-CROSS JOIN LATERAL (
-    SELECT x.time, x.value FROM published_readings x
-    WHERE x.sensor_id = p.sensor_id AND x.metric_id = mt.id
-      AND x.time >= %(start)s::timestamptz AND x.time < %(end)s::timestamptz
-    ORDER BY x.time {direction}
-    LIMIT %(n)s::int
-) r
+CROSS JOIN LATERAL iot_published_observations(
+    p.sensor_id, mt.id::smallint, 0::smallint, %(start)s::timestamptz - interval '1 microsecond',
+    %(end)s::timestamptz, %(newest_first)s::boolean, %(n)s::int) r
 WHERE mt.name = ANY(%(metrics)s::text[])
 ORDER BY p.sensor_id, mt.name, r.time
 """
@@ -126,15 +123,15 @@ async def history(
     newest_first: bool,
 ) -> dict[tuple[int, str], list[tuple[float, datetime]]]:
     """(sensor, metric) → [(value, time)] in time order, at most `per_attribute` each."""
-    query = _HISTORY.format(direction="DESC" if newest_first else "ASC")
     cur = await conn.execute(
-        query,  # type: ignore[arg-type]
+        _HISTORY,
         {
             "ids": sensor_ids,
             "metrics": metrics,
             "start": start,
             "end": end,
             "n": per_attribute,
+            "newest_first": newest_first,
         },
     )
     out: dict[tuple[int, str], list[tuple[float, datetime]]] = {}

@@ -354,7 +354,7 @@ def fixed_columns(node: Node | None, entity: EntityType) -> tuple[dict[str, Any]
     and False when such a term can match nothing (an id of the wrong form)."""
     fixed: dict[str, Any] = {}
     possible = True
-    for term in _conjuncts(node):
+    for term in conjuncts(node):
         if not (isinstance(term, Binary) and term.op == "eq"):
             continue
         path, literal = term.left, term.right
@@ -383,11 +383,11 @@ def fixed_columns(node: Node | None, entity: EntityType) -> tuple[dict[str, Any]
     return fixed, possible
 
 
-def _conjuncts(node: Node | None) -> list[Node]:
+def conjuncts(node: Node | None) -> list[Node]:
     if node is None:
         return []
     if isinstance(node, Binary) and node.op == "and":
-        return _conjuncts(node.left) + _conjuncts(node.right)
+        return conjuncts(node.left) + conjuncts(node.right)
     return [node]
 
 

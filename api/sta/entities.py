@@ -343,17 +343,35 @@ def observation_times(row: dict[str, Any]) -> tuple[str | datetime, str | dateti
 
 
 def _render_observation(row: dict[str, Any], base: str) -> dict[str, Any]:
-    phenomenon, result_time = observation_times(row)
-    oid = observation_id(row)
-    body: dict[str, Any] = {
+    # A page holds up to 10,000 of these: written out rather than through observation_id,
+    # observation_times and _links (same keys, same order), about twice as fast.
+    time = row["time"]
+    res = row["res"]
+    since = time - _EPOCH
+    micros = (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
+    oid = f"{row['sensor_id'] * 100_000 + row['metric_id'] * 10 + res}-{micros}"
+    link = f"{base}/Observations('{oid}')"
+    if res == 0:
+        return {
+            "@iot.id": oid,
+            "phenomenonTime": time,
+            "resultTime": time,
+            "result": row["result"],
+            "@iot.selfLink": link,
+            "Datastream@iot.navigationLink": link + "/Datastream",
+            "FeatureOfInterest@iot.navigationLink": link + "/FeatureOfInterest",
+        }
+    end = iso(row["result_time"])
+    return {
         "@iot.id": oid,
-        "phenomenonTime": phenomenon,
-        "resultTime": result_time,
+        "phenomenonTime": f"{iso(time)}/{end}",
+        "resultTime": end,
         "result": row["result"],
+        "parameters": {"min": row["min"], "max": row["max"], "count": row["count"]},
+        "@iot.selfLink": link,
+        "Datastream@iot.navigationLink": link + "/Datastream",
+        "FeatureOfInterest@iot.navigationLink": link + "/FeatureOfInterest",
     }
-    if row["res"] != 0:
-        body["parameters"] = {"min": row["min"], "max": row["max"], "count": row["count"]}
-    return _links(body, base, f"Observations('{oid}')", ENTITIES["Observations"].navs)
 
 
 def _render_feature(row: dict[str, Any], base: str) -> dict[str, Any]:

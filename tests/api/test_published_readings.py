@@ -208,3 +208,51 @@ def test_the_api_serves_readings_and_exports_as_its_role(database_url: str, flee
         assert private_latest.json() == {"items": [], "next_cursor": None}
         catalog = client.get("/api/v1/catalog.jsonld")
         assert catalog.status_code in (200, 404), catalog.text
+
+
+OBSERVATIONS = (
+    "SELECT * FROM iot_published_observations(%s, %s::smallint, %s::smallint, %s, %s, %s, %s)"
+)
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("res", [0, 1, 2])
+def test_the_observations_function_lets_out_published_sensors_only(
+    database_url: str, fleet: dict, res: int, descending: bool
+) -> None:
+    """SensorThings and NGSI-LD pages of one Datastream (migration 0025), asked for by a
+    private or retired sensor's id, raw and rolled up, in either direction, with and
+    without time bounds, and with a condition that would raise on any value it saw."""
+    with _api(database_url) as api:
+        for bounds in ((None, None), (fleet["start"] - timedelta(days=1), fleet["end"])):
+            args = (fleet["metric"], res, *bounds, descending, 10_000)
+            public = api.execute(OBSERVATIONS, (fleet["public"], *args)).fetchall()
+            assert public and {row[0] for row in public} == {fleet["public"]}
+            for hidden in (fleet["private"], fleet["retired"]):
+                assert api.execute(OBSERVATIONS, (hidden, *args)).fetchall() == []
+                probe = f"SELECT count(*) FROM ({OBSERVATIONS}) o WHERE (o.result::text)::int = 0"
+                assert api.execute(probe, (hidden, *args)).fetchone() == (0,)
+
+
+def test_sensorthings_and_ngsi_ld_serve_no_private_observations(
+    database_url: str, fleet: dict
+) -> None:
+    """Through the API as its role: a private or retired sensor's Datastreams are 404 and
+    no filter naming them returns a row or counts one."""
+    settings = Settings(database_url=role_url(database_url, API))
+    with TestClient(create_app(settings)) as client:
+        for hidden in (fleet["private"], fleet["retired"]):
+            for res in (0, 1, 2):
+                stream = hidden * 100_000 + fleet["metric"] * 10 + res
+                path = f"/sta/v1.1/Datastreams({stream})/Observations"
+                assert client.get(path).status_code == 404
+                for query in (
+                    {"$filter": f"Datastream/id eq {stream}"},
+                    {"$filter": f"Datastream/id eq {stream} and result gt 0", "$count": "true"},
+                    {"$filter": f"Datastream/id eq {stream}", "$orderby": "result desc"},
+                ):
+                    body = client.get("/sta/v1.1/Observations", params=query).json()
+                    assert body["value"] == [] and body.get("@iot.count", 0) == 0, body
+        public = fleet["public"] * 100_000 + fleet["metric"] * 10
+        page = client.get(f"/sta/v1.1/Datastreams({public})/Observations").json()
+        assert page["value"] and str(PRIVATE_VALUE)[:4] not in str(page)
