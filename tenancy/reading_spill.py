@@ -143,15 +143,15 @@ class ReadingSpill:
         sensors: list[int],
         metric_order: list[int],
         directory: Path | None = None,
-        sensors_per_slice: int = SENSORS_PER_SLICE,
+        sensors_per_slice: int | None = None,
     ) -> None:
+        per_slice = sensors_per_slice or SENSORS_PER_SLICE
         self._sensors = sensors
         self._position = {sensor: i for i, sensor in enumerate(sensors)}
         self._rank = {metric: i for i, metric in enumerate(metric_order)}
         self._metric_order = metric_order
         self._groups = [
-            sensors[start : start + sensors_per_slice]
-            for start in range(0, len(sensors), sensors_per_slice)
+            sensors[start : start + per_slice] for start in range(0, len(sensors), per_slice)
         ]
         # Per sensor group: its blocks in time order and the series keys seen.
         self._blocks: list[list[_Block]] = [[] for _ in self._groups]
