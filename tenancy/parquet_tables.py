@@ -1,10 +1,12 @@
 """Readings and dead letters as Parquet: streamed out of and into PostgreSQL in batches.
 
-Readings leave the database by binary COPY, one sensor at a time, as arrays of a month
-of one metric, parsed with NumPy without a Python object per reading. They come back by
-binary COPY too, encoded with NumPy: every row of ``(time, sensor_id, metric_id, value)``
-is 44 bytes of fixed layout (all columns NOT NULL). Memory stays bounded by
-`ROW_GROUP_ROWS` and a month of one series, whatever the size of the municipality.
+Readings leave the database a time slice at a time (tenancy/reading_spill.py: binary COPY
+of one array per series and slice, parsed with NumPy, transposed to sensor-major through
+a temporary file) and are copied into fixed NumPy buffers of `ROW_GROUP_ROWS` rows, one
+Parquet row group each, without a Python object per reading. They come back by binary
+COPY too, encoded with NumPy: every row of ``(time, sensor_id, metric_id, value)`` is 44
+bytes of fixed layout (all columns NOT NULL). Memory stays bounded by a row group and one
+slice, however many days the municipality has.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from tenancy.reading_spill import ReadingSpill, time_slices
 
 # Rows per Parquet row group, and so the most rows held in memory at once.
 ROW_GROUP_ROWS = 262_144
-_COPY_HEADER_SIZE = 19  # signature (11), flags (4), header extension length (4)
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 _COPY_TRAILER = b"\xff\xff"
 # Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
