@@ -26,6 +26,7 @@ from psycopg import sql
 from tenancy import inventory
 from tenancy.archive import FORMAT, FORMAT_VERSION, ArchiveWriter
 from tenancy.parquet_tables import export_dead_letters, export_readings
+from tenancy.reading_spill import SliceError
 
 
 class ExportError(ValueError):
@@ -111,9 +112,12 @@ def _write(
     sensors = sorted(id_maps["sensors"].items(), key=lambda item: item[1])
     raw, sink = writer.open_entry(inventory.PARQUET["readings"], stored=True)
     # The readings' spill goes beside the archive, where there is room for the archive.
-    counts["readings"], metrics_used = export_readings(
-        conn, sink, sensors, metric_names, spill_directory
-    )
+    try:
+        counts["readings"], metrics_used = export_readings(
+            conn, sink, sensors, metric_names, spill_directory
+        )
+    except SliceError as exc:
+        raise ExportError(str(exc)) from None
     writer.finish_entry(inventory.PARQUET["readings"], raw, sink, counts["readings"])
 
     raw, sink = writer.open_entry(inventory.PARQUET["dead_letters"], stored=True)

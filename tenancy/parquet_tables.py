@@ -176,10 +176,11 @@ def export_readings(
     code = {metric: i for i, metric in enumerate(metric_order)}
     archive_ids = [archive_id for _, archive_id in sensors]
     used: set[int] = set()
+    slices = time_slices(conn)  # before the writer: a refusal leaves no half-open writer
     writer = parquet_writer(sink, READINGS_SCHEMA)
     groups = _ReadingRowGroups(writer, [metric_names[m] for m in metric_order])
     with ReadingSpill([db_id for db_id, _ in sensors], metric_order, spill_directory) as spill:
-        spill.read(conn, time_slices(conn))
+        spill.read(conn, slices)
         for position, metric, times, values in spill.series():
             used.add(metric)
             groups.add(times, archive_ids[position], code[metric], values)
