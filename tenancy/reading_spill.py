@@ -93,11 +93,13 @@ def time_slices(conn: psycopg.Connection) -> list[tuple[datetime, datetime]]:
 @dataclass
 class _Block:
     """One slice's part of the spill: its series' index entries (sorted by key) in the
-    index file, their times and values (times then values, per series) in the data file."""
+    index file; in the data file, the times of all its series in that order, then their
+    values."""
 
     index_offset: int
     entries: int
     data_offset: int
+    rows: int
 
 
 class _BlockCursor:
@@ -110,9 +112,12 @@ class _BlockCursor:
         self._entries = np.empty(0, dtype=_INDEX_ENTRY)
         self._position = 0
         self._data_offset = block.data_offset
+        self._rows = block.rows
+        self._done = 0
 
-    def take(self, key: int) -> tuple[int, int] | None:
-        """(data offset, count) of series `key` in this block if it comes next, else None."""
+    def take(self, key: int) -> tuple[int, int, int] | None:
+        """(offset of the times, offset of the values, count) of series `key` in this
+        block if it comes next, else None."""
         if self._position == len(self._entries):
             if not self._left:
                 return None
@@ -126,10 +131,10 @@ class _BlockCursor:
         if entry["key"] != key:
             return None
         self._position += 1
-        offset = self._data_offset
         count = int(entry["count"])
-        self._data_offset += 16 * count
-        return offset, count
+        times = self._data_offset + 8 * self._done
+        self._done += count
+        return times, times + 8 * self._rows, count
 
 
 class ReadingSpill:
@@ -193,23 +198,32 @@ class ReadingSpill:
 
     def _append_block(self, group: int, series: list[tuple[int, np.ndarray, np.ndarray]]) -> None:
         series.sort(key=lambda item: item[0])
+        counts = np.fromiter((len(times) for _, times, _ in series), np.int64, len(series))
+        times = np.concatenate([times for _, times, _ in series]).astype(np.int64)
+        values = np.concatenate([values for _, _, values in series]).astype(np.float64)
+        ends = np.cumsum(counts)
+        starts = ends - counts
+        # A series stored out of time order (late data; TimescaleDB's compressed chunks
+        # hand rows back newest first) is sorted; a fall where a series starts is none.
+        falls = np.flatnonzero(np.diff(times) < 0) + 1
+        falls = falls[~np.isin(falls, starts)]
+        for i in np.unique(np.searchsorted(ends, falls, side="right")):
+            part = slice(starts[i], ends[i])
+            order = np.argsort(times[part], kind="stable")
+            times[part], values[part] = times[part][order], values[part][order]
+        times += _PG_EPOCH_US
         index = np.empty(len(series), dtype=_INDEX_ENTRY)
-        block = _Block(self._index_size, len(series), self._data_size)
-        for i, (key, big_endian_times, big_endian_values) in enumerate(series):
-            times = big_endian_times.astype(np.int64)
-            values = big_endian_values.astype(np.float64)
-            if len(times) > 1 and (np.diff(times) < 0).any():
-                order = np.argsort(times, kind="stable")
-                times, values = times[order], values[order]
-            times += _PG_EPOCH_US
-            self._data.write(times.tobytes())
-            self._data.write(values.tobytes())
-            self._data_size += 16 * len(times)
-            index[i] = (key, len(times))
+        index["key"] = [key for key, _, _ in series]
+        index["count"] = counts
+        # The block's times, then its values.
+        block = _Block(self._index_size, len(series), self._data_size, len(times))
+        self._data.write(times.tobytes())
+        self._data.write(values.tobytes())
+        self._data_size += 16 * len(times)
         self._index.write(index.tobytes())
         self._index_size += index.nbytes
         self._blocks[group].append(block)
-        self._keys[group].update(int(key) for key in index["key"])
+        self._keys[group].update(index["key"].tolist())
 
     def series(self) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
         self._data.flush()
@@ -225,13 +239,12 @@ class ReadingSpill:
                     found = cursor.take(key)
                     if found is None:
                         continue
-                    offset, count = found
-                    raw = os.pread(data_fd, 16 * count, offset)
+                    times, values, count = found
                     yield (
                         position,
                         metric,
-                        np.frombuffer(raw, dtype=np.int64, count=count),
-                        np.frombuffer(raw, dtype=np.float64, count=count, offset=8 * count),
+                        np.frombuffer(os.pread(data_fd, 8 * count, times), dtype=np.int64),
+                        np.frombuffer(os.pread(data_fd, 8 * count, values), dtype=np.float64),
                     )
 
 
