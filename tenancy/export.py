@@ -26,6 +26,7 @@ from psycopg import sql
 from tenancy import inventory
 from tenancy.archive import FORMAT, FORMAT_VERSION, ArchiveWriter
 from tenancy.parquet_tables import export_dead_letters, export_readings
+from tenancy.reading_spill import SliceError
 
 
 class ExportError(ValueError):
@@ -79,7 +80,7 @@ def export_municipality(conn: psycopg.Connection, slug: str, out: Path) -> Expor
             row = conn.execute("SELECT id FROM municipalities WHERE slug = %s", (slug,)).fetchone()
             if row is None:
                 raise ExportError(f"no municipality with slug {slug!r}")
-            manifest = _write(conn, writer, row[0], slug)
+            manifest = _write(conn, writer, row[0], slug, out.parent)
     except BaseException:
         writer.abort()
         tmp.unlink(missing_ok=True)
@@ -90,7 +91,11 @@ def export_municipality(conn: psycopg.Connection, slug: str, out: Path) -> Expor
 
 
 def _write(
-    conn: psycopg.Connection, writer: ArchiveWriter, municipality_id: int, slug: str
+    conn: psycopg.Connection,
+    writer: ArchiveWriter,
+    municipality_id: int,
+    slug: str,
+    spill_directory: Path,
 ) -> dict[str, Any]:
     id_maps: dict[str, dict[int, int]] = {}
     counts: dict[str, int] = {}
@@ -106,7 +111,13 @@ def _write(
     metric_names = dict(conn.execute("SELECT id, name FROM metrics").fetchall())
     sensors = sorted(id_maps["sensors"].items(), key=lambda item: item[1])
     raw, sink = writer.open_entry(inventory.PARQUET["readings"], stored=True)
-    counts["readings"], metrics_used = export_readings(conn, sink, sensors, metric_names)
+    # The readings' spill goes beside the archive, where there is room for the archive.
+    try:
+        counts["readings"], metrics_used = export_readings(
+            conn, sink, sensors, metric_names, spill_directory
+        )
+    except SliceError as exc:
+        raise ExportError(str(exc)) from None
     writer.finish_entry(inventory.PARQUET["readings"], raw, sink, counts["readings"])
 
     raw, sink = writer.open_entry(inventory.PARQUET["dead_letters"], stored=True)

@@ -1,10 +1,12 @@
 """Readings and dead letters as Parquet: streamed out of and into PostgreSQL in batches.
 
-Readings leave the database by binary COPY, one sensor at a time, as arrays of a month
-of one metric, parsed with NumPy without a Python object per reading. They come back by
-binary COPY too, encoded with NumPy: every row of ``(time, sensor_id, metric_id, value)``
-is 44 bytes of fixed layout (all columns NOT NULL). Memory stays bounded by
-`ROW_GROUP_ROWS` and a month of one series, whatever the size of the municipality.
+Readings leave the database a time slice at a time (tenancy/reading_spill.py: binary COPY
+of one array per series and slice, parsed with NumPy, transposed to sensor-major through
+a temporary file) and are copied into fixed NumPy buffers of `ROW_GROUP_ROWS` rows, one
+Parquet row group each, without a Python object per reading. They come back by binary
+COPY too, encoded with NumPy: every row of ``(time, sensor_id, metric_id, value)`` is 44
+bytes of fixed layout (all columns NOT NULL). Memory stays bounded by a row group and one
+slice, however many days the municipality has.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tenancy.reading_spill import ReadingSpill, time_slices
+
 # Rows per Parquet row group, and so the most rows held in memory at once.
 ROW_GROUP_ROWS = 262_144
-_COPY_HEADER_SIZE = 19  # signature (11), flags (4), header extension length (4)
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 _COPY_TRAILER = b"\xff\xff"
 # Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
@@ -106,86 +109,56 @@ class _RowGroups:
         self._pending, self._pending_rows = [], 0
 
 
-def _skip_header(data: bytes) -> bytes:
-    if data[:11] != _COPY_SIGNATURE:
-        raise ValueError("not a binary COPY stream")
-    extension = int.from_bytes(data[15:19], "big")
-    return data[_COPY_HEADER_SIZE + extension :]
+class _ReadingRowGroups:
+    """Copies series into fixed NumPy buffers and writes each full buffer as one row group
+    of `ROW_GROUP_ROWS` rows (the last one shorter): no Python object per reading, and
+    the file's layout does not depend on how the series were cut."""
 
+    def __init__(self, writer: pq.ParquetWriter, metric_names: list[str]) -> None:
+        self._writer = writer
+        self._names = pa.array(metric_names, pa.string())
+        self._times = np.empty(ROW_GROUP_ROWS, np.int64)
+        self._sensors = np.empty(ROW_GROUP_ROWS, np.int64)
+        self._metrics = np.empty(ROW_GROUP_ROWS, np.int32)
+        self._values = np.empty(ROW_GROUP_ROWS, np.float64)
+        self._fill = 0
+        self.rows = 0
 
-# One row per (metric, UTC month) of a sensor: its times and values as two arrays, in
-# time order; metrics by name, which (unlike their ids) every instance shares. libpq hands
-# COPY data over a row at a time: a row per reading cost Python more than everything else
-# of the export, a row per month costs nothing, and a month bounds the memory one row
-# takes (a reading a minute: 45,000 readings, 0.5 MB).
-_SERIES = """
-COPY (
-    SELECT metric_id, array_agg(time ORDER BY time), array_agg(value ORDER BY time)
-    FROM readings WHERE sensor_id = %s
-    GROUP BY metric_id, date_trunc('month', time, 'UTC')
-    ORDER BY (SELECT name FROM metrics m WHERE m.id = metric_id), min(time)
-) TO STDOUT (FORMAT BINARY)
-"""
-_TIMES = np.dtype([("length", ">i4"), ("value", ">i8")])
-_VALUES = np.dtype([("length", ">i4"), ("value", ">f8")])
+    def add(self, times: np.ndarray, sensor: int, metric: int, values: np.ndarray) -> None:
+        """Append one series chunk: `times` (µs since the Unix epoch) and `values` of
+        archive sensor `sensor` and metric `metric` (an index into the metric names)."""
+        start = 0
+        while start < len(times):
+            take = min(len(times) - start, ROW_GROUP_ROWS - self._fill)
+            into = slice(self._fill, self._fill + take)
+            self._times[into] = times[start : start + take]
+            self._sensors[into] = sensor
+            self._metrics[into] = metric
+            self._values[into] = values[start : start + take]
+            self._fill += take
+            start += take
+            if self._fill == ROW_GROUP_ROWS:
+                self._flush()
 
+    def finish(self) -> None:
+        if self._fill:
+            self._flush()
 
-def _binary_rows(chunks: Iterator[bytes]) -> Iterator[list[bytes]]:
-    """The rows (lists of field bytes) of a binary COPY stream whose fields are never
-    NULL, however the stream is cut into chunks."""
-    buffer = b""
-    header_done = ended = False
-    for chunk in chunks:
-        if ended:
-            continue  # drain the stream: the connection is busy until COPY ends
-        buffer += bytes(chunk)
-        if not header_done:
-            if len(buffer) < _COPY_HEADER_SIZE:
-                continue
-            buffer = _skip_header(buffer)
-            header_done = True
-        position = 0
-        while True:
-            row, end = _one_row(buffer, position)
-            if row is None:
-                break
-            if row == []:
-                ended = True
-                break
-            yield row
-            position = end
-        buffer = buffer[position:]
-
-
-def _one_row(buffer: bytes, position: int) -> tuple[list[bytes] | None, int]:
-    """The row at `position` and the position after it; (None, position) when the buffer
-    holds only part of it; ([], ...) at the trailer."""
-    if len(buffer) < position + 2:
-        return None, position
-    fields = int.from_bytes(buffer[position : position + 2], "big", signed=True)
-    if fields == -1:
-        return [], position + 2
-    cursor = position + 2
-    row = []
-    for _ in range(fields):
-        if len(buffer) < cursor + 4:
-            return None, position
-        length = int.from_bytes(buffer[cursor : cursor + 4], "big", signed=True)
-        cursor += 4
-        if len(buffer) < cursor + length:
-            return None, position
-        row.append(buffer[cursor : cursor + length])
-        cursor += length
-    return row, cursor
-
-
-def _array(data: bytes, element: np.dtype) -> np.ndarray:
-    """The elements of a one-dimensional binary array without NULLs."""
-    dimensions = int.from_bytes(data[0:4], "big")
-    if dimensions == 0:
-        return np.empty(0, dtype=element["value"])
-    size = int.from_bytes(data[12:16], "big")
-    return np.frombuffer(data, dtype=element, count=size, offset=20)["value"]
+    def _flush(self) -> None:
+        rows = self._fill
+        table = pa.table(
+            [
+                pa.array(self._times[:rows], pa.timestamp("us", tz="UTC")),
+                pa.array(self._sensors[:rows]),
+                self._names.take(pa.array(self._metrics[:rows])),
+                pa.array(self._values[:rows]),
+            ],
+            schema=READINGS_SCHEMA,
+        )
+        # write_table is done with the buffers when it returns; they are reused.
+        self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        self.rows += rows
+        self._fill = 0
 
 
 def export_readings(
@@ -193,35 +166,27 @@ def export_readings(
     sink: object,
     sensors: list[tuple[int, int]],
     metric_names: dict[int, str],
+    spill_directory: Path | None = None,
 ) -> tuple[int, set[str]]:
     """Write the readings of `sensors` ((database id, archive id), in archive order) to
     `sink` as Parquet, by sensor, metric name and time; returns the row count and the metric
-    names met."""
-    used: set[str] = set()
+    names met. Reads each time slice once and transposes through a temporary file in
+    `spill_directory` (tenancy/reading_spill.py)."""
+    metric_order = sorted(metric_names, key=lambda metric: metric_names[metric])
+    code = {metric: i for i, metric in enumerate(metric_order)}
+    archive_ids = [archive_id for _, archive_id in sensors]
+    used: set[int] = set()
+    slices = time_slices(conn)  # before the writer: a refusal leaves no half-open writer
     writer = parquet_writer(sink, READINGS_SCHEMA)
-    groups = _RowGroups(writer)
-    with conn.cursor() as cur:
-        for database_id, archive_id in sensors:
-            with cur.copy(_SERIES, (database_id,)) as copy:
-                for metric, times, values in _binary_rows(iter(copy)):
-                    name = metric_names[int.from_bytes(metric, "big", signed=True)]
-                    used.add(name)
-                    micros = _array(times, _TIMES).astype(np.int64) + _PG_EPOCH_US
-                    count = len(micros)
-                    groups.add(
-                        pa.table(
-                            [
-                                pa.array(micros, pa.timestamp("us", tz="UTC")),
-                                pa.array(np.full(count, archive_id, dtype=np.int64)),
-                                pa.array([name], pa.string()).take(np.zeros(count, np.int32)),
-                                pa.array(_array(values, _VALUES).astype(np.float64)),
-                            ],
-                            schema=READINGS_SCHEMA,
-                        )
-                    )
+    groups = _ReadingRowGroups(writer, [metric_names[m] for m in metric_order])
+    with ReadingSpill([db_id for db_id, _ in sensors], metric_order, spill_directory) as spill:
+        spill.read(conn, slices)
+        for position, metric, times, values in spill.series():
+            used.add(metric)
+            groups.add(times, archive_ids[position], code[metric], values)
     groups.finish()
     writer.close()
-    return groups.rows, used
+    return groups.rows, {metric_names[m] for m in used}
 
 
 def export_dead_letters(conn: psycopg.Connection, sink: object, municipality_id: int) -> int:
