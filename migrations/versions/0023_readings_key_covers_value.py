@@ -15,8 +15,8 @@ unchanged (INCLUDE columns are not part of the key).
 
 The upgrade rebuilds the key of every partition (plain PostgreSQL) or uncompressed chunk
 (TimescaleDB; compressed chunks keep their own per-segment storage) under an exclusive
-lock: ingest waits for it (its MQTT session keeps the messages meanwhile). Rebuilding
-runs at the speed of CREATE INDEX, a few million rows per minute per core.
+lock: ingest waits for it (its MQTT session keeps the messages meanwhile), for as long as
+CREATE INDEX over the uncompressed rows takes.
 
 Revision ID: 0023
 Revises: 0021
