@@ -10,6 +10,10 @@ Per backend: the writer's Python CPU, the wall time and the CPU of the database 
 serving the writer (from /proc, so run it on the database's machine).
 
     .venv/bin/python bench/bench_writer_backends.py --messages 30000
+
+``--key-cost`` writes into four databases instead: each backend with the primary key of
+readings before migration 0023 (revision 0021, no ``value`` in it) and at head (``INCLUDE
+(value)``), to measure what the covering key costs ingest.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ ADMIN_URLS = {
     ),
 }
 LATEST_FLUSH_INTERVAL_S = 5.0
+# --key-cost: the key of readings before and after migration 0023.
+KEY_REVISIONS = (("key without value (0021)", "0021"), ("key with value", "head"))
 
 
 def backend_cpu_s(conn: psycopg.Connection) -> float:
@@ -67,36 +73,53 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--batch-rows", type=int, default=5_000)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument(
+        "--key-cost",
+        action="store_true",
+        help="compare the key of readings before (0021) and after (head) migration 0023",
+    )
     args = parser.parse_args()
+    # label -> (backend, alembic revision)
+    targets = {backend: (backend, "head") for backend in ADMIN_URLS}
+    if args.key_cost:
+        targets = {
+            f"{backend} {label}": (backend, revision)
+            for backend in ADMIN_URLS
+            for label, revision in (
+                ("key without value (0021)", "0021"),
+                ("key with value", "head"),
+            )
+        }
     workdir = Path("/tmp") / f"bench_writer_{uuid.uuid4().hex[:8]}"
     workdir.mkdir()
     urls: dict[str, str] = {}
     conns: dict[str, psycopg.Connection] = {}
     try:
         workloads = {}
-        for backend, admin in ADMIN_URLS.items():
+        for target, (backend, revision) in targets.items():
+            admin = ADMIN_URLS[backend]
             url = admin.rsplit("/", 1)[0] + f"/iot_bench_writer_{uuid.uuid4().hex[:8]}"
             create_database(url)
-            urls[backend] = url
-            migrate(url, timescaledb="on" if backend == "timescaledb" else "off")
-            conns[backend] = psycopg.connect(url, autocommit=True)
-            workloads[backend] = build_workload(
-                conns[backend], url, args.messages, workdir, args.seed
+            urls[target] = url
+            migrate(url, revision, timescaledb="on" if backend == "timescaledb" else "off")
+            conns[target] = psycopg.connect(url, autocommit=True)
+            workloads[target] = build_workload(
+                conns[target], url, args.messages, workdir, args.seed
             )
         # Each database got the same fleet (same ids); both write the first workload's rows
         # (each build starts from its own "now", so their messages differ a little).
-        first = workloads["postgres"]
+        first = next(iter(workloads.values()))
         registry = (
             "SELECT (SELECT array_agg(name ORDER BY id) FROM metrics)::text, max(id) FROM sensors"
         )
         assert len({tuple(conn.execute(registry).fetchone()) for conn in conns.values()}) == 1
         for conn in conns.values():
             seed_latest(conn, first)
-        writers = {b: BatchWriter(LATEST_FLUSH_INTERVAL_S) for b in ADMIN_URLS}
+        writers = {t: BatchWriter(LATEST_FLUSH_INTERVAL_S) for t in targets}
         measured: dict[str, dict[str, list[float]]] = {
-            b: {"python": [], "wall": [], "server": []} for b in ADMIN_URLS
+            t: {"python": [], "wall": [], "server": []} for t in targets
         }
-        order = list(ADMIN_URLS)
+        order = list(targets)
         for i, (start, end) in enumerate(batch_bounds(first.rows_per_message, args.batch_rows)):
             for backend in order if i % 2 else order[::-1]:
                 conn, writer = conns[backend], writers[backend]
@@ -115,7 +138,7 @@ def main() -> int:
         rows = len(first.rows)
         print(
             f"{args.messages:,} messages, {rows:,} rows, "
-            f"{len(measured['postgres']['wall'])} batches per backend, load average "
+            f"{len(measured[order[0]]['wall'])} batches per database, load average "
             f"{os.getloadavg()[0]:.1f}"
         )
         print("| backend | Python CPU µs/row | database CPU µs/row | wall µs/row | batches |")

@@ -275,9 +275,12 @@ class Reading(Base):
     value: Mapped[float] = mapped_column(Double)
 
     # No foreign keys: they would cost on every COPY row and block partition maintenance;
-    # ingest only writes ids it has just looked up.
+    # ingest only writes ids it has just looked up. The key carries `value` so that a
+    # sensor's series is read from the index alone (migration 0023).
     __table_args__ = (
-        PrimaryKeyConstraint("sensor_id", "metric_id", "time"),
+        PrimaryKeyConstraint(
+            "sensor_id", "metric_id", "time", name="pk_readings", postgresql_include=["value"]
+        ),
         {"postgresql_partition_by": "RANGE (time)"},
     )
 
