@@ -12,20 +12,25 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from domain.decoders import DecodeError, get_decoder
+from domain.decoders import DecodeError, Decoder, get_decoder
 from domain.decoders.generic import normalise_object
 from domain.metrics import METRICS, Metric
 from ingest.devices import SensorInfo
 from ingest.uplink import Rejected, Sample, Uplink
 
 Row = tuple[datetime, int, int, float]  # time, sensor_id, metric_id, value
-# Metric name → (metric id, metric) for the metrics this database knows.
-MetricTable = dict[str, tuple[int, Metric]]
+# Metric name → (metric id, lowest and highest value accepted, metric) for the metrics
+# this database knows; the bounds are unpacked with the id, as every value is checked.
+MetricTable = dict[str, tuple[int, float, float, Metric]]
 
 
 def metric_table(metric_ids: dict[str, int]) -> MetricTable:
     """The lookup `to_rows` uses, built once from the database's metric ids."""
-    return {name: (metric_ids[name], METRICS[name]) for name in METRICS if name in metric_ids}
+    return {
+        name: (metric_ids[name], metric.min_value, metric.max_value, metric)
+        for name, metric in METRICS.items()
+        if name in metric_ids
+    }
 
 
 @dataclass(slots=True)
@@ -50,7 +55,8 @@ def decode_uplink(uplink: Uplink, sensor: SensorInfo) -> list[Sample]:
             errors.append("uplink has no fPort (a MAC-only frame?)")
         else:
             try:
-                return [Sample(None, get_decoder(sensor.decoder)(uplink.payload, uplink.fport))]
+                decoder = _decoders.get(sensor.decoder) or _decoder(sensor.decoder)
+                return [Sample(None, decoder(uplink.payload, uplink.fport))]
             except DecodeError as exc:
                 errors.append(str(exc))
     elif not sensor.decoder:
@@ -63,6 +69,15 @@ def decode_uplink(uplink: Uplink, sensor: SensorInfo) -> list[Sample]:
         device_id=uplink.device_id,
         municipality_id=sensor.municipality_id,
     )
+
+
+# Decoders by key as first asked for: one dict lookup per uplink.
+_decoders: dict[str, Decoder] = {}
+
+
+def _decoder(key: str) -> Decoder:
+    decoder = _decoders[key] = get_decoder(key)  # DecodeError when there is none
+    return decoder
 
 
 def to_rows(
@@ -78,6 +93,8 @@ def to_rows(
     rows: list[Row] = []
     refused: list[str] = []
     reasons: set[str] = set()
+    sensor_id = sensor.sensor_id
+    append = rows.append
     for sample in samples:
         at = sample.time or uplink.received_at
         if at > now + max_future_skew:
@@ -109,25 +126,25 @@ def to_rows(
                 refused.append(f"{name}={raw} (not a known metric)")
                 reasons.add("unknown_metric")
                 continue
-            metric_id, metric = known
+            metric_id, lowest, highest, metric = known
             value = float(raw)
             # Comparisons with NaN are false and the bounds are finite, so this refuses
             # NaN and infinities too.
-            if not metric.min_value <= value <= metric.max_value:
+            if not lowest <= value <= highest:
                 refused.append(
                     f"{name}={raw} (outside {metric.min_value:g}..{metric.max_value:g} "
                     f"{metric.unit})"
                 )
                 reasons.add("out_of_range")
                 continue
-            rows.append((at, sensor.sensor_id, metric_id, value))
+            append((at, sensor_id, metric_id, value))
     measured = bool(rows)
     if uplink.rssi_dbm is not None:
         # Radio quality is stored even for frames that carry no measurement (status frames).
         for name, value in (("rssi_dbm", uplink.rssi_dbm), ("snr_db", uplink.snr_db)):
             known = metrics.get(name)
-            if value is not None and known is not None and known[1].accepts(value):
-                rows.append((uplink.received_at, sensor.sensor_id, known[0], value))
+            if value is not None and known is not None and known[1] <= value <= known[2]:
+                append((uplink.received_at, sensor_id, known[0], value))
     if not rows and not refused:
         if samples:
             # The decoder read a valid frame that carries device information only (a

@@ -110,8 +110,18 @@ def parse(
     except msgspec.DecodeError:
         return _parse_loosely(topic, payload, arrival, v3_data_encoding)
     device = event.device_info
-    dev_eui = normalise_dev_eui(device.dev_eui, "deviceInfo.devEui")
-    application = _bind(topic, dev_eui, device.application_id)
+    body_eui = device.dev_eui
+    try:
+        application, topic_eui = topic_ids(topic)
+    except Rejected:
+        application = topic_eui = None
+    if topic_eui is not None and body_eui == topic_eui and device.application_id == application:
+        # The rule: the body names what the topic does, which topic_ids has checked (16
+        # lower-case hexadecimal digits). Anything else is normalised and compared below.
+        dev_eui = topic_eui
+    else:
+        dev_eui = normalise_dev_eui(body_eui, "deviceInfo.devEui")
+        application = _bind(topic, dev_eui, device.application_id)
     identity = None
     if event.time:
         received_at = parse_time(event.time, "time")
