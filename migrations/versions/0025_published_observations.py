@@ -20,7 +20,7 @@ so PL/pgSQL keeps its plan for the session. The caller's own conditions (SensorT
 The NGSI-LD temporal API reads its per-attribute histories through it as well.
 
 Revision ID: 0025
-Revises: 0021
+Revises: 0023
 Create Date: 2026-12-03
 """
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 from migrations.sql import run_script
 
 revision = "0025"
-down_revision = "0021"
+down_revision = "0023"
 branch_labels = None
 depends_on = None
 

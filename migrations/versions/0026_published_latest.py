@@ -16,7 +16,7 @@ asked for drop out; a kept generic plan cannot drop them and probes ``latest_rea
 once per sensor (BENCHMARKS.md "Open data API: latest values").
 
 Revision ID: 0026
-Revises: 0021
+Revises: 0025
 Create Date: 2026-12-03
 """
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 from migrations.sql import run_script
 
 revision = "0026"
-down_revision = "0021"
+down_revision = "0025"
 branch_labels = None
 depends_on = None
 
