@@ -6,17 +6,23 @@ domain/ (`domain.metrics.sync_metrics`, `domain.registry.sync_device_models`).""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
-from alembic import command
-from alembic.config import Config
 from psycopg import sql
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def alembic_config(sqlalchemy_url: str, timescaledb: str | None = None) -> Config:
     """An Alembic config for `sqlalchemy_url`, independent of the working directory."""
+    # Alembic (and SQLAlchemy under it) is imported when a migration runs, not by every
+    # process that only connects: it costs most of a second at start-up.
+    from alembic.config import Config
+
     config = Config(str(REPO_ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(REPO_ROOT / "migrations"))
     config.attributes["url"] = sqlalchemy_url
@@ -35,11 +41,15 @@ def to_sqlalchemy_url(libpq_url: str) -> str:
 
 def migrate(libpq_url: str, revision: str = "head", timescaledb: str | None = None) -> None:
     """Bring the database at `libpq_url` to `revision`."""
+    from alembic import command
+
     command.upgrade(alembic_config(to_sqlalchemy_url(libpq_url), timescaledb), revision)
 
 
 def downgrade(libpq_url: str, revision: str = "base") -> None:
     """Take the database at `libpq_url` back to `revision`."""
+    from alembic import command
+
     command.downgrade(alembic_config(to_sqlalchemy_url(libpq_url)), revision)
 
 
