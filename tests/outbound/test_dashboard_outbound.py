@@ -41,7 +41,7 @@ def test_staff_manage_notifications_from_the_dashboard(
     )
     # An e-mail the SMTP server never confirmed (its channel switched off since, so that
     # the worker at the end does not try to reach an SMTP server).
-    mail = add_channel(db, place, "email", recipients=["pedel@aarhus.example"], name="Post")
+    mail = add_channel(db, place, "email", recipients=["vagt@aarhus.example"], name="Post")
     db.execute("UPDATE notification_channels SET enabled = false WHERE id = %s", (mail,))
     unconfirmed = db.execute(
         "INSERT INTO deliveries (municipality_id, channel_id, event, idempotency_key, payload, "

@@ -11,8 +11,8 @@ Exact accounting afterwards, for e-mail (at most once past the final dot):
 * no e-mail arrived twice (no Message-ID twice);
 * every e-mail that did not arrive is `unconfirmed`; an `unconfirmed` one may or may not
   have arrived (both are counted); every other one is `delivered`;
-* unconfirmed ≤ kills, and each one's final dot was committed during the life of a
-  worker that was killed, at most one per thread of that worker;
+* each unconfirmed one's final dot was committed during the life of a worker that was
+  killed, at most one per thread of that worker (so unconfirmed ≤ kills × threads);
 * each e-mail has exactly one attempt past the final dot; every other attempt of it was
   cut short before the dot and says so.
 For webhooks (at least once): every notice arrived, and every repeat is matched by an
@@ -108,9 +108,9 @@ def test_kill_9_of_the_worker_sends_no_email_twice_and_accounts_for_every_one(
     conditions = [co2_condition(place, subject_suffix=f"/{i}") for i in range(TRANSITIONS)]
     sync_alerts(db, place.municipality, ("climate.co2_limit",), conditions, datetime.now(UTC))
     # Slow receivers, so that kills land during sends, in the phase they are aimed at.
-    smtp_server.rcpt_delay_s = 0.03
-    smtp_server.data_delay_s = 0.03
-    smtp_server.delay_s = 0.05
+    smtp_server.rcpt_delay_s = 0.04
+    smtp_server.data_delay_s = 0.04
+    smtp_server.delay_s = 0.03
     http_receiver.delay_s = 0.03
     kinds = dict(
         db.execute(
@@ -172,7 +172,10 @@ def test_kill_9_of_the_worker_sends_no_email_twice_and_accounts_for_every_one(
     unconfirmed = {k for k in emails if statuses[k] == "unconfirmed"}
     missing = emails - received
     assert missing <= unconfirmed, f"e-mails lost: {sorted(missing - unconfirmed)}"
-    assert len(unconfirmed) <= KILLS
+    # A kill leaves at most one per thread that was past its final-dot commit: with one
+    # thread that is at most one per kill; with THREADS, two e-mails can be in that window
+    # at once (seen: 14 unconfirmed after 12 kills), so the bound is per killed worker.
+    assert len(unconfirmed) <= KILLS * THREADS
 
     attempts = db.execute(
         """
