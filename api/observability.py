@@ -61,6 +61,15 @@ JOB_FAILURES = Gauge(
     ["job_id", "proc_name", "relation"],
 )
 
+# Set at each scrape from the database, read as the staff role (api/routes/health.py).
+EMAILS_UNCONFIRMED = Gauge(
+    "iot_emails_unconfirmed",
+    "E-mails written to the SMTP server with their final dot but not confirmed by it (the "
+    "delivery worker stopped before the reply), per municipality: not sent again "
+    "automatically; staff resend them on purpose (docs/notifications.md).",
+    ["municipality"],
+)
+
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),

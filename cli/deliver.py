@@ -46,6 +46,7 @@ def run_deliver(args: argparse.Namespace) -> int:
         delivered=totals.delivered,
         failed=totals.failed,
         dead=totals.dead,
+        unconfirmed=totals.unconfirmed,
         digested=totals.digests,
         escalations=totals.escalations,
     )

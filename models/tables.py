@@ -589,7 +589,17 @@ readings_daily = _rollup("readings_daily")
 CHANNEL_KINDS = ("webhook", "email", "teams", "slack")
 TARGET_KINDS = ("http", "mqtt", "ngsi_ld")
 SEVERITIES = ("info", "warning", "critical")
-DELIVERY_STATUSES = ("pending", "held", "delivered", "dead", "digested")
+# confirming: an e-mail's final dot is (about to be) written, the server's reply awaited;
+# unconfirmed: its worker died meanwhile, so it is not sent again (docs/notifications.md).
+DELIVERY_STATUSES = (
+    "pending",
+    "held",
+    "delivered",
+    "dead",
+    "digested",
+    "confirming",
+    "unconfirmed",
+)
 
 
 class NotificationChannel(Base):
@@ -734,12 +744,18 @@ class Delivery(Base):
             postgresql_where=text("status IN ('pending', 'held')"),
         ),
         Index("ix_deliveries_municipality_id_id", "municipality_id", "id"),
+        Index(
+            "ix_deliveries_in_doubt",
+            "municipality_id",
+            postgresql_where=text("status IN ('confirming', 'unconfirmed')"),
+        ),
     )
 
 
 class DeliveryAttempt(Base):
     """One try to deliver: written (committed) before the send, finished after it. One left
-    unfinished is in doubt: the worker died during that send (docs/notifications.md)."""
+    unfinished is in doubt: the worker died during that send (docs/notifications.md). An
+    e-mail's attempt records when it passed SMTP's point of no return, the final dot."""
 
     __tablename__ = "delivery_attempts"
 
@@ -756,6 +772,8 @@ class DeliveryAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     # The receiver's answer (HTTP body, SMTP reply), cut to 2000 characters.
     response: Mapped[str | None] = mapped_column(Text)
+    # Committed just before the e-mail's terminating <CRLF>.<CRLF> was written (migration 0027).
+    final_dot_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class SchoolHours(Base):

@@ -7,19 +7,25 @@ nothing for a receiver's failure; the worker (outbound/worker.py) decides what t
 
 Every message carries the delivery's idempotency key (HTTP header `Idempotency-Key`,
 e-mail `Message-ID` and `X-Kommune-IoT-Idempotency-Key`, a JSON field): a receiver that
-sees a key again has seen that delivery already (at least once, docs/notifications.md).
+sees a key again has seen that delivery already. Webhooks, Teams, Slack and data targets
+are delivered at least once; e-mail at most once past SMTP's final dot (send_email,
+docs/notifications.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
+import re
 import smtplib
 import ssl
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from email.generator import BytesGenerator
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any
@@ -51,6 +57,9 @@ class SendResult:
     ok: bool
     status_code: int | None
     response: str
+    # The receiver may have it, and sending again could repeat it: an e-mail whose final
+    # dot was written and never answered. The worker marks it `unconfirmed`, not retried.
+    in_doubt: bool = False
 
     @classmethod
     def failed(cls, error: BaseException, status_code: int | None = None) -> SendResult:
@@ -195,13 +204,46 @@ def email_message(destination: Destination, notice: Notice, key: str, sender: st
     return message
 
 
+def _message_bytes(message: EmailMessage, international: bool) -> bytes:
+    """The message as SMTP carries it: CRLF line ends (as smtplib's send_message writes it)."""
+    with io.BytesIO() as out:
+        policy = message.policy.clone(utf8=True) if international else None
+        generator = BytesGenerator(out, policy=policy) if policy else BytesGenerator(out)
+        generator.flatten(message, linesep="\r\n")
+        return out.getvalue()
+
+
+def data_without_final_dot(message: bytes) -> bytes:
+    """The DATA section up to, not including, its terminating ".<CRLF>": lines that start
+    with a dot get a second one (RFC 5321 4.5.2) and the last line ends in CRLF, as
+    smtplib.SMTP.data does it. The server takes the message only when the final dot
+    follows; a connection closed before it delivers nothing."""
+    stuffed = re.sub(rb"(?m)^\.", b"..", message)
+    return stuffed if stuffed.endswith(b"\r\n") else stuffed + b"\r\n"
+
+
+FINAL_DOT = b".\r\n"
+
+
 def send_email(
-    settings: Settings, destination: Destination, notice: Notice, key: str
+    settings: Settings,
+    destination: Destination,
+    notice: Notice,
+    key: str,
+    before_final_dot: Callable[[], None] | None = None,
 ) -> SendResult:
-    """Submit over SMTP: STARTTLS (verified certificate) and AUTH when configured."""
+    """Submit over SMTP: STARTTLS (verified certificate) and AUTH when configured.
+
+    MAIL, RCPT, DATA and the message are sent; then `before_final_dot` is called (the
+    worker commits that the message is past the point of no return) and only when it
+    returns is the final dot written. An exception from it closes the connection without
+    the dot, so the server discards the message, and is raised. No reply to the dot
+    (timeout, connection lost) is `in_doubt`: the server may have taken the message."""
     if not destination.recipients:
         return SendResult(False, None, "the channel has no recipients")
     message = email_message(destination, notice, key, settings.smtp_from)
+    sender, recipients = settings.smtp_from, list(destination.recipients)
+    international = not "".join([sender, *recipients]).isascii()
     smtp = None
     try:
         smtp = smtplib.SMTP(
@@ -214,21 +256,62 @@ def send_email(
             smtp.ehlo()
         if settings.smtp_username:
             smtp.login(settings.smtp_username, settings.smtp_password or "")
-        refused = smtp.send_message(message)
+        if international and not smtp.has_extn("smtputf8"):
+            return SendResult(False, None, "the SMTP server does not take non-ASCII addresses")
+        body = _message_bytes(message, international)
+        options = ["SMTPUTF8", "BODY=8BITMIME"] if international else []
+        if smtp.has_extn("size"):
+            options.append(f"size={len(body)}")
+        code, reply = smtp.mail(sender, options)
+        if code != 250:
+            return _refused("MAIL FROM", code, reply)
+        refused: dict[str, tuple[int, bytes]] = {}
+        for recipient in recipients:
+            code, reply = smtp.rcpt(recipient)
+            if code not in (250, 251):
+                refused[recipient] = (code, reply)
+        if len(refused) == len(recipients):
+            refusals = f"every recipient refused: {refused}"
+            return SendResult(False, code, refusals[:MAX_RESPONSE_CHARS])
+        code, reply = smtp.docmd("DATA")
+        if code != 354:
+            return _refused("DATA", code, reply)
+        smtp.send(data_without_final_dot(body))
+        if before_final_dot is not None:
+            before_final_dot()
+        try:  # past the point of no return: whatever fails now, the server may have it
+            smtp.send(FINAL_DOT)
+            code, reply = smtp.getreply()
+        except (smtplib.SMTPException, OSError) as exc:
+            return SendResult(False, None, _no_reply(exc), in_doubt=True)
     except smtplib.SMTPResponseException as exc:
         return SendResult.failed(exc, exc.smtp_code)
     except (smtplib.SMTPException, OSError) as exc:
         return SendResult.failed(exc)
     finally:
-        # Closed without waiting for QUIT's reply: the server took the message with its
-        # 250 after DATA, and every moment until the worker commits that is a moment in
-        # which a crash would send it again.
+        # Closed without waiting for QUIT's reply: the message's fate is decided by the
+        # reply to the final dot (or by the missing dot, when the worker stopped before it).
         if smtp is not None:
             smtp.close()
+    if code != 250:
+        # Refused after the dot: the server did not take it (a 4xx may pass on a retry).
+        return _refused("the final dot", code, reply)
     if refused:
         # Some recipients took it: sending again would repeat it to them. Reported, not retried.
         return SendResult(True, 250, f"refused recipients: {refused}"[:MAX_RESPONSE_CHARS])
     return SendResult(True, 250, "accepted")
+
+
+def _refused(step: str, code: int, reply: bytes) -> SendResult:
+    text = reply.decode(errors="replace")
+    return SendResult(False, code, f"{step}: {code} {text}"[:MAX_RESPONSE_CHARS])
+
+
+def _no_reply(exc: BaseException) -> str:
+    return (
+        "unconfirmed: the final dot was written and the SMTP server did not answer "
+        f"({type(exc).__name__}: {exc}); the message may have been delivered"
+    )[:MAX_RESPONSE_CHARS]
 
 
 def send_notice(
@@ -239,9 +322,11 @@ def send_notice(
     event: str,
     payload: dict[str, Any],
     notice: Notice,
+    before_final_dot: Callable[[], None] | None = None,
 ) -> SendResult:
+    """An alert notice to its channel; `before_final_dot` is e-mail's (send_email)."""
     if destination.kind == "email":
-        return send_email(settings, destination, notice, key)
+        return send_email(settings, destination, notice, key, before_final_dot)
     if not destination.url:
         return SendResult(False, None, "the channel has no URL")
     if destination.kind == "webhook":

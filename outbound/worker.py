@@ -1,5 +1,5 @@
 """The delivery worker (`python -m cli deliver`): takes due rows of the outbox and sends
-them, at least once.
+them, each one its own unit: one claim, one send, its own commits.
 
 One delivery at a time per thread, each in its own transaction:
 
@@ -8,17 +8,27 @@ One delivery at a time per thread, each in its own transaction:
    on the second connection may still reference it);
 2. record before: a `delivery_attempts` row is committed on a second connection;
 3. send to the receiver;
-4. record after: in the claiming transaction, the attempt is finished with the
-   receiver's answer and the delivery marked `delivered`, or `pending` again after a
-   backoff, or `dead` past the maximum age; then that transaction commits.
+4. record after: the attempt is finished with the receiver's answer and the delivery
+   marked `delivered`, or `pending` again after a backoff, or `dead` past the maximum
+   age; then that transaction commits.
 
-A worker killed anywhere before step 4 commits leaves the row `pending` (its lock dies
-with its connection) and another worker sends it again: nothing is lost. A worker killed
-after the receiver accepted and before that commit makes the receiver get the delivery a
-second time, with the same idempotency key; its attempt stays unfinished (`finished_at`
-NULL), so every such repeat is accounted for. This is at-least-once delivery, the most
-any sender can promise to a receiver that cannot tell it what it has
-(docs/notifications.md).
+Webhooks, Teams, Slack and data targets are delivered at least once: a worker killed
+anywhere before step 4 commits leaves the row `pending` (its lock dies with its
+connection) and another worker sends it again; killed after the receiver accepted and
+before that commit, the receiver gets it a second time with the same idempotency key, and
+its attempt stays unfinished (`finished_at` NULL), so every such repeat is accounted for.
+
+E-mail is sent at most once past SMTP's point of no return, the final dot
+(docs/notifications.md). Step 3 sends MAIL, RCPT, DATA and the message, then, just before
+writing the terminating ``<CRLF>.<CRLF>``, commits the claiming transaction with the
+attempt's `final_dot_at` and the delivery `confirming`, holding a session advisory lock on
+the delivery (``_CONFIRMING``) that lives as long as the worker's connection; then
+writes the dot; step 4 commits the server's answer in a new transaction and releases the
+lock. Killed before that commit, the connection closes without the dot, the server
+discards the message, and the row is still `pending`: sent again, once. Killed after it,
+the row is `confirming` and nobody claims it; housekeeping finds its lock free (its
+worker is gone) and marks it `unconfirmed`: the server may or may not have it, it is not
+sent again, and staff decide (POST /api/v1/staff/deliveries/{id}/resend).
 
 Backoff: after the n-th failure the next try waits a random time between half and all of
 min(base · 2^(n-1), max) (jitter, so that a receiver back from an outage is not hit by
@@ -26,9 +36,10 @@ every worker in the same second). A delivery that would still be failing past
 IOT_DELIVER_MAX_AGE_S after it was written becomes `dead`: listed to staff, retried only
 by hand (POST /api/v1/staff/deliveries/{id}/retry).
 
-Every HOUSEKEEPING_INTERVAL_S (and when it starts) the worker also writes escalation
-notices (models/outbox.py), folds notices held during quiet hours into one digest per
-channel, and deletes finished deliveries older than IOT_DELIVER_LOG_RETENTION_DAYS.
+Every HOUSEKEEPING_INTERVAL_S (and when it starts) the worker also marks e-mails left
+`confirming` by a dead worker `unconfirmed`, writes escalation notices
+(models/outbox.py), folds notices held during quiet hours into one digest per channel,
+and deletes finished deliveries older than IOT_DELIVER_LOG_RETENTION_DAYS.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -90,12 +102,57 @@ FROM due JOIN digests g ON g.channel_id = due.channel_id
 WHERE d.id = due.id
 """
 
+# The session advisory lock a worker holds on a `confirming` e-mail, from just before its
+# final dot until its outcome is committed (two-key form: it cannot meet the one-key
+# locks of the migrations). A connection that ends releases it, however its process died.
+# Its keys: hashtext('iot_delivery_confirming') and the delivery id's low 31 bits.
+
+# Just before the final dot, in the claiming transaction, which then commits.
+_CONFIRMING = """
+WITH attempt AS (
+    UPDATE delivery_attempts SET final_dot_at = now() WHERE id = %(attempt)s
+), delivery AS (
+    UPDATE deliveries SET status = 'confirming' WHERE id = %(id)s
+)
+SELECT pg_advisory_lock(hashtext('iot_delivery_confirming'), (%(id)s::bigint & 2147483647)::int)
+"""
+_RELEASE = """
+SELECT pg_advisory_unlock(hashtext('iot_delivery_confirming'), (%(id)s::bigint & 2147483647)::int)
+"""
+
+# `confirming` e-mails whose worker is gone (their lock is free) become `unconfirmed`.
+# MATERIALIZED: the lock is tried on `confirming` rows only; a worker that finished in the
+# meantime has committed another status, which the UPDATE's condition then skips.
+_UNCONFIRMED = """
+WITH confirming AS MATERIALIZED (
+    SELECT id FROM deliveries WHERE status = 'confirming'
+), lost AS (
+    SELECT id FROM confirming
+    WHERE pg_try_advisory_xact_lock(hashtext('iot_delivery_confirming'), (id & 2147483647)::int)
+), attempts AS (
+    UPDATE delivery_attempts a SET finished_at = now(), response = %(why)s
+    FROM lost
+    WHERE a.delivery_id = lost.id AND a.final_dot_at IS NOT NULL AND a.finished_at IS NULL
+)
+UPDATE deliveries d SET status = 'unconfirmed', attempts = d.attempts + 1, last_error = %(why)s
+FROM lost WHERE d.id = lost.id AND d.status = 'confirming'
+"""
+UNCONFIRMED_REASON = (
+    "unconfirmed: the worker stopped after writing the final dot and before the SMTP "
+    "server's answer; the message may have been delivered, and is not sent again"
+)
+# An e-mail attempt cut short before its final dot: the server discarded the message.
+INTERRUPTED_REASON = (
+    "interrupted before the final dot: the worker stopped, the SMTP server discarded the "
+    "message, and it is sent again"
+)
+
 # Finished deliveries older than the retention, in slices; alert notices stay while their
 # alert is unresolved (the escalation and the resolve notice look for the opening one).
 _PRUNE = """
 DELETE FROM deliveries WHERE id IN (
     SELECT d.id FROM deliveries d
-    WHERE d.status IN ('delivered', 'digested', 'dead')
+    WHERE d.status IN ('delivered', 'digested', 'dead', 'unconfirmed')
       AND d.created_at < now() - make_interval(days => %s)
       AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.id = d.alert_id AND a.status <> 'resolved')
     LIMIT 5000)
@@ -115,6 +172,7 @@ class Totals:
     dead: int = 0
     digests: int = 0
     escalations: int = 0
+    unconfirmed: int = 0
 
 
 def backoff_s(attempts: int, base_s: float, max_s: float, rng: random.Random) -> float:
@@ -161,14 +219,19 @@ class DeliveryWorker:
         result: SendResult,
         attempt_id: int | None,
         dead: bool = False,
+        release_lock: bool = False,
     ) -> None:
         """Finish the attempt and the delivery and commit, in one round trip (pipeline):
-        between a receiver's acceptance and this commit a crash means a repeat, so the
-        time in between is kept to one round trip."""
+        between a receiver's acceptance and this commit a crash means a repeat (or, for an
+        e-mail past its final dot, an `unconfirmed` one), so the time in between is kept
+        to one round trip. `release_lock`: the e-mail's confirming lock, after the commit."""
         conn = cur.connection
         with conn.pipeline():
             self._finish(cur, row, result, attempt_id, dead)
             conn.commit()
+            if release_lock:
+                cur.execute(_RELEASE, {"id": row["id"]})
+                conn.commit()
 
     def _deliver_claimed(
         self, cur: psycopg.Cursor, log_conn: psycopg.Connection, client: httpx.Client, row: dict
@@ -187,18 +250,51 @@ class DeliveryWorker:
             language=row["language"] or "da",
             topic=row["topic"],
         )
-        # Recorded (committed) before the send.
+        # Recorded (committed) before the send. An e-mail's earlier attempts left
+        # unfinished before their final dot are closed: their messages were discarded.
         attempt_id = log_conn.execute(
-            "INSERT INTO delivery_attempts (delivery_id, municipality_id) "
-            "VALUES (%s, %s) RETURNING id",
-            (row["id"], row["municipality_id"]),
+            """
+            WITH interrupted AS (
+                UPDATE delivery_attempts SET finished_at = now(), ok = false, response = %s
+                WHERE delivery_id = %s AND finished_at IS NULL AND final_dot_at IS NULL
+                  AND %s
+            )
+            INSERT INTO delivery_attempts (delivery_id, municipality_id)
+            VALUES (%s, %s) RETURNING id
+            """,
+            (
+                INTERRUPTED_REASON,
+                row["id"],
+                destination.kind == "email",
+                row["id"],
+                row["municipality_id"],
+            ),
         ).fetchone()[0]
+        past_final_dot = False
+
+        def before_final_dot() -> None:
+            """Commit the point of no return; on failure the dot is never written."""
+            nonlocal past_final_dot
+            conn = cur.connection
+            try:
+                with conn.pipeline():
+                    cur.execute(_CONFIRMING, {"attempt": attempt_id, "id": row["id"]})
+                    conn.commit()
+            except BaseException:
+                conn.close()  # and with it the advisory lock, if it was taken
+                raise
+            past_final_dot = True
+
         try:
-            result = self._send(log_conn, client, destination, row)
+            result = self._send(log_conn, client, destination, row, before_final_dot)
+        except psycopg.Error:
+            raise
         except Exception as exc:  # a bug in a sender must not stop the worker
             log.error("deliver.sender_failed", exc_info=True, delivery=row["id"])
             result = SendResult.failed(exc)
-        self._record_outcome(cur, row, result, attempt_id)
+            if past_final_dot:
+                result = SendResult(False, None, f"unconfirmed: {result.response}", True)
+        self._record_outcome(cur, row, result, attempt_id, release_lock=past_final_dot)
 
     def _finish(
         self,
@@ -215,6 +311,8 @@ class DeliveryWorker:
         attempts = row["attempts"] + 1
         if result.ok:
             status, next_at, error = "delivered", None, None
+        elif result.in_doubt:
+            status, next_at, error = "unconfirmed", None, result.response
         else:
             wait = backoff_s(attempts, s.deliver_backoff_base_s, s.deliver_backoff_max_s, self._rng)
             next_at = datetime.now(UTC) + timedelta(seconds=wait)
@@ -225,7 +323,8 @@ class DeliveryWorker:
         cur.execute(
             """
             WITH attempt AS (
-                UPDATE delivery_attempts SET finished_at = now(), ok = %(ok)s,
+                UPDATE delivery_attempts SET finished_at = now(),
+                       ok = CASE WHEN NOT %(in_doubt)s THEN %(ok)s END,
                        status_code = %(code)s, response = %(response)s
                 WHERE id = %(attempt)s
             )
@@ -236,6 +335,7 @@ class DeliveryWorker:
             """,
             {
                 "ok": result.ok,
+                "in_doubt": result.in_doubt,
                 "code": result.status_code,
                 "response": result.response,
                 "attempt": attempt_id,
@@ -249,11 +349,15 @@ class DeliveryWorker:
         with self._lock:
             if result.ok:
                 self.totals.delivered += 1
+            elif status == "unconfirmed":
+                self.totals.unconfirmed += 1
             elif status == "dead":
                 self.totals.dead += 1
             else:
                 self.totals.failed += 1
-        if not result.ok:
+        if status == "unconfirmed":
+            log.warning("deliver.unconfirmed", delivery=row["id"], response=result.response[:200])
+        elif not result.ok:
             log.warning(
                 "deliver.failed",
                 delivery=row["id"],
@@ -266,12 +370,19 @@ class DeliveryWorker:
     # --- sending --------------------------------------------------------------------------
 
     def _send(
-        self, conn: psycopg.Connection, client: httpx.Client, dest: Destination, row: dict
+        self,
+        conn: psycopg.Connection,
+        client: httpx.Client,
+        dest: Destination,
+        row: dict,
+        before_final_dot: Callable[[], None],
     ) -> SendResult:
         key, event, payload = row["idempotency_key"], row["event"], row["payload"]
         if row["channel_id"] is not None:
             notice = render(event, payload, dest.language, self.settings.public_base_url)
-            return channels.send_notice(self.settings, client, dest, key, event, payload, notice)
+            return channels.send_notice(
+                self.settings, client, dest, key, event, payload, notice, before_final_dot
+            )
         readings = readings_rows(payload)
         sensors = self._sensors(conn, readings)
         if dest.kind == "ngsi_ld":
@@ -324,8 +435,10 @@ class DeliveryWorker:
     # --- housekeeping ---------------------------------------------------------------------
 
     def housekeeping(self, conn: psycopg.Connection) -> None:
-        """Escalation notices and morning digests that are due; old finished deliveries
-        (and their attempts) deleted."""
+        """E-mails left `confirming` by a dead worker marked `unconfirmed`; escalation
+        notices and morning digests that are due; old finished deliveries (and their
+        attempts) deleted."""
+        self.mark_unconfirmed(conn)
         escalated = enqueue_escalations(conn)
         with conn.transaction():
             digested = conn.execute(_DIGEST).rowcount
@@ -340,6 +453,17 @@ class DeliveryWorker:
             self.totals.digests += digested
         if escalated or digested:
             log.info("deliver.housekeeping", escalations=escalated, digested_notices=digested)
+
+    def mark_unconfirmed(self, conn: psycopg.Connection) -> int:
+        """`confirming` e-mails whose worker died after writing (or while about to write)
+        the final dot become `unconfirmed`: never sent again by the worker."""
+        with conn.transaction():
+            marked = conn.execute(_UNCONFIRMED, {"why": UNCONFIRMED_REASON}).rowcount
+        if marked:
+            with self._lock:
+                self.totals.unconfirmed += marked
+            log.warning("deliver.unconfirmed", deliveries=marked, reason=UNCONFIRMED_REASON)
+        return marked
 
     # --- the loop -------------------------------------------------------------------------
 

@@ -250,7 +250,8 @@ async def list_deliveries(
         conn,
         f"""
         SELECT {_DELIVERY_COLUMNS}, (
-            SELECT jsonb_build_object('started_at', a.started_at, 'ok', a.ok,
+            SELECT jsonb_build_object('started_at', a.started_at, 'final_dot_at', a.final_dot_at,
+                                      'finished_at', a.finished_at, 'ok', a.ok,
                                       'status_code', a.status_code, 'response', a.response)
             FROM delivery_attempts a WHERE a.delivery_id = d.id ORDER BY a.id DESC LIMIT 1
         ) AS last_attempt
@@ -283,7 +284,7 @@ async def get_delivery(conn: AsyncConnection, m: int, delivery_id: int) -> dict[
     if row is not None:
         row["attempts_log"] = await _all(
             conn,
-            "SELECT id, started_at, finished_at, ok, status_code, response "
+            "SELECT id, started_at, final_dot_at, finished_at, ok, status_code, response "
             "FROM delivery_attempts WHERE delivery_id = %(id)s ORDER BY id",
             {"id": delivery_id},
         )
@@ -308,3 +309,35 @@ async def retry_delivery(conn: AsyncConnection, m: int, delivery_id: int) -> dic
             {"id": delivery_id, "m": m},
         )
     return row
+
+
+async def resend_delivery(conn: AsyncConnection, m: int, delivery_id: int) -> dict[str, Any] | None:
+    """Send an unconfirmed e-mail again, on purpose: the recipient may have it already
+    (docs/notifications.md). It goes as if new (a fresh maximum age), with the same
+    Message-ID. None when it is not the municipality's; a delivery that is not
+    unconfirmed is returned unchanged."""
+    row = await _one(
+        conn,
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = now(), created_at = now() "
+        "WHERE id = %(id)s AND municipality_id = %(m)s AND status = 'unconfirmed' "
+        f"RETURNING {_DELIVERY_COLUMNS}",
+        {"id": delivery_id, "m": m},
+    )
+    if row is None:
+        row = await _one(
+            conn,
+            f"SELECT {_DELIVERY_COLUMNS} FROM deliveries "
+            "WHERE id = %(id)s AND municipality_id = %(m)s",
+            {"id": delivery_id, "m": m},
+        )
+    return row
+
+
+async def unconfirmed_counts(conn: AsyncConnection) -> list[tuple[str, int]]:
+    """E-mails sent and not confirmed by the SMTP server, per municipality (slug)."""
+    cur = await conn.execute(
+        "SELECT m.slug, count(*) FROM deliveries d "
+        "JOIN municipalities m ON m.id = d.municipality_id "
+        "WHERE d.status = 'unconfirmed' GROUP BY m.slug"
+    )
+    return [(slug, n) for slug, n in await cur.fetchall()]

@@ -10,8 +10,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import PoolTimeout
 
 from api.http_cache import json_body
-from api.observability import JOB_FAILING, JOB_FAILURES, JOBS_FAILING
+from api.observability import EMAILS_UNCONFIRMED, JOB_FAILING, JOB_FAILURES, JOBS_FAILING
 from api.queries.health import database_status, failing_jobs
+from api.queries.outbound import unconfirmed_counts
 from models.schemas import Health
 
 router = APIRouter(tags=["operations"])
@@ -48,8 +49,9 @@ async def health(request: Request) -> Response:
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     """Prometheus exposition of this process's metrics, with the failing background jobs
-    read from the database at each scrape."""
+    and the unconfirmed e-mails read from the database at each scrape."""
     await _update_job_gauges(request.app.state.pool)
+    await _update_delivery_gauges(request.app.state.staff_pool)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -70,3 +72,16 @@ async def _update_job_gauges(pool) -> None:
         JOB_FAILING.labels(*labels).set(1)
         JOB_FAILURES.labels(*labels).set(job["total_failures"])
     JOBS_FAILING.set(len(jobs))
+
+
+async def _update_delivery_gauges(staff_pool) -> None:
+    # The deliveries are the staff role's to read; the public role has no grant on them.
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_S):
+            async with staff_pool.connection(timeout=HEALTH_TIMEOUT_S) as conn:
+                counts = await unconfirmed_counts(conn)
+    except (psycopg.Error, PoolTimeout, TimeoutError):
+        return
+    EMAILS_UNCONFIRMED.clear()
+    for municipality, n in counts:
+        EMAILS_UNCONFIRMED.labels(municipality).set(n)

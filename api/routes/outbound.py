@@ -3,7 +3,7 @@ test deliveries, and the delivery log (docs/notifications.md).
 
 Like every staff route: the caller's key decides the municipality, and another
 municipality's ids answer 404, as if they did not exist. Reading takes `read-private`;
-channels, rules and retries `manage-alerts`; data targets (data leaving the system)
+channels, rules, retries and resends `manage-alerts`; data targets (data leaving the system)
 `admin`. Every write is recorded in the audit trail (api/audit.py).
 """
 
@@ -369,7 +369,8 @@ async def test_target(principal: Admin, conn: Conn, target_id: Id) -> dict[str, 
 async def list_deliveries(
     principal: ReadPrivate,
     conn: Conn,
-    status: Literal["pending", "held", "delivered", "dead", "digested"] | None = None,
+    status: Literal["pending", "held", "delivered", "dead", "digested", "confirming", "unconfirmed"]
+    | None = None,
     channel_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     target_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
@@ -395,6 +396,18 @@ async def get_delivery(principal: ReadPrivate, conn: Conn, delivery_id: Id) -> d
 )
 async def retry_delivery(principal: ManageAlerts, conn: Conn, delivery_id: Id) -> dict[str, Any]:
     row = await outbound.retry_delivery(conn, principal.municipality_id, delivery_id)
+    if row is None:
+        raise _not_found("delivery")
+    return row
+
+
+@router.post(
+    "/deliveries/{delivery_id}/resend",
+    summary="Send an unconfirmed e-mail again, on purpose (the recipient may have it)",
+    dependencies=[audited("delivery.resend")],
+)
+async def resend_delivery(principal: ManageAlerts, conn: Conn, delivery_id: Id) -> dict[str, Any]:
+    row = await outbound.resend_delivery(conn, principal.municipality_id, delivery_id)
     if row is None:
         raise _not_found("delivery")
     return row

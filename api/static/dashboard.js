@@ -354,9 +354,14 @@ async function renderOutbound() {
     tr.dataset.status = d.status;
     const to = d.channel_id ? names.get(`c${d.channel_id}`) : names.get(`t${d.target_id}`);
     const answer = d.last_attempt ? `${d.last_attempt.status_code ?? ""} ${d.last_attempt.response ?? ""}`.trim() : "";
-    tr.append(cell(String(d.id)), cell(d.event), cell(to ?? ""), cell(d.status, d.status === "dead" ? "bad" : ""), cell(String(d.attempts)), cell(answer.slice(0, 120)));
+    tr.append(cell(String(d.id)), cell(d.event), cell(to ?? ""), cell(d.status, d.status === "dead" || d.status === "unconfirmed" ? "bad" : ""), cell(String(d.attempts)), cell(answer.slice(0, 120)));
     const actions = document.createElement("td");
     if (d.status === "dead") actions.append(button("Retry", () => outboundAction(() => apiSend("POST", `/api/v1/staff/deliveries/${d.id}/retry`), `Delivery ${d.id} will be sent again.`)));
+    // Unconfirmed: the e-mail may have arrived; sending it again is a person's decision.
+    if (d.status === "unconfirmed") actions.append(button("Resend", () => {
+      if (!window.confirm(`The recipients may have e-mail ${d.id} already (the server did not confirm it). Send it again?`)) return;
+      outboundAction(() => apiSend("POST", `/api/v1/staff/deliveries/${d.id}/resend`), `Delivery ${d.id} will be sent again.`);
+    }));
     tr.append(actions);
     deliveryBody.append(tr);
   }

@@ -4,6 +4,8 @@ process on ephemeral ports, recording what they were sent."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import json
 import socket
 import threading
@@ -91,9 +93,21 @@ def http_receiver() -> Iterator[HttpReceiver]:
     server.server_close()
 
 
+# Where an SMTP session is: before MAIL (greeting, STARTTLS, AUTH), after MAIL or RCPT,
+# after the DATA command (the message's lines coming in, no final dot yet), after the final
+# dot (the message taken, the reply not yet sent), answered.
+PHASES = ("connected", "mail", "rcpt", "data", "dot", "answered")
+
+
 @dataclass
 class Mailbox:
-    """What the SMTP server accepted, and who logged in."""
+    """What the SMTP server accepted, who logged in, and in which phase each session is
+    or was when its connection was lost.
+
+    Slow phases (seconds) make a client wait there: `rcpt_delay_s` before answering RCPT,
+    `data_delay_s` before the 354 to DATA, `delay_s` before the reply to the final dot
+    (the message is taken before that wait, as an MTA queues it before answering).
+    `dot_reply` is that reply; `hang_up_after_dot` closes the connection instead."""
 
     host: str
     port: int
@@ -103,11 +117,21 @@ class Mailbox:
     logins: list[str] = field(default_factory=list)
     tls_sessions: int = 0
     delay_s: float = 0.0
+    rcpt_delay_s: float = 0.0
+    data_delay_s: float = 0.0
+    dot_reply: str = "250 Message accepted for delivery"
+    hang_up_after_dot: bool = False
+    live: set = field(default_factory=set)  # sessions still connected
+    lost_in: collections.Counter = field(default_factory=collections.Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def message_ids(self) -> list[str]:
         with self.lock:
             return [m["Message-ID"] for m in self.messages]
+
+    def in_phase(self, phase: str) -> bool:
+        with self.lock:
+            return any(getattr(s, "phase", "connected") == phase for s in self.live)
 
 
 class _Handler:
@@ -115,14 +139,20 @@ class _Handler:
         self.box = box
 
     async def handle_DATA(self, server, session, envelope) -> str:
+        session.phase = "dot"
+        if self.box.dot_reply.startswith("250"):  # taken (a refusal takes nothing)
+            with self.box.lock:
+                message = message_from_bytes(envelope.content, policy=policy.default)
+                self.box.messages.append(message)
+                self.box.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+                if session.ssl is not None:
+                    self.box.tls_sessions += 1
+        if self.box.hang_up_after_dot:
+            server.transport.close()
         if self.box.delay_s:
-            time.sleep(self.box.delay_s)  # a slow server: the reply comes late
-        with self.box.lock:
-            self.box.messages.append(message_from_bytes(envelope.content, policy=policy.default))
-            self.box.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
-            if session.ssl is not None:
-                self.box.tls_sessions += 1
-        return "250 Message accepted for delivery"
+            await asyncio.sleep(self.box.delay_s)  # a slow server: the reply comes late
+        session.phase = "answered"
+        return self.box.dot_reply
 
 
 def _free_port() -> int:
@@ -161,9 +191,41 @@ def smtp_server(tls_ca) -> Iterator[Mailbox]:
         # handled=False: aiosmtpd answers 535 itself (True would leave the client waiting).
         return AuthResult(success=ok, handled=False)
 
+    class _SMTP(SMTP):
+        """Records each session's phase (Mailbox) and waits where the box says."""
+
+        def connection_made(self, transport) -> None:
+            before = self.session  # STARTTLS makes a new session on the same connection
+            super().connection_made(transport)
+            with box.lock:
+                box.live.discard(before)
+                box.live.add(self.session)
+
+        def connection_lost(self, error) -> None:
+            with box.lock:
+                box.live.discard(self.session)
+                box.lost_in[getattr(self.session, "phase", "connected")] += 1
+            super().connection_lost(error)
+
+        async def smtp_MAIL(self, arg) -> None:
+            self.session.phase = "mail"
+            await super().smtp_MAIL(arg)
+
+        async def smtp_RCPT(self, arg) -> None:
+            self.session.phase = "rcpt"
+            if box.rcpt_delay_s:
+                await asyncio.sleep(box.rcpt_delay_s)
+            await super().smtp_RCPT(arg)
+
+        async def smtp_DATA(self, arg) -> None:
+            self.session.phase = "data"
+            if box.data_delay_s:
+                await asyncio.sleep(box.data_delay_s)
+            await super().smtp_DATA(arg)
+
     class _Controller(Controller):
         def factory(self):
-            return SMTP(
+            return _SMTP(
                 self.handler,
                 hostname="127.0.0.1",
                 tls_context=context,

@@ -1,10 +1,11 @@
 """The dashboard's notifications panel in a real headless Chromium against a running API:
 staff add a channel and a rule, send a test notice that a real receiver gets, see a dead
-delivery with the receiver's answer and send it again; a notice's link opens the
-dashboard at its alert."""
+delivery with the receiver's answer and send it again, resend an unconfirmed e-mail after
+confirming; a notice's link opens the dashboard at its alert."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,6 +38,21 @@ def test_staff_manage_notifications_from_the_dashboard(
         "INSERT INTO delivery_attempts (delivery_id, municipality_id, finished_at, ok, "
         "status_code, response) VALUES (%s, %s, now(), false, 410, 'webhook removed')",
         (dead, place.municipality),
+    )
+    # An e-mail the SMTP server never confirmed (its channel switched off since, so that
+    # the worker at the end does not try to reach an SMTP server).
+    mail = add_channel(db, place, "email", recipients=["vagt@aarhus.example"], name="Post")
+    db.execute("UPDATE notification_channels SET enabled = false WHERE id = %s", (mail,))
+    unconfirmed = db.execute(
+        "INSERT INTO deliveries (municipality_id, channel_id, event, idempotency_key, payload, "
+        "status, attempts, last_error) VALUES (%s, %s, 'test', 'k2', '{}', 'unconfirmed', 1, "
+        "'unconfirmed: …') RETURNING id",
+        (place.municipality, mail),
+    ).fetchone()[0]
+    db.execute(
+        "INSERT INTO delivery_attempts (delivery_id, municipality_id, final_dot_at, finished_at, "
+        "response) VALUES (%s, %s, now(), now(), 'unconfirmed: the worker stopped')",
+        (unconfirmed, place.municipality),
     )
     alert = db.execute(
         "INSERT INTO alerts (municipality_id, sensor_id, rule, severity, subject, started_at, "
@@ -83,11 +99,24 @@ def test_staff_manage_notifications_from_the_dashboard(
         )
         page.click("#deliveries tbody tr[data-status=dead] button:has-text('Retry')")
         _wait_until(page, "!document.querySelector('#deliveries tbody tr[data-status=dead]')")
+        unconfirmed_row = "#deliveries tbody tr[data-status=unconfirmed]"
+        assert "Post" in page.inner_text(unconfirmed_row)
+        assert "the worker stopped" in page.inner_text(unconfirmed_row)
+        # Resending asks first: the recipients may have the e-mail already.
+        page.once("dialog", lambda dialog: dialog.dismiss())
+        page.click(f"{unconfirmed_row} button:has-text('Resend')")
+        time.sleep(0.5)
+        assert page.query_selector(unconfirmed_row) is not None
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click(f"{unconfirmed_row} button:has-text('Resend')")
+        _wait_until(page, f"!document.querySelector('{unconfirmed_row}')")
         browser.close()
 
     rules = db.execute(
         "SELECT alert_rule, quiet_from::text, quiet_until::text FROM notification_rules"
     )
     assert rules.fetchall() == [("climate.", "22:00:00", "06:30:00")]
+    status = db.execute("SELECT status FROM deliveries WHERE id = %s", (unconfirmed,))
+    assert status.fetchone()[0] == "pending"
     DeliveryWorker(outbound_settings(database_url)).run(until_idle=True)
     assert [r.json()["event"] for r in http_receiver.requests] == ["test"]

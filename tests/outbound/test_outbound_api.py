@@ -16,7 +16,7 @@ from api.app import create_app
 from api.auth import create_key
 from models.db_roles import API, STAFF, enable_logins, role_url
 from models.settings import Settings
-from outbound.worker import DeliveryWorker
+from outbound.worker import UNCONFIRMED_REASON, DeliveryWorker
 from tests.outbound.conftest import Place, add_channel, add_rule, make_place, outbound_settings
 
 
@@ -29,6 +29,7 @@ class Tenant:
     rule: int
     target: int
     delivery: int
+    unconfirmed: int
 
 
 def _tenant(db: psycopg.Connection, slug: str, n: int) -> Tenant:
@@ -51,9 +52,21 @@ def _tenant(db: psycopg.Connection, slug: str, n: int) -> Tenant:
         "finished_at) VALUES (%s, %s, false, 500, %s, now())",
         (delivery, place.municipality, f"{slug} receiver said no"),
     )
+    mail = add_channel(db, place, "email", recipients=[f"pedel@{slug}.example"])
+    unconfirmed = db.execute(
+        "INSERT INTO deliveries (municipality_id, channel_id, event, idempotency_key, payload, "
+        "status, attempts, last_error) VALUES (%s, %s, 'test', %s, '{}', 'unconfirmed', 1, %s) "
+        "RETURNING id",
+        (place.municipality, mail, f"{slug}-mail-key", UNCONFIRMED_REASON),
+    ).fetchone()[0]
+    db.execute(
+        "INSERT INTO delivery_attempts (delivery_id, municipality_id, final_dot_at, finished_at, "
+        "response) VALUES (%s, %s, now(), now(), %s)",
+        (unconfirmed, place.municipality, UNCONFIRMED_REASON),
+    )
     admin = create_key(db, place.municipality, ["admin"]).token
     reader = create_key(db, place.municipality, ["read-private"]).token
-    return Tenant(place, admin, reader, channel, rule, target, delivery)
+    return Tenant(place, admin, reader, channel, rule, target, delivery, unconfirmed)
 
 
 @pytest.fixture
@@ -200,6 +213,32 @@ def test_a_dead_delivery_is_listed_with_the_receivers_answer_and_can_be_retried(
     assert retried.json()["status"] == "pending"
 
 
+def test_an_unconfirmed_email_is_listed_and_resent_only_on_purpose(client, tenants, db) -> None:
+    a, _ = tenants
+    listed = client.get(
+        "/api/v1/staff/deliveries", headers=auth(a.reader), params={"status": "unconfirmed"}
+    ).json()
+    assert [d["id"] for d in listed] == [a.unconfirmed]
+    assert listed[0]["last_error"] == UNCONFIRMED_REASON
+    assert listed[0]["last_attempt"]["final_dot_at"] is not None
+    assert listed[0]["last_attempt"]["ok"] is None
+    one = client.get(f"/api/v1/staff/deliveries/{a.unconfirmed}", headers=auth(a.reader)).json()
+    assert one["attempts_log"][0]["final_dot_at"] is not None
+
+    path = f"/api/v1/staff/deliveries/{a.unconfirmed}/resend"
+    assert client.post(path, headers=auth(a.reader)).status_code == 403  # a reader may look
+    # Retry is for dead deliveries: it leaves an unconfirmed one as it is, and resend a dead one.
+    retry = client.post(f"/api/v1/staff/deliveries/{a.unconfirmed}/retry", headers=auth(a.admin))
+    assert retry.json()["status"] == "unconfirmed"
+    dead = client.post(f"/api/v1/staff/deliveries/{a.delivery}/resend", headers=auth(a.admin))
+    assert dead.json()["status"] == "dead"
+    resent = client.post(path, headers=auth(a.admin))
+    assert resent.status_code == 200, resent.text
+    assert resent.json()["status"] == "pending"
+    action = db.execute("SELECT action FROM audit_events WHERE target_table = 'deliveries'")
+    assert action.fetchall() == [("delivery.resend",)]
+
+
 # --- isolation: every route, A's admin key aimed at B's things --------------------------
 
 OUTBOUND_ISOLATION: dict[tuple[str, str], dict] = {
@@ -225,6 +264,7 @@ OUTBOUND_ISOLATION: dict[tuple[str, str], dict] = {
     ("GET", "/api/v1/staff/deliveries"): {"list": True},
     ("GET", "/api/v1/staff/deliveries/{delivery_id}"): {},
     ("POST", "/api/v1/staff/deliveries/{delivery_id}/retry"): {},
+    ("POST", "/api/v1/staff/deliveries/{delivery_id}/resend"): {"delivery": "unconfirmed"},
 }
 
 
@@ -252,7 +292,7 @@ def test_a_key_of_one_municipality_cannot_touch_anothers_outbound(
         "channel_id": b.channel,
         "rule_id": b.rule,
         "target_id": b.target,
-        "delivery_id": b.delivery,
+        "delivery_id": b.unconfirmed if case.get("delivery") == "unconfirmed" else b.delivery,
     }
     url = path.format(**{k: v for k, v in ids.items() if "{" + k + "}" in path})
     body = case.get("json")
@@ -306,3 +346,14 @@ def test_a_reader_sees_where_a_channel_or_target_points_but_not_the_credential_i
     assert [t["url"] for t in shown if t["id"] == mine.target] == [
         "https://user:password@bi.example/ingest/key123"
     ]
+
+
+def test_metrics_count_the_unconfirmed_emails_of_each_municipality(client, tenants, db) -> None:
+    a, _ = tenants
+    text = client.get("/metrics").text
+    assert 'iot_emails_unconfirmed{municipality="aarhus"} 1.0' in text
+    assert 'iot_emails_unconfirmed{municipality="odder"} 1.0' in text
+    client.post(f"/api/v1/staff/deliveries/{a.unconfirmed}/resend", headers=auth(a.admin))
+    text = client.get("/metrics").text
+    assert 'iot_emails_unconfirmed{municipality="aarhus"}' not in text
+    assert 'iot_emails_unconfirmed{municipality="odder"} 1.0' in text

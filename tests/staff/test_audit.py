@@ -57,7 +57,7 @@ def tenants(db: psycopg.Connection) -> tuple[Tenant, Tenant]:
 
 def outbound_rows(db: psycopg.Connection, municipality_id: int) -> dict[str, int]:
     """A notification channel (a webhook with a signing secret), a rule, a data target and a
-    dead delivery of `municipality_id`, as the outbound routes' path ids."""
+    dead and an unconfirmed delivery of `municipality_id`, as the outbound routes' path ids."""
     m = municipality_id
     channel = db.execute(
         "INSERT INTO notification_channels (municipality_id, name, kind, url, secret) "
@@ -80,7 +80,19 @@ def outbound_rows(db: psycopg.Connection, municipality_id: int) -> dict[str, int
         "8, 'HTTP 500') RETURNING id",
         (m, channel, f"test:dead:{m}"),
     ).fetchone()[0]
-    return {"channel_id": channel, "rule_id": rule, "target_id": target, "delivery_id": delivery}
+    unconfirmed = db.execute(
+        "INSERT INTO deliveries (municipality_id, channel_id, event, idempotency_key, payload, "
+        "status, attempts, last_error) VALUES (%s, %s, 'test', %s, '{\"test\": true}', "
+        "'unconfirmed', 1, 'unconfirmed') RETURNING id",
+        (m, channel, f"test:unconfirmed:{m}"),
+    ).fetchone()[0]
+    return {
+        "channel_id": channel,
+        "rule_id": rule,
+        "target_id": target,
+        "delivery_id": delivery,
+        "unconfirmed_delivery_id": unconfirmed,
+    }
 
 
 def _connect(database_url: str, role: str) -> psycopg.Connection:
@@ -213,6 +225,10 @@ WRITES: dict[tuple[str, str], dict] = {
     ("DELETE", "/api/v1/staff/data-targets/{target_id}"): {"table": "data_targets"},
     ("POST", "/api/v1/staff/data-targets/{target_id}/test"): {"table": "deliveries"},
     ("POST", "/api/v1/staff/deliveries/{delivery_id}/retry"): {"table": "deliveries"},
+    ("POST", "/api/v1/staff/deliveries/{delivery_id}/resend"): {
+        "ids": {"delivery_id": "unconfirmed_delivery_id"},
+        "table": "deliveries",
+    },
     # A codec upload creates the model on its first version; both rows are recorded.
     ("POST", "/api/v1/staff/device-models/codecs"): {
         "json": teneo_upload(),
@@ -261,6 +277,7 @@ def test_a_write_is_recorded_with_who_when_where_what_before_and_after(
         **outbound_rows(db, a.id),
         **case.get("ids", {}),
     }
+    ids = {k: ids.get(v, v) if isinstance(v, str) else v for k, v in ids.items()}
     url = path.format(**{k: v for k, v in ids.items() if "{" + k + "}" in path})
     placeholders = {"A.site": a.site, "A.channel": ids["channel_id"]}
     body = case.get("json")
