@@ -70,6 +70,31 @@ const STRINGS = {
     "rule.health.spike": "usandsynligt udsving",
     "metric.co2_ppm": "CO₂ (ppm)", "metric.fill_pct": "fyldning (%)",
     "metric.occupied": "optaget", "metric.battery_v": "batteri (V)",
+    "out.title": "Notifikationer og datamodtagere",
+    "out.channels": "Kanaler", "out.rules": "Regler", "out.targets": "Datamodtagere",
+    "out.deliveries": "Seneste afsendelser",
+    "out.col.name": "Navn", "out.col.kind": "Type", "out.col.to": "Til", "out.col.language": "Sprog",
+    "out.col.on": "Til/fra", "out.col.channel": "Kanal", "out.col.alerts": "Alarmer",
+    "out.col.severity": "Mindste alvor", "out.col.quiet": "Stille timer",
+    "out.col.escalate": "Eskalér efter", "out.col.event": "Hændelse", "out.col.status": "Status",
+    "out.col.tries": "Forsøg", "out.col.answer": "Modtagerens svar",
+    "out.on": "til", "out.off": "fra", "out.all": "alle",
+    "out.add.channel": "Tilføj kanal", "out.add.rule": "Tilføj regel",
+    "out.ph.name": "navn", "out.ph.address": "e-mailadresser adskilt af komma, eller URL",
+    "out.ph.alert": "alarmregel eller familie, fx climate.",
+    "out.quiet": "stille", "out.escalate": "eskalér efter",
+    "out.test": "Test", "out.delete": "Slet", "out.retry": "Prøv igen", "out.resend": "Send igen",
+    "out.switch.on": "Slå til", "out.switch.off": "Slå fra",
+    "out.queued.notice": (name) => `Testbesked til ${name} er sat i kø.`,
+    "out.queued.delivery": (name) => `Testlevering til ${name} er sat i kø.`,
+    "out.switched": (name, on) => `${name} er slået ${on ? "til" : "fra"}.`,
+    "out.again": (id) => `Afsendelse ${id} sendes igen.`,
+    "out.rule.deleted": "Reglen er slettet.", "out.channel.added": "Kanalen er tilføjet.",
+    "out.rule.added": "Reglen er tilføjet.",
+    "out.secret": (name, secret) => `Signeringsnøgle for ${name} (vises kun denne ene gang): ${secret}`,
+    "out.resend.confirm": (id) => `Modtagerne har måske allerede fået e-mail ${id} (serveren bekræftede den ikke). Send den igen?`,
+    "delivery.pending": "venter", "delivery.sending": "sendes", "delivery.confirming": "bekræftes",
+    "delivery.delivered": "leveret", "delivery.dead": "opgivet", "delivery.unconfirmed": "ubekræftet",
   },
   en: {
     "logout": "Log out",
@@ -129,6 +154,31 @@ const STRINGS = {
     "rule.health.spike": "implausible spike",
     "metric.co2_ppm": "CO₂ (ppm)", "metric.fill_pct": "fill (%)",
     "metric.occupied": "occupied", "metric.battery_v": "battery (V)",
+    "out.title": "Notifications and data targets",
+    "out.channels": "Channels", "out.rules": "Rules", "out.targets": "Data targets",
+    "out.deliveries": "Recent deliveries",
+    "out.col.name": "Name", "out.col.kind": "Kind", "out.col.to": "To", "out.col.language": "Language",
+    "out.col.on": "On", "out.col.channel": "Channel", "out.col.alerts": "Alerts",
+    "out.col.severity": "Least severity", "out.col.quiet": "Quiet hours",
+    "out.col.escalate": "Escalate after", "out.col.event": "Event", "out.col.status": "Status",
+    "out.col.tries": "Tries", "out.col.answer": "Receiver's answer",
+    "out.on": "on", "out.off": "off", "out.all": "all",
+    "out.add.channel": "Add channel", "out.add.rule": "Add rule",
+    "out.ph.name": "name", "out.ph.address": "e-mail addresses, comma-separated, or URL",
+    "out.ph.alert": "alert rule or family, e.g. climate.",
+    "out.quiet": "quiet", "out.escalate": "escalate after",
+    "out.test": "Test", "out.delete": "Delete", "out.retry": "Retry", "out.resend": "Resend",
+    "out.switch.on": "Switch on", "out.switch.off": "Switch off",
+    "out.queued.notice": (name) => `Test notice to ${name} queued.`,
+    "out.queued.delivery": (name) => `Test delivery to ${name} queued.`,
+    "out.switched": (name, on) => `${name} switched ${on ? "on" : "off"}.`,
+    "out.again": (id) => `Delivery ${id} will be sent again.`,
+    "out.rule.deleted": "Rule deleted.", "out.channel.added": "Channel added.",
+    "out.rule.added": "Rule added.",
+    "out.secret": (name, secret) => `Signing secret of ${name} (shown once): ${secret}`,
+    "out.resend.confirm": (id) => `The recipients may have e-mail ${id} already (the server did not confirm it). Send it again?`,
+    "delivery.pending": "pending", "delivery.sending": "sending", "delivery.confirming": "confirming",
+    "delivery.delivered": "delivered", "delivery.dead": "dead", "delivery.unconfirmed": "unconfirmed",
   },
 };
 const LOCALES = { da: "da-DK", en: "en-GB" };
@@ -145,6 +195,7 @@ function t(key, ...args) {
 function applyLanguage() {
   document.documentElement.lang = lang;
   for (const element of document.querySelectorAll("[data-i18n]")) element.textContent = t(element.dataset.i18n);
+  for (const element of document.querySelectorAll("[data-i18n-placeholder]")) element.placeholder = t(element.dataset.i18nPlaceholder);
   document.getElementById("lang").textContent = t("lang.other");
 }
 
@@ -312,9 +363,9 @@ async function renderOutbound() {
   channelBody.replaceChildren();
   for (const c of channels) {
     const tr = document.createElement("tr");
-    tr.append(cell(c.name), cell(c.kind), cell(c.kind === "email" ? c.recipients.join(", ") : c.url ?? ""), cell(c.language), cell(c.enabled ? "on" : "off"));
+    tr.append(cell(c.name), cell(c.kind), cell(c.kind === "email" ? c.recipients.join(", ") : c.url ?? ""), cell(c.language), cell(t(c.enabled ? "out.on" : "out.off")));
     const actions = document.createElement("td");
-    actions.append(button("Test", () => outboundAction(() => apiSend("POST", `/api/v1/staff/notification-channels/${c.id}/test`), `Test notice to ${c.name} queued.`)));
+    actions.append(button(t("out.test"), () => outboundAction(() => apiSend("POST", `/api/v1/staff/notification-channels/${c.id}/test`), t("out.queued.notice", c.name))));
     tr.append(actions);
     channelBody.append(tr);
   }
@@ -326,22 +377,22 @@ async function renderOutbound() {
   for (const r of rules) {
     const tr = document.createElement("tr");
     const quiet = r.quiet_from ? `${r.quiet_from.slice(0, 5)}–${r.quiet_until.slice(0, 5)}` : "";
-    tr.append(cell(names.get(`c${r.channel_id}`) ?? String(r.channel_id)), cell(r.alert_rule ?? "all"), cell(r.min_severity), cell(quiet), cell(r.escalate_after_min ? `${r.escalate_after_min} min` : ""));
+    tr.append(cell(names.get(`c${r.channel_id}`) ?? String(r.channel_id)), cell(r.alert_rule ?? t("out.all")), cell(t(`severity.${r.min_severity}`)), cell(quiet), cell(r.escalate_after_min ? `${r.escalate_after_min} min` : ""));
     const actions = document.createElement("td");
-    actions.append(button("Delete", () => outboundAction(() => apiSend("DELETE", `/api/v1/staff/notification-rules/${r.id}`), "Rule deleted.")));
+    actions.append(button(t("out.delete"), () => outboundAction(() => apiSend("DELETE", `/api/v1/staff/notification-rules/${r.id}`), t("out.rule.deleted"))));
     tr.append(actions);
     ruleBody.append(tr);
   }
 
   const targetBody = document.querySelector("#targets tbody");
   targetBody.replaceChildren();
-  for (const t of targets) {
+  for (const target of targets) {
     const tr = document.createElement("tr");
-    tr.append(cell(t.name), cell(t.kind), cell(t.url), cell(t.enabled ? "on" : "off"));
+    tr.append(cell(target.name), cell(target.kind), cell(target.url), cell(t(target.enabled ? "out.on" : "out.off")));
     const actions = document.createElement("td");
     actions.append(
-      button("Test", () => outboundAction(() => apiSend("POST", `/api/v1/staff/data-targets/${t.id}/test`), `Test delivery to ${t.name} queued.`)),
-      button(t.enabled ? "Switch off" : "Switch on", () => outboundAction(() => apiSend("PATCH", `/api/v1/staff/data-targets/${t.id}`, { enabled: !t.enabled }), `${t.name} switched ${t.enabled ? "off" : "on"}.`)),
+      button(t("out.test"), () => outboundAction(() => apiSend("POST", `/api/v1/staff/data-targets/${target.id}/test`), t("out.queued.delivery", target.name))),
+      button(t(target.enabled ? "out.switch.off" : "out.switch.on"), () => outboundAction(() => apiSend("PATCH", `/api/v1/staff/data-targets/${target.id}`, { enabled: !target.enabled }), t("out.switched", target.name, !target.enabled))),
     );
     tr.append(actions);
     targetBody.append(tr);
@@ -354,13 +405,13 @@ async function renderOutbound() {
     tr.dataset.status = d.status;
     const to = d.channel_id ? names.get(`c${d.channel_id}`) : names.get(`t${d.target_id}`);
     const answer = d.last_attempt ? `${d.last_attempt.status_code ?? ""} ${d.last_attempt.response ?? ""}`.trim() : "";
-    tr.append(cell(String(d.id)), cell(d.event), cell(to ?? ""), cell(d.status, d.status === "dead" || d.status === "unconfirmed" ? "bad" : ""), cell(String(d.attempts)), cell(answer.slice(0, 120)));
+    tr.append(cell(String(d.id)), cell(d.event), cell(to ?? ""), cell(t(`delivery.${d.status}`), d.status === "dead" || d.status === "unconfirmed" ? "bad" : ""), cell(String(d.attempts)), cell(answer.slice(0, 120)));
     const actions = document.createElement("td");
-    if (d.status === "dead") actions.append(button("Retry", () => outboundAction(() => apiSend("POST", `/api/v1/staff/deliveries/${d.id}/retry`), `Delivery ${d.id} will be sent again.`)));
+    if (d.status === "dead") actions.append(button(t("out.retry"), () => outboundAction(() => apiSend("POST", `/api/v1/staff/deliveries/${d.id}/retry`), t("out.again", d.id))));
     // Unconfirmed: the e-mail may have arrived; sending it again is a person's decision.
-    if (d.status === "unconfirmed") actions.append(button("Resend", () => {
-      if (!window.confirm(`The recipients may have e-mail ${d.id} already (the server did not confirm it). Send it again?`)) return;
-      outboundAction(() => apiSend("POST", `/api/v1/staff/deliveries/${d.id}/resend`), `Delivery ${d.id} will be sent again.`);
+    if (d.status === "unconfirmed") actions.append(button(t("out.resend"), () => {
+      if (!window.confirm(t("out.resend.confirm", d.id))) return;
+      outboundAction(() => apiSend("POST", `/api/v1/staff/deliveries/${d.id}/resend`), t("out.again", d.id));
     }));
     tr.append(actions);
     deliveryBody.append(tr);
@@ -379,8 +430,8 @@ document.getElementById("channel-form").addEventListener("submit", (event) => {
   else body.url = address;
   outboundAction(async () => {
     const created = await apiSend("POST", "/api/v1/staff/notification-channels", body);
-    if (created.secret) document.getElementById("channel-secret").textContent = `Signing secret of ${created.name} (shown once): ${created.secret}`;
-  }, "Channel added.");
+    if (created.secret) document.getElementById("channel-secret").textContent = t("out.secret", created.name, created.secret);
+  }, t("out.channel.added"));
 });
 
 document.getElementById("rule-form").addEventListener("submit", (event) => {
@@ -393,7 +444,7 @@ document.getElementById("rule-form").addEventListener("submit", (event) => {
     quiet_from: formValue("rule-quiet-from"),
     quiet_until: formValue("rule-quiet-until"),
     escalate_after_min: escalate === null ? null : Number(escalate),
-  }), "Rule added.");
+  }), t("out.rule.added"));
 });
 
 function renderMap(sensors) {
@@ -556,6 +607,7 @@ function switchLanguage() {
   localStorage.setItem(LANG_STORAGE, lang);
   applyLanguage();
   if (lastSummary) render(lastSummary);
+  if (document.getElementById("outbound").dataset.loaded) renderOutbound().catch((err) => outboundStatus(err.message, true));
   if (lastHistory) showHistory(...lastHistory).catch(() => {});
   if (historyChart) { historyChart.options.locale = LOCALES[lang]; historyChart.update(); }
   showWho();

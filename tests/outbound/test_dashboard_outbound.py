@@ -77,6 +77,15 @@ def test_staff_manage_notifications_from_the_dashboard(
 
         dead_row = page.inner_text("#deliveries tbody tr[data-status=dead]")
         assert "Gammel" in dead_row and "410 webhook removed" in dead_row
+        # Staff read the panel in Danish by default, English one click away.
+        panel = page.inner_text("#outbound")
+        assert "Notifikationer og datamodtagere" in panel and "Seneste afsendelser" in panel
+        assert "opgivet" in dead_row and "Prøv igen" in dead_row
+        assert "Send igen" in page.inner_text("#deliveries tbody tr[data-status=unconfirmed]")
+        page.click("#lang")
+        _wait_until(page, "document.querySelector('#deliveries tbody').innerText.includes('Retry')")
+        assert "Notifications and data targets" in page.inner_text("#outbound")
+        assert "dead" in page.inner_text("#deliveries tbody tr[data-status=dead]")
 
         page.fill("#channel-name", "Pedel")
         page.select_option("#channel-kind", "webhook")
