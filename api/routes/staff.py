@@ -18,11 +18,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
 from analytics import alerts as alert_lifecycle
+from analytics import collection_service
 from analytics.collection_service import CollectionSetupError
 from api.audit import audited
 from api.auth import create_key, revoke_key
 from api.deps import AppSettings, Conn, SyncConn, staff_write_connection
-from api.queries import collection, dashboard, keys, places, staff
+from api.queries import dashboard, keys, places, staff
 from api.security import Admin, ManageAlerts, ReadPrivate, WriteSensors
 from domain.applications import (
     ApplicationError,
@@ -483,7 +484,7 @@ async def collection_list(
 ) -> dict[str, Any]:
     _check_collection_day(day)
     try:
-        return await collection.collection_list_for_day(conn, principal.municipality_id, day)
+        return await collection_service.collection_list(conn, principal.municipality_id, day)
     except CollectionSetupError as exc:
         raise HTTPException(409, str(exc)) from None
 
@@ -497,12 +498,13 @@ async def collection_route(
 ) -> JSONResponse:
     _check_collection_day(day)
     try:
-        if fmt == "vroom":
-            document = await collection.vroom_input_for_day(conn, principal.municipality_id, day)
-        else:
-            document = await collection.collection_route_for_day(
-                conn, principal.municipality_id, day, fmt
-            )
+        listing, plan, problem = await collection_service.collection_route(
+            conn, principal.municipality_id, day
+        )
+        # "vroom": the problem as VROOM's JSON input, for an external solver.
+        document = (
+            problem if fmt == "vroom" else collection_service.route_document(listing, plan, fmt)
+        )
     except CollectionSetupError as exc:
         raise HTTPException(409, str(exc)) from None
     media = "application/geo+json" if fmt == "geojson" else "application/json"
